@@ -1,0 +1,147 @@
+"""Text corpora: a registry of downloadable ones (fetched, verified, cached) and
+user-supplied text (a file, an upload, a paste), decoded strictly so nothing is
+silently mangled."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import platformdirs
+import pooch
+import requests
+
+MAX_TEXT_BYTES = 50 * 1024 * 1024
+TEXT_ENCODINGS = ("utf-8", "cp1252", "latin-1", "utf-16")
+
+
+class DataError(ValueError):
+    """Text or a corpus that cannot be used; the message says why and what to do."""
+
+
+class NotUTF8Error(DataError):
+    """The bytes are not UTF-8; the caller may retry with one of TEXT_ENCODINGS."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    title: str
+    description: str
+    url: str
+    sha256: str
+    filename: str
+
+
+CORPORA = {
+    "tinyshakespeare": Corpus(
+        name="tinyshakespeare",
+        title="Tiny Shakespeare",
+        description="40,000 lines from Shakespeare's plays (1.1 MB), the classic char-rnn and nanoGPT corpus.",
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        filename="tinyshakespeare.txt",
+    ),
+}
+
+
+def data_dir() -> Path:
+    """Where downloaded corpora are cached: $LM_DATA_DIR, else the user's cache folder."""
+    return Path(os.environ.get("LM_DATA_DIR") or platformdirs.user_cache_dir("llm-explorer")) / "corpora"
+
+
+def is_cached(corpus: Corpus) -> bool:
+    return (data_dir() / corpus.filename).is_file()
+
+
+class _ProgressAdapter:
+    """The tqdm-like object pooch drives, forwarding (bytes done, bytes total) to a callback."""
+
+    def __init__(self, callback: Callable[[int, int], None]):
+        self.callback, self.total, self.done = callback, 0, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.callback(min(self.done, self.total or self.done), self.total)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def fetch_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bool = False) -> Path:
+    """Download a registered corpus once (or reuse the cached copy) and verify its sha256.
+
+    `progress` is True for a terminal progress bar, or a callback (done, total) in bytes."""
+    corpus = CORPORA[corpus] if isinstance(corpus, str) else corpus
+    bar = _ProgressAdapter(progress) if callable(progress) else bool(progress)
+    try:
+        path = pooch.retrieve(
+            corpus.url,
+            known_hash=f"sha256:{corpus.sha256}",
+            fname=corpus.filename,
+            path=data_dir(),
+            downloader=pooch.HTTPDownloader(progressbar=bar, timeout=30),
+        )
+    except requests.RequestException as exc:
+        raise DataError(
+            f"Could not download {corpus.title} from {corpus.url} ({type(exc).__name__}: no network?). "
+            f"Download the file on a connected machine and upload it instead, or place it at "
+            f"{data_dir() / corpus.filename}."
+        ) from exc
+    except ValueError as exc:  # pooch: the downloaded bytes do not match the known hash
+        raise DataError(f"The download of {corpus.title} is not the expected file (sha256 mismatch); try again.") from exc
+    return Path(path)
+
+
+def load_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bool = False) -> str:
+    return decode_text(fetch_corpus(corpus, progress).read_bytes())
+
+
+def read_text_file(path: str | os.PathLike, encoding: str | None = None) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    if path.stat().st_size > MAX_TEXT_BYTES:
+        raise DataError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is {MAX_TEXT_BYTES / 1e6:.0f} MB")
+    return decode_text(path.read_bytes(), encoding)
+
+
+def decode_text(data: bytes, encoding: str | None = None, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Bytes to text, refusing what would train on garbage.
+
+    UTF-8 (a BOM is dropped) unless `encoding` is given; anything else raises
+    NotUTF8Error pointing at the first bad byte, so the user can choose an
+    encoding rather than have one guessed."""
+    if len(data) > max_bytes:
+        raise DataError(f"the text is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    if encoding is None:
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise NotUTF8Error("the file is UTF-16 (it starts with a UTF-16 byte-order mark); choose UTF-16 to read it")
+        if b"\x00" in data:
+            raise DataError("the file contains NUL bytes: it looks like a binary file, not text")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            context = data[max(0, exc.start - 20) : exc.start].decode("utf-8", errors="replace")
+            raise NotUTF8Error(
+                f"the text is not UTF-8: byte 0x{data[exc.start]:02X} at position {exc.start:,} "
+                f"(after {context!r}) is invalid. Choose its encoding (for example cp1252 or latin-1) "
+                f"or save it as UTF-8."
+            ) from None
+    else:
+        if encoding not in TEXT_ENCODINGS:
+            raise DataError(f"unsupported encoding {encoding!r}; choose one of {', '.join(TEXT_ENCODINGS)}")
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"the text is not valid {encoding} either (byte {exc.start:,}): {exc.reason}") from None
+        if "\x00" in text:
+            raise DataError("the text contains NUL characters: it looks like a binary file, not text")
+    if not text.strip():
+        raise DataError("the text is empty")
+    return text

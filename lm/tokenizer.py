@@ -1,0 +1,342 @@
+"""Byte-level BPE: the project's own tokenizer, trained from scratch, and OpenAI's
+through tiktoken, behind one small interface.
+
+Every tokenizer here has `name`, `vocab_size`, `encode(text)`, `decode(ids)`,
+`token_bytes(id)` and `save(path)`; `load_tokenizer(path)` reads any of them back.
+
+How the own BPE works, in the order the code below does it:
+
+1. Pre-split: a regex cuts the text into chunks (words with their leading space,
+   numbers, punctuation runs, whitespace), so no merge ever crosses a chunk edge.
+2. Train: every chunk starts as its UTF-8 bytes (ids 0..255). Count every adjacent
+   pair, weighted by how often the chunk occurs; merge the most frequent pair
+   into a new token; repeat until the vocabulary is full. Ties go to the pair
+   with the smallest (left id, right id), so training is deterministic.
+3. Encode: a token's id is its rank. Within a chunk, repeatedly join the adjacent
+   pair whose joined bytes have the lowest rank (leftmost first), exactly as
+   tiktoken does; `encode` runs tiktoken's Rust on our ranks, `encode_reference`
+   is the same algorithm in a dozen lines of Python.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import regex
+import tiktoken
+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+# "No pre-split" still cuts at line ends: merges may then cross spaces and
+# punctuation (the lesson), while training stays fast on long texts.
+LINES_PATTERN = r"""[^\n]*\n|[^\n]+"""
+
+SPLIT_PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN, "none": LINES_PATTERN}
+SPLIT_PATTERN_LABELS = {
+    "gpt4": "GPT-4 (cl100k) regex",
+    "gpt2": "GPT-2 regex",
+    "none": "None: merges may cross words (lines still split)",
+}
+
+ENDOFTEXT = "<|endoftext|>"
+TIKTOKEN_ENCODINGS = {"r50k_base": "GPT-2", "cl100k_base": "GPT-4", "o200k_base": "GPT-4o"}
+
+FORMAT = "llm-explorer/bpe-tokenizer"
+FORMAT_VERSION = 1
+MAX_VOCAB_SIZE = 65_536
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot be built, trained or loaded; the message says why."""
+
+
+class Tokenizer(Protocol):
+    name: str
+
+    @property
+    def vocab_size(self) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def token_bytes(self, token_id: int) -> bytes: ...
+    def save(self, path: str | os.PathLike) -> None: ...
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One training step: `pair` was joined into token `id`; it occurred `count` times."""
+
+    pair: tuple[int, int]
+    id: int
+    count: int
+
+
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of `pair`, left to right, by `new_id`."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_merges(
+    chunk_counts: dict[bytes, int],
+    num_merges: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Merge]:
+    """Learn up to `num_merges` merges from chunks and how often each occurs.
+
+    Pairs are counted once over the unique chunks; after a merge only the chunks
+    that contained the pair are recounted, and a heap (with stale entries skipped)
+    finds the next most frequent pair. If the best pair's bytes already form a
+    token (two different splits of the same string), its occurrences are joined
+    into that token and no duplicate is added.
+    """
+    words = [list(chunk) for chunk in chunk_counts]
+    freqs = list(chunk_counts.values())
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            counts[pair] += freqs[i]
+            where[pair].add(i)
+    heap = [(-count, pair) for pair, count in counts.items()]
+    heapq.heapify(heap)
+
+    vocab = [bytes([b]) for b in range(256)]
+    id_of = {token: i for i, token in enumerate(vocab)}
+    merges: list[Merge] = []
+    while len(merges) < num_merges and heap:
+        neg_count, pair = heapq.heappop(heap)
+        if counts.get(pair) != -neg_count:
+            continue  # stale: the count changed after this entry was pushed
+        joined = vocab[pair[0]] + vocab[pair[1]]
+        new_id = id_of.get(joined)
+        if new_id is None:
+            new_id = id_of[joined] = len(vocab)
+            vocab.append(joined)
+            merges.append(Merge(pair, new_id, -neg_count))
+            if progress and (len(merges) % 16 == 0 or len(merges) == num_merges):
+                progress(len(merges), num_merges)
+        changed = set()
+        for i in where.pop(pair):
+            word, freq = words[i], freqs[i]
+            for old in zip(word, word[1:]):
+                counts[old] -= freq
+                changed.add(old)
+            word = words[i] = merge_pair(word, pair, new_id)
+            for new in zip(word, word[1:]):
+                counts[new] += freq
+                where[new].add(i)
+                changed.add(new)
+        for p in changed:
+            if counts[p] > 0:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                del counts[p]
+                where.pop(p, None)
+    return merges
+
+
+class BPETokenizer:
+    """The project's own byte-level BPE; its merges double as a tiktoken rank table."""
+
+    def __init__(
+        self,
+        merges: list[Merge],
+        pattern: str = "gpt4",
+        special_tokens: Iterable[str] = (ENDOFTEXT,),
+        name: str = "own BPE",
+    ):
+        self.name = name
+        self.merges = list(merges)
+        self.pattern_name = pattern if pattern in SPLIT_PATTERNS else "custom"
+        self.pattern = SPLIT_PATTERNS.get(pattern, pattern)
+        self.vocab = [bytes([b]) for b in range(256)]
+        for m in self.merges:
+            if m.id != len(self.vocab) or not all(0 <= t < m.id for t in m.pair):
+                raise TokenizerError(f"merge {m} does not follow the tokens before it")
+            self.vocab.append(self.vocab[m.pair[0]] + self.vocab[m.pair[1]])
+        self.ranks = {token: i for i, token in enumerate(self.vocab)}
+        if len(self.ranks) != len(self.vocab):
+            raise TokenizerError("two merges make the same bytes; the merge list is corrupt")
+        self.special_tokens = {s: len(self.vocab) + i for i, s in enumerate(dict.fromkeys(special_tokens))}
+        self._special_re = (
+            regex.compile("(" + "|".join(regex.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)) + ")")
+            if self.special_tokens
+            else None
+        )
+        self._pre_split = regex.compile(self.pattern)
+        self._encoding = tiktoken.Encoding(
+            name=f"llm-explorer-{id(self)}",
+            pat_str=self.pattern,
+            mergeable_ranks=self.ranks,
+            special_tokens=self.special_tokens,
+        )
+
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        pattern: str = "gpt4",
+        special_tokens: Iterable[str] = (ENDOFTEXT,),
+        progress: Callable[[int, int], None] | None = None,
+        name: str = "own BPE",
+    ) -> "BPETokenizer":
+        """Train on `text` until the vocabulary (256 bytes + merges + special tokens)
+        has `vocab_size` entries, or until every chunk is a single token: a short
+        text may give a smaller vocabulary, which `vocab_size` then reports."""
+        special_tokens = list(dict.fromkeys(special_tokens))
+        num_merges = vocab_size - 256 - len(special_tokens)
+        if num_merges < 0 or vocab_size > MAX_VOCAB_SIZE:
+            raise TokenizerError(
+                f"vocab_size must be between {256 + len(special_tokens)} (256 bytes + "
+                f"{len(special_tokens)} special tokens) and {MAX_VOCAB_SIZE}; got {vocab_size}"
+            )
+        if not text:
+            raise TokenizerError("cannot train on empty text")
+        compiled = regex.compile(SPLIT_PATTERNS.get(pattern, pattern))
+        chunk_counts = Counter(compiled.findall(text))
+        chunk_counts = {chunk.encode("utf-8"): n for chunk, n in chunk_counts.items()}
+        return cls(train_merges(chunk_counts, num_merges, progress), pattern, special_tokens, name)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    def encode(self, text: str) -> list[int]:
+        """Fast path: tiktoken's Rust BPE on our ranks. Special tokens in the text are kept whole."""
+        return self._encoding.encode(text, allowed_special="all")
+
+    def encode_reference(self, text: str) -> list[int]:
+        """The same algorithm in plain Python, to read (and to test the fast path)."""
+        parts = self._special_re.split(text) if self._special_re else [text]
+        ids: list[int] = []
+        for part in parts:
+            if part in self.special_tokens:
+                ids.append(self.special_tokens[part])
+            else:
+                for chunk in self._pre_split.findall(part):
+                    ids.extend(self._encode_chunk(chunk.encode("utf-8")))
+        return ids
+
+    def _encode_chunk(self, chunk: bytes) -> list[int]:
+        if chunk in self.ranks:  # a whole chunk that is a token is one token
+            return [self.ranks[chunk]]
+        parts = [bytes([b]) for b in chunk]
+        while len(parts) > 1:
+            ranked = [(self.ranks.get(a + b), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            rank, i = min(((r, i) for r, i in ranked if r is not None), default=(None, None))
+            if rank is None:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return [self.ranks[p] for p in parts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if 0 <= token_id < len(self.vocab):
+            return self.vocab[token_id]
+        for text, special_id in self.special_tokens.items():
+            if special_id == token_id:
+                return text.encode("utf-8")
+        raise TokenizerError(f"token id {token_id} is outside this vocabulary of {self.vocab_size}")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "pattern_name": self.pattern_name,
+            "pattern": self.pattern,
+            "special_tokens": list(self.special_tokens),
+            "merges": [[m.pair[0], m.pair[1], m.id, m.count] for m in self.merges],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BPETokenizer":
+        if data.get("format") != FORMAT:
+            raise TokenizerError("not an LLM Explorer BPE tokenizer file (no matching 'format' field)")
+        if data.get("version") != FORMAT_VERSION:
+            raise TokenizerError(f"tokenizer file version {data.get('version')!r}; this program reads version {FORMAT_VERSION}")
+        try:
+            merges = [Merge((int(a), int(b)), int(i), int(c)) for a, b, i, c in data["merges"]]
+            return cls(merges, data["pattern"], data["special_tokens"], data.get("name", "own BPE"))
+        except (KeyError, TypeError, ValueError, regex.error) as exc:
+            if isinstance(exc, TokenizerError):
+                raise
+            raise TokenizerError(f"tokenizer file is malformed: {exc!r}") from exc
+
+    def save(self, path: str | os.PathLike) -> None:
+        _write_json_atomic(Path(path), self.to_dict())
+
+
+class TiktokenTokenizer:
+    """One of OpenAI's encodings (GPT-2, GPT-4, GPT-4o), through tiktoken."""
+
+    def __init__(self, encoding_name: str):
+        if encoding_name not in TIKTOKEN_ENCODINGS:
+            raise TokenizerError(f"unknown tiktoken encoding {encoding_name!r}; choose one of {', '.join(TIKTOKEN_ENCODINGS)}")
+        try:
+            self._encoding = tiktoken.get_encoding(encoding_name)
+        except (OSError, ValueError) as exc:
+            raise TokenizerError(
+                f"the {TIKTOKEN_ENCODINGS[encoding_name]} tokenizer ({encoding_name}) is not cached here and "
+                f"could not be downloaded ({type(exc).__name__}). Put its rank file in a folder and set "
+                f"TIKTOKEN_CACHE_DIR to that folder, or connect to the internet once."
+            ) from exc
+        self.encoding_name = encoding_name
+        self.name = TIKTOKEN_ENCODINGS[encoding_name]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        return self._encoding.encode(text, allowed_special="all")
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._encoding.decode(list(ids), errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        try:
+            return self._encoding.decode_single_token_bytes(token_id)
+        except KeyError as exc:
+            raise TokenizerError(f"token id {token_id} is not in {self.name}'s vocabulary") from exc
+
+    def save(self, path: str | os.PathLike) -> None:
+        _write_json_atomic(Path(path), {"tiktoken": self.encoding_name})
+
+
+def load_tokenizer(path: str | os.PathLike) -> BPETokenizer | TiktokenTokenizer:
+    """Read a tokenizer.json written by either class; anything else gets a clear error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerError(f"no tokenizer file at {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path.name} does not hold a tokenizer (expected a JSON object)")
+    if "tiktoken" in data:
+        return TiktokenTokenizer(data["tiktoken"])
+    return BPETokenizer.from_dict(data)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
