@@ -160,8 +160,8 @@ class BPETokenizer:
     ):
         self.name = name
         self.merges = list(merges)
-        self.pattern_name = pattern if pattern in SPLIT_PATTERNS else "custom"
         self.pattern = SPLIT_PATTERNS.get(pattern, pattern)
+        self.pattern_name = next((k for k, v in SPLIT_PATTERNS.items() if v == self.pattern), "custom")
         self.vocab = [bytes([b]) for b in range(256)]
         for m in self.merges:
             if m.id != len(self.vocab) or not all(0 <= t < m.id for t in m.pair):
@@ -259,7 +259,6 @@ class BPETokenizer:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "name": self.name,
-            "pattern_name": self.pattern_name,
             "pattern": self.pattern,
             "special_tokens": list(self.special_tokens),
             "merges": [[m.pair[0], m.pair[1], m.id, m.count] for m in self.merges],

@@ -1,0 +1,1 @@
+"""The UI layer the pages share: chart builders, token views, model and tokenizer discovery."""

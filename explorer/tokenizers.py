@@ -1,0 +1,45 @@
+"""The tokenizers the pages offer: OpenAI's through tiktoken, and our own BPEs saved
+on disk, loaded once per server and shared by every session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from explorer.paths import check_name, tokenizers_dir
+from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
+
+TIKTOKEN_CHOICES = {f"{title} ({name})": name for name, title in TIKTOKEN_ENCODINGS.items()}
+
+
+@st.cache_resource(show_spinner="Loading tokenizer…")
+def load_tiktoken(encoding_name: str) -> TiktokenTokenizer:
+    return TiktokenTokenizer(encoding_name)
+
+
+@st.cache_resource(show_spinner="Loading tokenizer…")
+def _load_file(path: str, mtime_ns: int, size: int) -> BPETokenizer | TiktokenTokenizer:
+    return load_tokenizer(path)
+
+
+def load_saved(path: Path) -> BPETokenizer | TiktokenTokenizer:
+    """Cached on path, modification time and size, so a re-saved file is read again."""
+    stat = path.stat()
+    return _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def saved_tokenizers() -> dict[str, Path]:
+    """Saved tokenizers by name, newest first."""
+    files = sorted(tokenizers_dir().glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return {p.stem: p for p in files}
+
+
+def save_tokenizer(tokenizer: BPETokenizer, name: str) -> Path:
+    """Write `name`.json into the tokenizers folder (the name is checked: no paths)."""
+    folder = tokenizers_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.name = check_name(name)
+    path = folder / f"{name}.json"
+    tokenizer.save(path)
+    return path

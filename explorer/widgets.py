@@ -1,0 +1,65 @@
+"""Widgets several pages share. Each shows its own errors and returns None when
+there is nothing usable yet, so a page never sees a traceback."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lm.data import CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, decode_text, is_cached, load_corpus
+
+SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
+
+
+def corpus_input(key: str, label: str = "Text to learn from") -> tuple[str, str] | None:
+    """A corpus from the registry, an upload or a paste: (text, a short description) or None."""
+    source = st.radio(label, SOURCES, horizontal=True, key=f"{key}_source")
+    corpus = next((c for c in CORPORA.values() if c.title == source), None)
+    if corpus is not None:
+        return _registered_corpus(corpus)
+    if source == "Upload a file":
+        return _uploaded_text(key)
+    pasted = st.text_area("Paste your text", key=f"{key}_paste", height=150, max_chars=MAX_TEXT_BYTES // 4)
+    if not pasted.strip():
+        st.info("Paste some text above to train on it.")
+        return None
+    return pasted, f"pasted text ({len(pasted):,} characters)"
+
+
+def _registered_corpus(corpus) -> tuple[str, str] | None:
+    st.caption(corpus.description)
+    try:
+        if is_cached(corpus):
+            return load_corpus(corpus), corpus.title
+        bar = st.progress(0.0, f"Downloading {corpus.title}…")
+        text = load_corpus(corpus, progress=lambda done, total: bar.progress(done / total if total else 0.0))
+        bar.empty()
+        return text, corpus.title
+    except DataError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _uploaded_text(key: str) -> tuple[str, str] | None:
+    upload = st.file_uploader(
+        f"A plain-text file, UTF-8 preferred (up to {MAX_TEXT_BYTES // 2**20} MB)", key=f"{key}_upload"
+    )
+    if upload is None:
+        return None
+    if upload.size > MAX_TEXT_BYTES:  # the browser's limit is not enforced by the server
+        st.error(f"{upload.name} is {upload.size / 1e6:.1f} MB; the limit is {MAX_TEXT_BYTES / 1e6:.0f} MB.")
+        return None
+    data = upload.getvalue()
+    try:
+        return decode_text(data), upload.name
+    except NotUTF8Error as exc:
+        st.warning(f"{upload.name}: {exc}")
+        encoding = st.selectbox("Read the file as", TEXT_ENCODINGS[1:], index=None, key=f"{key}_encoding")
+        if encoding is None:
+            return None
+        try:
+            return decode_text(data, encoding), f"{upload.name} ({encoding})"
+        except DataError as retry_exc:
+            st.error(f"{upload.name}: {retry_exc}")
+    except DataError as exc:
+        st.error(f"{upload.name}: {exc}")
+    return None

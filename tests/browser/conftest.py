@@ -1,0 +1,103 @@
+"""Browser harness: the real app on a free localhost port, driven by Debian's Chromium.
+
+Screenshots go to test-artifacts/ in the repository root, to look at after a run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import SHAKESPEARE_FILE
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> str:
+    """Start `streamlit run app.py` with its own runs and tokenizers folders; stop it afterwards."""
+    home = tmp_path_factory.mktemp("app-home")
+    (home / "data" / "corpora").mkdir(parents=True)
+    shutil.copyfile(SHAKESPEARE_FILE, home / "data" / "corpora" / SHAKESPEARE_FILE.name)  # "downloaded" already
+    env = {
+        **os.environ,
+        "LM_DATA_DIR": str(home / "data"),
+        "LM_RUNS_DIR": str(home / "runs"),
+        "LM_TOKENIZERS_DIR": str(home / "tokenizers"),
+    }
+    port = _free_port()
+    log = open(home / "streamlit.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/_stcore/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if server.poll() is not None:
+            pytest.fail(f"the app exited early:\n{(home / 'streamlit.log').read_text()}")
+        time.sleep(0.3)
+    else:
+        server.kill()
+        pytest.fail("the app did not answer /_stcore/health within 60 s")
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def wait_until_idle(page) -> None:
+    """Wait for the script run to finish, not for a fixed time."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

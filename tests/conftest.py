@@ -1,0 +1,55 @@
+"""Shared test setup: the reference data beside the repository, and an environment
+that never reaches the internet (tiktoken reads a copied cache, corpora go to a
+fresh temporary folder)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHAKESPEARE_FILE = SHARED_DATA / "tinyshakespeare.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    required = [SHAKESPEARE_FILE, SHARED_DATA / "tiktoken"]
+    missing = [str(p) for p in required if not p.exists()]
+    if missing:
+        pytest.exit(
+            f"The reference data is missing: {', '.join(missing)}. The tests read it from "
+            f"{SHARED_DATA} (../shared/data beside the repository root); see its README.md.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment(tmp_path_factory: pytest.TempPathFactory):
+    """For the whole session: tiktoken reads a copy of the shared rank files, and
+    downloaded corpora are cached in a fresh folder (never the user's cache)."""
+    tiktoken_cache = tmp_path_factory.mktemp("tiktoken-cache")
+    for rank_file in (SHARED_DATA / "tiktoken").iterdir():
+        shutil.copyfile(rank_file, tiktoken_cache / rank_file.name)  # writable copies
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+        mp.setenv("LM_DATA_DIR", str(tmp_path_factory.mktemp("lm-data")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    return SHAKESPEARE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every HTTP request made through requests fails as if the machine were offline."""
+
+    def refuse(*args, **kwargs):
+        raise requests.ConnectionError("network disabled in tests")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
