@@ -4,6 +4,7 @@ page stays thin and tests need no server."""
 from __future__ import annotations
 
 import html
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -27,7 +28,7 @@ class TokenPiece:
 def token_label(raw: bytes) -> str:
     """A token's bytes as one readable string (whitespace made visible, stray bytes as \\xNN)."""
     text = raw.decode("utf-8", errors="backslashreplace")
-    return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text)
+    return "".join(VISIBLE_WHITESPACE.get(ch) or (repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch) for ch in text)
 
 
 def is_partial_utf8(raw: bytes) -> bool:
@@ -102,12 +103,13 @@ def text_stats(text: str, ids: list[int]) -> TextStats:
 
 
 def vocabulary_rows(tokenizer: BPETokenizer) -> list[dict]:
-    """One row per token: how the BPE built it, and how often its pair was seen."""
-    rows = [{"id": i, "token": token_label(bytes([i])), "bytes": 1, "made from": "a single byte", "count": None} for i in range(256)]
+    """One row per token, learned ones first: how the BPE built it, and how often its pair was seen."""
+    rows = []
     for m in tokenizer.merges:
         left, right = (token_label(tokenizer.vocab[t]) for t in m.pair)
         raw = tokenizer.vocab[m.id]
         rows.append({"id": m.id, "token": token_label(raw), "bytes": len(raw), "made from": f"{left} + {right}", "count": m.count})
     for text, special_id in tokenizer.special_tokens.items():
         rows.append({"id": special_id, "token": text, "bytes": len(text.encode()), "made from": "special token", "count": None})
+    rows += [{"id": i, "token": token_label(bytes([i])), "bytes": 1, "made from": "a single byte", "count": None} for i in range(256)]
     return rows

@@ -142,7 +142,7 @@ def show_trained(trained: dict) -> None:
 
     st.subheader("Vocabulary")
     query = st.text_input("Search tokens", placeholder="for example: the", key="bpe_search")
-    vocab = pd.DataFrame(vocabulary_rows(tokenizer))
+    vocab = pd.DataFrame(vocabulary_rows(tokenizer)).astype({"count": "Int64"})
     if query:
         vocab = vocab[vocab["token"].str.contains(query.replace(" ", "·"), regex=False)]
     st.dataframe(vocab, hide_index=True, height=320, width="stretch")

@@ -41,6 +41,12 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    """The shared Tiny Shakespeare file (read-only: copy it before changing anything)."""
+    return SHAKESPEARE_FILE
+
+
+@pytest.fixture(scope="session")
 def shakespeare_text() -> str:
     return SHAKESPEARE_FILE.read_text(encoding="utf-8")
 
