@@ -155,7 +155,10 @@ def show_trained(trained: dict) -> None:
         except (ValueError, OSError) as exc:
             st.error(f"Not saved: {exc}")
         else:
-            st.success(f"Saved as {path}. It is offered on this page and for training models.")
+            st.session_state["bpe_saved"] = f"Saved as {path}. It is offered on this page and for training models."
+            st.rerun()  # so the Tokenize tab, drawn above, offers it
+    if "bpe_saved" in st.session_state:
+        st.success(st.session_state.pop("bpe_saved"))
     st.caption(f"Saved tokenizers live in `{tokenizers_dir()}/`.")
 
 
