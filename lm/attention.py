@@ -1,0 +1,111 @@
+"""Causal multi-head self-attention, written out step by step.
+
+Each token makes a query, a key and a value. A query is compared with the key of
+every token at or before it (scores = QKᵀ/√d), later tokens are masked out, a
+softmax turns each row of scores into weights that sum to 1, and the output is
+the weighted sum of the values. Heads do this side by side on slices of the
+embedding. Training takes PyTorch's fused kernel for the same computation;
+`attention_steps` keeps every intermediate for the app to show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionSteps:
+    """Every stage of one attention computation, shaped [batch, heads, T_query, T_key]
+    (output: [batch, heads, T_query, head_dim])."""
+
+    scores: torch.Tensor  # QKᵀ/√d
+    masked: torch.Tensor  # scores with future positions set to -inf
+    weights: torch.Tensor  # softmax of each row
+    output: torch.Tensor  # weights @ V
+
+
+def causal_mask(t_query: int, t_key: int, device=None) -> torch.Tensor:
+    """True where query i may look at key j. With a cache, the queries are the last
+    t_query of t_key positions, so query i sits at position t_key - t_query + i."""
+    return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(diagonal=t_key - t_query)
+
+
+def attention_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None) -> AttentionSteps:
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
+    weights = F.softmax(masked, dim=-1)
+    output = (dropout(weights) if dropout is not None else weights) @ v
+    return AttentionSteps(scores, masked, weights, output)
+
+
+class KVCache:
+    """The keys and values of every position seen so far, per layer, so each new
+    token costs one query against them instead of recomputing the whole prefix."""
+
+    def __init__(self, n_layer: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    def __len__(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].size(-2)
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=-2)
+            v = torch.cat([self.values[layer], v], dim=-2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # query, key, value in one matmul
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T, C] -> q, k, v each [B, heads, T, C // heads]."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        explain: bool = False,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, AttentionSteps | None]:
+        """`explain` takes the step-by-step path and returns its AttentionSteps;
+        `head_mask` ([heads], 1 keeps a head, 0 silences it) is for ablation."""
+        B, T, C = x.shape
+        q, k, v = self.split_heads(x)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        steps = None
+        if explain:
+            steps = attention_steps(q, k, v, self.attn_dropout if self.training else None)
+            y = steps.output
+        else:
+            # Same computation, fused. is_causal assumes square masks, so a cached
+            # single-token query (which may see every key) passes no mask at all.
+            y = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=None if q.size(-2) in (1, k.size(-2)) else causal_mask(q.size(-2), k.size(-2), q.device),
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=q.size(-2) == k.size(-2) and q.size(-2) > 1,
+            )
+        if head_mask is not None:
+            y = y * head_mask.view(1, -1, 1, 1).to(y.dtype)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y)), steps
