@@ -1,0 +1,106 @@
+"""The checkpoint folder every page, the CLI and the trainer share:
+
+    config.json          {"format", "version", "model": GPTConfig, "training": how it was made}
+    tokenizer.json       the own BPE, or {"tiktoken": "<name>"}
+    model.safetensors    the weights; safetensors holds only tensors, so loading runs no code
+
+Each file is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lm.model import GPT, ConfigError, GPTConfig
+from lm.tokenizer import BPETokenizer, TiktokenTokenizer, TokenizerError, load_tokenizer
+
+FORMAT = "llm-explorer/checkpoint"
+FORMAT_VERSION = 1
+TIED = "lm_head.weight"  # the same tensor as transformer.wte.weight; stored once
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message says which file and why."""
+
+
+@dataclass
+class Checkpoint:
+    model: GPT
+    tokenizer: BPETokenizer | TiktokenTokenizer
+    training: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_checkpoint(folder: str | os.PathLike, model: GPT, tokenizer, training: dict | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED}
+    tmp = folder / "model.safetensors.tmp"
+    save_file(weights, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, folder / "model.safetensors")
+    tokenizer.save(folder / "tokenizer.json")
+    config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
+    tmp = folder / "config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    os.replace(tmp, folder / "config.json")
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
+    """The model config and training record, checked, without touching the weights."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint: it has no config.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"config.json in {folder} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"config.json in {folder} is not an LLM Explorer checkpoint (no matching 'format')")
+    if data.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint version {data.get('version')!r}; this program reads version {FORMAT_VERSION}")
+    try:
+        config = GPTConfig.from_dict(data["model"]).validate()
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"config.json in {folder} has a bad model config: {exc}") from None
+    return config, data.get("training") or {}
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    folder = Path(folder)
+    config, training = read_config(folder)
+    try:
+        tokenizer = load_tokenizer(folder / "tokenizer.json")
+    except TokenizerError as exc:
+        raise CheckpointError(f"tokenizer.json in {folder}: {exc}") from None
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model only {config.vocab_size:,} embeddings"
+        )
+    weights_path = folder / "model.safetensors"
+    if not weights_path.is_file():
+        raise CheckpointError(f"{folder} has no model.safetensors")
+    try:
+        weights = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"model.safetensors in {folder} is truncated or corrupt ({exc})") from None
+    model = GPT(config)
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED}
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"model.safetensors in {folder} does not match its config: "
+            f"missing {missing[:3] or 'nothing'}, unexpected {unexpected[:3] or 'nothing'}"
+        )
+    for name, shape in expected.items():
+        if weights[name].shape != shape:
+            raise CheckpointError(f"{name} has shape {tuple(weights[name].shape)}, the config needs {tuple(shape)}")
+    model.load_state_dict(weights, strict=False)  # strict minus the tied head, checked above
+    return Checkpoint(model.to(device).eval(), tokenizer, training, folder)

@@ -1,0 +1,138 @@
+"""Sampling, one token at a time, with the reasons for each choice.
+
+Each step: run the model on what it has not seen yet (with a KV cache, only the
+newest token), turn the last position's logits into probabilities, reshape them
+with temperature, top-k and top-p, and draw the next token. The model always
+sees the last `block_size` tokens: past its context the window slides and the
+whole window is recomputed, since every position embedding shifts."""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from lm.attention import KVCache
+from lm.model import GPT
+from lm.tokenizer import ENDOFTEXT
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0  # 0 = greedy: always the most likely token
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set whose probability reaches p
+    max_new_tokens: int = 100
+    seed: int | None = None
+    stop_at_end_of_text: bool = True
+
+    def check(self) -> "Sampling":
+        if self.temperature < 0:
+            raise ValueError("temperature must be 0 (greedy) or more")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be 0 or more")
+        return self
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    raw_prob: float  # the model's probability (softmax of its logits)
+    prob: float  # after temperature, top-k and top-p (0 if filtered out)
+
+
+@dataclass(frozen=True)
+class Step:
+    position: int  # index of this token in prompt + generated ids
+    token_id: int
+    token_bytes: bytes
+    text: str  # the characters this token completes (may be empty mid-character)
+    raw_prob: float
+    prob: float
+    alternatives: list[Candidate]  # the most likely tokens by the model's own probabilities
+
+
+def sampling_distribution(logits: torch.Tensor, settings: Sampling) -> torch.Tensor:
+    """Probabilities over the vocabulary after temperature, top-k and top-p (a pure function)."""
+    logits = logits.float()
+    if settings.temperature == 0:
+        probs = torch.zeros_like(logits)
+        probs[logits.argmax()] = 1.0
+        return probs
+    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    if settings.top_k is not None and settings.top_k < probs.numel():
+        kth = torch.topk(probs, settings.top_k).values[-1]
+        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+    if settings.top_p is not None and settings.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=0) - sorted_probs  # mass of the tokens ranked above
+        keep = torch.zeros_like(probs, dtype=torch.bool)
+        keep[order] = before < settings.top_p * sorted_probs.sum()
+        probs = torch.where(keep, probs, torch.zeros_like(probs))
+    return probs / probs.sum()
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    tokenizer,
+    prompt_ids: list[int],
+    settings: Sampling = Sampling(),
+    use_cache: bool = True,
+    alternatives: int = 10,
+) -> Iterator[Step]:
+    settings.check()
+    model.eval()
+    device = next(model.parameters()).device
+    block_size = model.config.block_size
+    end_id = end_of_text_id(tokenizer)
+    ids = list(prompt_ids) or ([end_id] if end_id is not None else [])
+    if not ids:
+        raise ValueError("an empty prompt needs a tokenizer with <|endoftext|> to start from")
+    generator = torch.Generator(device="cpu")
+    if settings.seed is not None:
+        generator.manual_seed(settings.seed)
+    else:
+        generator.seed()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    cache = KVCache(model.config.n_layer) if use_cache else None
+    logits = _forward(model, ids[-block_size:], cache, device)
+    for _ in range(settings.max_new_tokens):
+        raw = torch.softmax(logits.float(), dim=-1)
+        probs = sampling_distribution(logits, settings)
+        token = int(torch.multinomial(probs.cpu(), 1, generator=generator)) if settings.temperature else int(probs.argmax())
+        top = torch.topk(raw, min(alternatives, raw.numel()))
+        token_bytes = tokenizer.token_bytes(token)
+        yield Step(
+            position=len(ids),
+            token_id=token,
+            token_bytes=token_bytes,
+            text=decoder.decode(token_bytes),
+            raw_prob=float(raw[token]),
+            prob=float(probs[token]),
+            alternatives=[Candidate(int(i), float(raw[i]), float(probs[i])) for i in top.indices],
+        )
+        ids.append(token)
+        if settings.stop_at_end_of_text and token == end_id:
+            return
+        if cache is not None and len(ids) <= block_size:
+            logits = _forward(model, [token], cache, device)
+        else:  # no cache, or the window slid: every position moved
+            logits = _forward(model, ids[-block_size:], None, device)
+
+
+def _forward(model: GPT, ids: list[int], cache: KVCache | None, device) -> torch.Tensor:
+    return model(torch.tensor([ids], device=device), cache=cache).logits[0, -1]
+
+
+def end_of_text_id(tokenizer) -> int | None:
+    """<|endoftext|>'s id when the tokenizer has it as a special token."""
+    ids = tokenizer.encode(ENDOFTEXT)
+    return ids[0] if len(ids) == 1 else None
