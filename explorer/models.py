@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import streamlit as st
+
 from explorer.paths import runs_root
+from lm.checkpoint import Checkpoint, load_checkpoint
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
@@ -26,3 +29,15 @@ def find_models(root: Path | None = None) -> list[ModelEntry]:
         if all((folder / f).is_file() for f in CHECKPOINT_FILES):
             found.append(ModelEntry(folder.name, folder, (folder / "model.safetensors").stat().st_size))
     return found
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def _load(path: str, mtime_ns: int, size: int) -> Checkpoint:
+    return load_checkpoint(path)
+
+
+def load_model(entry: ModelEntry) -> Checkpoint:
+    """Loaded once per server and shared by every session (so never modify it): cached
+    on path, modification time and size, so a checkpoint rewritten by training is re-read."""
+    stat = (entry.path / "model.safetensors").stat()
+    return _load(str(entry.path), stat.st_mtime_ns, stat.st_size)

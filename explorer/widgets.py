@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer.models import find_models, load_model
+from explorer.paths import runs_root
+from lm.checkpoint import Checkpoint, CheckpointError
 from lm.data import CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, decode_text, is_cached, load_corpus
 
 SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
@@ -63,3 +66,22 @@ def _uploaded_text(key: str) -> tuple[str, str] | None:
     except DataError as exc:
         st.error(f"{upload.name}: {exc}")
     return None
+
+
+def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint | None:
+    """Choose a checkpoint folder under the runs root and load it; None (with a
+    message saying how to get one) when there is none or it cannot be read."""
+    models = find_models()
+    if not models:
+        st.info(
+            f"No model on disk yet. A model is a checkpoint folder (config.json, tokenizer.json, "
+            f"model.safetensors) inside `{runs_root()}/`: train one, or copy one there."
+        )
+        return None
+    by_name = {m.name: m for m in models}
+    name = st.selectbox(label, list(by_name), index=min(index, len(models) - 1), key=key)
+    try:
+        return load_model(by_name[name])
+    except CheckpointError as exc:
+        st.error(f"{name} cannot be loaded: {exc}")
+        return None
