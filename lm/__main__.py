@@ -8,8 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lm.data import CORPORA, DataError, fetch_corpus, load_corpus, read_text_file
-from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, TokenizerError, load_tokenizer
+from lm.checkpoint import load_checkpoint
+from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
+from lm.device import default_device
+from lm.generate import Sampling, generate
+from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
 
 def read_corpus(source: str) -> str:
@@ -49,6 +52,16 @@ def cmd_train_tokenizer(args) -> None:
     print(f"vocabulary of {tokenizer.vocab_size:,} ({len(tokenizer.merges):,} merges) written to {args.out}")
 
 
+def cmd_sample(args) -> None:
+    checkpoint = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    settings = Sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed)
+    tokenizer = checkpoint.tokenizer
+    print(args.prompt, end="", flush=True)
+    for step in generate(checkpoint.model, tokenizer, tokenizer.encode(args.prompt), settings):
+        print(step.text, end="", flush=True)
+    print()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lm", description="LLM Explorer's from-scratch toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, help="where to write the tokenizer (.json)")
     train.set_defaults(run=cmd_train_tokenizer)
+
+    sample = commands.add_parser("sample", help="generate text from a checkpoint, streamed as it is sampled")
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint folder (config.json, tokenizer.json, model.safetensors)")
+    sample.add_argument("--prompt", default="", help="text to continue (empty: start after <|endoftext|>)")
+    sample.add_argument("--max-new-tokens", type=int, default=200, help="how many tokens to generate at most")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 = always the most likely token; higher = more random")
+    sample.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
+    sample.add_argument("--top-p", type=float, default=None, help="sample only among the most likely tokens totalling p")
+    sample.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
+    sample.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    sample.set_defaults(run=cmd_sample)
     return parser
 
 
@@ -82,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, TokenizerError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # DataError, TokenizerError, CheckpointError, bad settings
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
