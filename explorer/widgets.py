@@ -8,7 +8,9 @@ import streamlit as st
 from explorer.models import find_models, load_model
 from explorer.paths import runs_root
 from lm.checkpoint import Checkpoint, CheckpointError
-from lm.data import CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, decode_text, is_cached, load_corpus
+from lm.data import (
+    CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, decode_text, human_size, is_cached, load_corpus,
+)
 
 SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
 
@@ -49,7 +51,7 @@ def _uploaded_text(key: str) -> tuple[str, str] | None:
     if upload is None:
         return None
     if upload.size > MAX_TEXT_BYTES:  # the browser's limit is not enforced by the server
-        st.error(f"{upload.name} is {upload.size / 1e6:.1f} MB; the limit is {MAX_TEXT_BYTES / 1e6:.0f} MB.")
+        st.error(f"{upload.name} is {human_size(upload.size)}; the limit is {human_size(MAX_TEXT_BYTES)}.")
         return None
     data = upload.getvalue()
     try:

@@ -77,7 +77,10 @@ def fetch_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bo
     """Download a registered corpus once (or reuse the cached copy) and verify its sha256.
 
     `progress` is True for a terminal progress bar, or a callback (done, total) in bytes."""
-    corpus = CORPORA[corpus] if isinstance(corpus, str) else corpus
+    if isinstance(corpus, str):
+        if corpus not in CORPORA:
+            raise DataError(f"unknown corpus {corpus!r}; known: {', '.join(CORPORA)}")
+        corpus = CORPORA[corpus]
     bar = _ProgressAdapter(progress) if callable(progress) else bool(progress)
     try:
         path = pooch.retrieve(
@@ -87,6 +90,11 @@ def fetch_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bo
             path=data_dir(),
             downloader=pooch.HTTPDownloader(progressbar=bar, timeout=30),
         )
+    except requests.HTTPError as exc:
+        raise DataError(
+            f"The server answered {exc.response.status_code} for {corpus.url}: the file is not there. "
+            f"Download it elsewhere and upload it instead, or place it at {data_dir() / corpus.filename}."
+        ) from exc
     except requests.RequestException as exc:
         raise DataError(
             f"Could not download {corpus.title} from {corpus.url} ({type(exc).__name__}: no network?). "
@@ -107,8 +115,12 @@ def read_text_file(path: str | os.PathLike, encoding: str | None = None) -> str:
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     if path.stat().st_size > MAX_TEXT_BYTES:
-        raise DataError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is {MAX_TEXT_BYTES / 1e6:.0f} MB")
+        raise DataError(f"{path.name} is {human_size(path.stat().st_size)}; the limit is {human_size(MAX_TEXT_BYTES)}")
     return decode_text(path.read_bytes(), encoding)
+
+
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def decode_text(data: bytes, encoding: str | None = None, max_bytes: int = MAX_TEXT_BYTES) -> str:
@@ -118,7 +130,7 @@ def decode_text(data: bytes, encoding: str | None = None, max_bytes: int = MAX_T
     NotUTF8Error pointing at the first bad byte, so the user can choose an
     encoding rather than have one guessed."""
     if len(data) > max_bytes:
-        raise DataError(f"the text is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise DataError(f"the text is {human_size(len(data))}; the limit is {human_size(max_bytes)}")
     if encoding is None:
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise NotUTF8Error("the file is UTF-16 (it starts with a UTF-16 byte-order mark); choose UTF-16 to read it")

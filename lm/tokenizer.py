@@ -170,12 +170,8 @@ class BPETokenizer:
         self.ranks = {token: i for i, token in enumerate(self.vocab)}
         if len(self.ranks) != len(self.vocab):
             raise TokenizerError("two merges make the same bytes; the merge list is corrupt")
-        self.special_tokens = {s: len(self.vocab) + i for i, s in enumerate(dict.fromkeys(special_tokens))}
-        self._special_re = (
-            regex.compile("(" + "|".join(regex.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)) + ")")
-            if self.special_tokens
-            else None
-        )
+        self.special_tokens = {s: len(self.vocab) + i for i, s in enumerate(_check_specials(special_tokens))}
+        self._special_re = _special_regex(self.special_tokens)
         self._pre_split = regex.compile(self.pattern)
         self._encoding = tiktoken.Encoding(
             name=f"llm-explorer-{id(self)}",
@@ -197,7 +193,7 @@ class BPETokenizer:
         """Train on `text` until the vocabulary (256 bytes + merges + special tokens)
         has `vocab_size` entries, or until every chunk is a single token: a short
         text may give a smaller vocabulary, which `vocab_size` then reports."""
-        special_tokens = list(dict.fromkeys(special_tokens))
+        special_tokens = _check_specials(special_tokens)
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0 or vocab_size > MAX_VOCAB_SIZE:
             raise TokenizerError(
@@ -207,7 +203,10 @@ class BPETokenizer:
         if not text:
             raise TokenizerError("cannot train on empty text")
         compiled = regex.compile(SPLIT_PATTERNS.get(pattern, pattern))
-        chunk_counts = Counter(compiled.findall(text))
+        # Special tokens are never merged into: learn only from the text between them.
+        special_re = _special_regex(special_tokens)
+        parts = [p for p in special_re.split(text) if p not in special_tokens] if special_re else [text]
+        chunk_counts = Counter(chunk for part in parts for chunk in compiled.findall(part))
         chunk_counts = {chunk.encode("utf-8"): n for chunk, n in chunk_counts.items()}
         return cls(train_merges(chunk_counts, num_merges, progress), pattern, special_tokens, name)
 
@@ -286,7 +285,7 @@ class TiktokenTokenizer:
     """One of OpenAI's encodings (GPT-2, GPT-4, GPT-4o), through tiktoken."""
 
     def __init__(self, encoding_name: str):
-        if encoding_name not in TIKTOKEN_ENCODINGS:
+        if not isinstance(encoding_name, str) or encoding_name not in TIKTOKEN_ENCODINGS:
             raise TokenizerError(f"unknown tiktoken encoding {encoding_name!r}; choose one of {', '.join(TIKTOKEN_ENCODINGS)}")
         try:
             self._encoding = tiktoken.get_encoding(encoding_name)
@@ -312,7 +311,7 @@ class TiktokenTokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         try:
             return self._encoding.decode_single_token_bytes(token_id)
-        except KeyError as exc:
+        except (KeyError, OverflowError) as exc:
             raise TokenizerError(f"token id {token_id} is not in {self.name}'s vocabulary") from exc
 
     def save(self, path: str | os.PathLike) -> None:
@@ -333,6 +332,26 @@ def load_tokenizer(path: str | os.PathLike) -> BPETokenizer | TiktokenTokenizer:
     if "tiktoken" in data:
         return TiktokenTokenizer(data["tiktoken"])
     return BPETokenizer.from_dict(data)
+
+
+def _check_specials(special_tokens: Iterable[str]) -> list[str]:
+    """Distinct non-empty strings, none the start of another: tiktoken would then
+    not reliably pick the longer one, and the reference encoder would disagree."""
+    if isinstance(special_tokens, str):
+        raise TokenizerError("special_tokens must be a list of strings, not one string")
+    specials = list(dict.fromkeys(special_tokens))
+    if not all(isinstance(s, str) and s for s in specials):
+        raise TokenizerError(f"special tokens must be non-empty strings: {specials!r}")
+    for a in specials:
+        for b in specials:
+            if a != b and b.startswith(a):
+                raise TokenizerError(f"special token {b!r} starts with another special token, {a!r}")
+    return specials
+
+
+def _special_regex(special_tokens: Iterable[str]):
+    specials = list(special_tokens)
+    return regex.compile("(" + "|".join(map(regex.escape, specials)) + ")") if specials else None
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -4,19 +4,20 @@ fresh temporary folder)."""
 
 from __future__ import annotations
 
-import os
+import functools
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHAKESPEARE_FILE = SHARED_DATA / "tinyshakespeare.txt"
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def _require_shared_data() -> None:
     required = [SHAKESPEARE_FILE, SHARED_DATA / "tiktoken"]
     missing = [str(p) for p in required if not p.exists()]
     if missing:
@@ -27,16 +28,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def _local_only(request):
+    """Wrap requests.Session.request so that only this machine can be reached."""
+
+    @functools.wraps(request)
+    def guarded(self, method, url, *args, **kwargs):
+        if urlsplit(str(url)).hostname not in LOCAL_HOSTS:
+            raise requests.ConnectionError(f"tests must not reach the internet (tried {method} {url})")
+        return request(self, method, url, *args, **kwargs)
+
+    return guarded
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment(tmp_path_factory: pytest.TempPathFactory):
-    """For the whole session: tiktoken reads a copy of the shared rank files, and
-    downloaded corpora are cached in a fresh folder (never the user's cache)."""
+    """For the whole session: tiktoken reads a copy of the shared rank files,
+    downloaded corpora are cached in a fresh folder (never the user's cache), and
+    requests refuses any host but this machine (a missed cache fails fast)."""
+    _require_shared_data()
     tiktoken_cache = tmp_path_factory.mktemp("tiktoken-cache")
     for rank_file in (SHARED_DATA / "tiktoken").iterdir():
         shutil.copyfile(rank_file, tiktoken_cache / rank_file.name)  # writable copies
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
         mp.setenv("LM_DATA_DIR", str(tmp_path_factory.mktemp("lm-data")))
+        mp.setattr(requests.Session, "request", _local_only(requests.Session.request))
         yield
 
 

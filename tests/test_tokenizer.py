@@ -28,8 +28,8 @@ from lm.tokenizer import (
 PATTERNS = list(SPLIT_PATTERNS)  # "gpt4", "gpt2", "none"
 TIKTOKEN_NAMES = ["r50k_base", "cl100k_base", "o200k_base"]
 
-# Texts chosen to stress pre-splitting and byte fallback; Shakespeare slices are
-# added per test from the shared file (from well beyond any training slice).
+# Texts chosen to stress pre-splitting and byte fallback; tests add Shakespeare
+# slices from the shared file (most of them far beyond any training slice).
 VARIED_TEXTS = {
     "empty": "",
     "code": 'def f(x):\n    return {"a": x**2}  # square\n\tif a != b:\r\n\t\tpass\n',
@@ -62,7 +62,7 @@ def shakespeare_slices(text: str, size: int = 3_000) -> list[str]:
 
 
 def texts_with_specials() -> st.SearchStrategy[str]:
-    """Random text with <|endoftext|> between (and around) the pieces."""
+    """Random pieces of text (possibly empty) joined by <|endoftext|>."""
     return st.lists(st.text(max_size=40), min_size=2, max_size=6).map(ENDOFTEXT.join)
 
 
@@ -144,6 +144,24 @@ def test_special_token_is_one_id_after_the_merges(pattern, trained):
     assert tok.token_bytes(special_id) == ENDOFTEXT.encode()
 
 
+@pytest.mark.parametrize(
+    "special_tokens",
+    [(ENDOFTEXT, ENDOFTEXT + "2"), ("<|a|>", "<|a|>b"), ("<|a|>b", "<|a|>"), ("<|pad|>", "<|pad|>>", "<|")],
+    ids=["endoftext-endoftext2", "short-first", "long-first", "three"],
+)
+def test_special_tokens_that_start_with_another_are_refused(special_tokens, shakespeare_text):
+    """tiktoken does not reliably prefer the longer of two such tokens, so they are refused."""
+    with pytest.raises(TokenizerError, match="starts with another special token"):
+        BPETokenizer.train(shakespeare_text[:5_000], 300, special_tokens=special_tokens)
+
+
+def test_special_token_text_in_the_corpus_is_not_learned_from(shakespeare_text):
+    text = (shakespeare_text[:3_000] + ENDOFTEXT) * 20
+    tok = BPETokenizer.train(text, 400)
+    assert not any(b"endoftext" in token or b"<|" in token for token in tok.vocab)
+    assert tok.encode(ENDOFTEXT) == [tok.special_tokens[ENDOFTEXT]]
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 @NO_DEADLINE
 @given(text=st.one_of(st.text(), texts_with_specials()))
@@ -204,8 +222,9 @@ def test_duplicate_special_tokens_count_once(trained):
 def test_training_reports_progress_to_the_end(shakespeare_text):
     calls = []
     BPETokenizer.train(shakespeare_text[:20_000], 300, progress=lambda done, total: calls.append((done, total)))
+    num_merges = 300 - 256 - 1
     assert calls, "progress was never reported"
-    assert calls[-1] == (43, 43)
+    assert calls[-1] == (num_merges, num_merges)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
@@ -271,6 +290,14 @@ def test_bpe_token_bytes_out_of_range(token_id, trained):
     tok = trained("gpt4", 20_000, 300)
     with pytest.raises(TokenizerError, match="outside this vocabulary of 300"):
         tok.token_bytes(token_id)
+
+
+def test_bpe_partial_utf8_token(trained):
+    tok = trained("gpt4", 20_000, 300)  # Shakespeare has no emoji: it falls back to bytes
+    ids = tok.encode("🦙")
+    assert [tok.token_bytes(i) for i in ids] == [bytes([b]) for b in "🦙".encode()]
+    assert tok.decode(ids[:1]) == "\ufffd"  # replaced, not raised
+    assert tok.decode(ids) == "🦙"
 
 
 # --- saving and loading ---------------------------------------------------------
@@ -347,8 +374,9 @@ def merges_with(*rows) -> list[list[int]]:
         pytest.param(with_changes(merges=None), "malformed", id="merges-null"),
         pytest.param({k: v for k, v in valid_tokenizer_dict().items() if k != "merges"}, "malformed", id="no-merges"),
         pytest.param(with_changes(pattern="(unclosed"), "malformed", id="bad-regex"),
+        pytest.param(with_changes(special_tokens=ENDOFTEXT), "special", id="special-tokens-not-a-list"),
         pytest.param({"tiktoken": "p50k_base"}, "unknown tiktoken encoding 'p50k_base'", id="unknown-tiktoken"),
-        pytest.param({"tiktoken": ["r50k_base"]}, "unknown tiktoken encoding", id="tiktoken-name-not-a-string"),
+        pytest.param({"tiktoken": ["r50k_base"]}, "tiktoken", id="tiktoken-name-not-a-string"),
     ],
 )
 def test_load_refuses_bad_files(tmp_path, content, message):
