@@ -33,9 +33,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> str:
+def app_home(tmp_path_factory) -> Path:
+    """The app's working folders: runs/ (models go here), tokenizers/, data/."""
+    return tmp_path_factory.mktemp("app-home")
+
+
+@pytest.fixture(scope="session")
+def app_url(app_home) -> str:
     """Start `streamlit run app.py` with its own runs and tokenizers folders; stop it afterwards."""
-    home = tmp_path_factory.mktemp("app-home")
+    home = app_home
     (home / "data" / "corpora").mkdir(parents=True)
     shutil.copyfile(SHAKESPEARE_FILE, home / "data" / "corpora" / SHAKESPEARE_FILE.name)  # "downloaded" already
     env = {
