@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,6 +15,8 @@ from lm.checkpoint import load_checkpoint
 from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
 from lm.device import default_device
 from lm.generate import Sampling, generate
+from lm.model import parameter_count
+from lm.trainer import TrainConfig, Trainer, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
 
@@ -62,6 +67,50 @@ def cmd_sample(args) -> None:
     print()
 
 
+def cmd_train(args) -> None:
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the run folder to continue")
+        cfg = resume_config(args.out, **overrides)
+    else:
+        cfg = TrainConfig.from_dict({**(read_config_file(args.config) if args.config else {}), **overrides})
+    trainer = Trainer(cfg, resume=args.resume)
+    model = trainer.model.config
+    print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters, {len(trainer.train_ids):,} training tokens, device {trainer.device}")
+    with tqdm(total=cfg.max_steps, initial=trainer.step, unit="step") as bar:
+        def progress(record: dict) -> None:
+            bar.update(record["step"] - bar.n)
+            shown = {"loss": f"{record['train_loss']:.3f}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
+            if "val_loss" in record:
+                shown["val"] = f"{record['val_loss']:.3f}"
+            bar.set_postfix(shown)
+
+        state = trainer.train(progress)
+    print(f"{state} at step {trainer.step}; best validation loss {trainer.best_val_loss:.3f}; checkpoint in {cfg.out}")
+
+
+def read_config_file(path: str) -> dict:
+    """Training options from a .json or .toml file (keys as in `train --help`)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}") from None
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its help from the field; unset flags leave the config file's value."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{f.metadata['help']} (default {f.default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lm", description="LLM Explorer's from-scratch toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,15 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--ids", action="store_true", help="print only the ids, on one line")
     tokenize.set_defaults(run=cmd_tokenize)
 
-    train = commands.add_parser("train-tokenizer", help="train a byte-level BPE and save it as JSON")
-    train.add_argument("--data", default="tinyshakespeare", help="a corpus name (tinyshakespeare) or a text file")
-    train.add_argument("--vocab-size", type=int, default=1024, help="256 bytes + merges + 1 special token")
-    train.add_argument(
+    train_bpe = commands.add_parser("train-tokenizer", help="train a byte-level BPE and save it as JSON")
+    train_bpe.add_argument("--data", default="tinyshakespeare", help="a corpus name (tinyshakespeare) or a text file")
+    train_bpe.add_argument("--vocab-size", type=int, default=1024, help="256 bytes + merges + 1 special token")
+    train_bpe.add_argument(
         "--pattern", default="gpt4", choices=list(SPLIT_PATTERN_LABELS),
         help="pre-split: " + "; ".join(f"{k} = {v}" for k, v in SPLIT_PATTERN_LABELS.items()),
     )
-    train.add_argument("--out", required=True, help="where to write the tokenizer (.json)")
-    train.set_defaults(run=cmd_train_tokenizer)
+    train_bpe.add_argument("--out", required=True, help="where to write the tokenizer (.json)")
+    train_bpe.set_defaults(run=cmd_train_tokenizer)
+
+    train = commands.add_parser(
+        "train", help="train a GPT, writing a run folder (checkpoint, metrics, samples, status)",
+        description="Options come from --config (JSON or TOML), then from flags, which win.",
+    )
+    train.add_argument("--config", help="a .json or .toml file of the options below")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_train_options(train)
+    train.set_defaults(run=cmd_train)
 
     sample = commands.add_parser("sample", help="generate text from a checkpoint, streamed as it is sampled")
     sample.add_argument("--checkpoint", required=True, help="a checkpoint folder (config.json, tokenizer.json, model.safetensors)")

@@ -1,17 +1,21 @@
 """Text corpora: a registry of downloadable ones (fetched, verified, cached) and
 user-supplied text (a file, an upload, a paste), decoded strictly so nothing is
-silently mangled."""
+silently mangled; and the token datasets training draws its batches from."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import platformdirs
 import pooch
 import requests
+import torch
 
 MAX_TEXT_BYTES = 50 * 1024 * 1024
 TEXT_ENCODINGS = ("utf-8", "cp1252", "latin-1", "utf-16")
@@ -157,3 +161,50 @@ def decode_text(data: bytes, encoding: str | None = None, max_bytes: int = MAX_T
     if not text.strip():
         raise DataError("the text is empty")
     return text
+
+
+# --- token datasets ---------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a tokenizer's exact vocabulary, to key the encoded-corpus cache."""
+    if hasattr(tokenizer, "to_dict"):
+        return hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return tokenizer.encoding_name
+
+
+def encode_corpus(text: str, tokenizer) -> np.ndarray:
+    """The whole text as token ids, encoded once and cached under data_dir()/tokens."""
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] + "-" + tokenizer_fingerprint(tokenizer)
+    path = data_dir() / "tokens" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    ids = np.asarray(tokenizer.encode(text), dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, ids)
+    os.replace(tmp, path)
+    return ids
+
+
+def split_tokens(ids: np.ndarray, val_fraction: float, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first part to train on, the last to validate on; each must hold a window."""
+    n_val = int(len(ids) * val_fraction)
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    for name, part in (("training", train), ("validation", val)):
+        if len(part) <= block_size:
+            raise DataError(
+                f"the {name} part of the text has {len(part):,} tokens, not more than the context of "
+                f"{block_size}: use a longer text or a shorter context"
+            )
+    return train, val
+
+
+def random_batch(
+    ids: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_size` random windows: inputs, and the same windows shifted by one as targets."""
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator).tolist()
+    windows = torch.from_numpy(np.stack([ids[s : s + block_size + 1].astype(np.int64) for s in starts]))
+    return windows[:, :-1], windows[:, 1:]
