@@ -56,6 +56,8 @@ def save_checkpoint(folder: str | os.PathLike, model: GPT, tokenizer, training: 
 def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     """The model config and training record, checked, without touching the weights."""
     path = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"there is no folder {folder}")
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a checkpoint: it has no config.json")
     try:
@@ -67,7 +69,7 @@ def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     if data.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint version {data.get('version')!r}; this program reads version {FORMAT_VERSION}")
     try:
-        config = GPTConfig.from_dict(data["model"]).validate()
+        config = GPTConfig.from_dict(data["model"]).validate(training=False)
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"config.json in {folder} has a bad model config: {exc}") from None
     return config, data.get("training") or {}

@@ -9,6 +9,7 @@ whole window is recomputed, since every position embedding shifts."""
 from __future__ import annotations
 
 import codecs
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -29,11 +30,11 @@ class Sampling:
     stop_at_end_of_text: bool = True
 
     def check(self) -> "Sampling":
-        if self.temperature < 0:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError("temperature must be 0 (greedy) or more")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be at least 1")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        if self.top_p is not None and not 0 < self.top_p <= 1:  # also refuses NaN
             raise ValueError("top_p must be in (0, 1]")
         if self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be 0 or more")
@@ -102,9 +103,11 @@ def generate(
         generator.seed()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
+    if settings.max_new_tokens == 0:
+        return
     cache = KVCache(model.config.n_layer) if use_cache else None
     logits = _forward(model, ids[-block_size:], cache, device)
-    for _ in range(settings.max_new_tokens):
+    for produced in range(1, settings.max_new_tokens + 1):
         raw = torch.softmax(logits.float(), dim=-1)
         probs = sampling_distribution(logits, settings)
         token = int(torch.multinomial(probs.cpu(), 1, generator=generator)) if settings.temperature else int(probs.argmax())
@@ -120,7 +123,7 @@ def generate(
             alternatives=[Candidate(int(i), float(raw[i]), float(probs[i])) for i in top.indices],
         )
         ids.append(token)
-        if settings.stop_at_end_of_text and token == end_id:
+        if produced == settings.max_new_tokens or (settings.stop_at_end_of_text and token == end_id):
             return
         if cache is not None and len(ids) <= block_size:
             logits = _forward(model, [token], cache, device)

@@ -33,9 +33,10 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
 
-    def validate(self, memory_bytes: int | None = None) -> "GPTConfig":
+    def validate(self, memory_bytes: int | None = None, training: bool = True) -> "GPTConfig":
         """Raise ConfigError unless the config can build a model that fits in memory
-        (`memory_bytes`, default: this machine's RAM) for training with AdamW."""
+        (`memory_bytes`, default: this machine's RAM), for training with AdamW or,
+        with training=False, for running it."""
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -45,13 +46,15 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): each head gets an equal "
                 f"slice of the embedding; try n_embd = {self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
-        needed, available = training_memory_bytes(self), memory_bytes or physical_memory_bytes()
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be a number in [0, 1), not {self.dropout!r}")
+        needed = training_memory_bytes(self) if training else inference_memory_bytes(self)
+        available = memory_bytes or physical_memory_bytes()
         if available and needed > available:
+            purpose = "to train (weights, gradients and AdamW state)" if training else "to run"
             raise ConfigError(
-                f"this model needs about {needed / 2**30:.1f} GiB to train (weights, gradients and AdamW state) "
-                f"but the machine has {available / 2**30:.1f} GiB; make n_layer, n_embd or vocab_size smaller"
+                f"this model needs about {needed / 2**30:.1f} GiB {purpose} but the machine has "
+                f"{available / 2**30:.1f} GiB; make n_layer, n_embd or vocab_size smaller"
             )
         return self
 
@@ -103,7 +106,7 @@ class GPTOutput:
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.config = config.validate()
+        self.config = config.validate(training=False)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -184,12 +187,19 @@ def flops_per_token(config: GPTConfig, training: bool = True) -> float:
     return 3 * forward if training else forward
 
 
-def training_memory_bytes(config: GPTConfig, batch_size: int = 1) -> int:
-    """fp32 weights + gradients + two AdamW moments (16 bytes a parameter), plus
-    a rough figure for the activations of one batch."""
+def activation_bytes(config: GPTConfig, batch_size: int = 1) -> int:
+    """A rough fp32 figure for one batch's activations kept for the backward pass."""
     T, C, L, H = config.block_size, config.n_embd, config.n_layer, config.n_head
-    activations = 4 * batch_size * T * (L * (16 * C + 2 * H * T) + 2 * config.vocab_size)
-    return 16 * parameter_count(config) + activations
+    return 4 * batch_size * T * (L * (16 * C + 2 * H * T) + 2 * config.vocab_size)
+
+
+def training_memory_bytes(config: GPTConfig, batch_size: int = 1) -> int:
+    """fp32 weights + gradients + two AdamW moments (16 bytes a parameter) + activations."""
+    return 16 * parameter_count(config) + activation_bytes(config, batch_size)
+
+
+def inference_memory_bytes(config: GPTConfig) -> int:
+    return 4 * parameter_count(config) + activation_bytes(config)
 
 
 def physical_memory_bytes() -> int | None:

@@ -174,7 +174,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.tokenizer = build_tokenizer(cfg.tokenizer, text[: int(len(text) * (1 - cfg.val_fraction))])
             vocab_size = math.ceil(self.tokenizer.vocab_size / 64) * 64  # a multiple of 64 multiplies faster
-            self.model = GPT(cfg.model_config(vocab_size)).to(self.device)
+            self.model = GPT(cfg.model_config(vocab_size).validate()).to(self.device)
         ids = encode_corpus(text, self.tokenizer)
         self.train_ids, self.val_ids = split_tokens(ids, cfg.val_fraction, cfg.block_size)
         self.optimizer = make_optimizer(self.model, cfg, self.device)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHAKESPEARE_FILE = SHARED_DATA / "tinyshakespeare.txt"
@@ -75,3 +76,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise requests.ConnectionError("network disabled in tests")
 
     monkeypatch.setattr(requests.Session, "request", refuse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread: two threads on two busy cores
+    spend most of each small matmul waiting for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
