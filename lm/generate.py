@@ -106,7 +106,7 @@ def generate(
     if settings.max_new_tokens == 0:
         return
     cache = KVCache(model.config.n_layer) if use_cache else None
-    logits = _forward(model, ids[-block_size:], cache, device)
+    logits = _forward(model, ids[-block_size:], cache, device, tokenizer.vocab_size)
     for produced in range(1, settings.max_new_tokens + 1):
         raw = torch.softmax(logits.float(), dim=-1)
         probs = sampling_distribution(logits, settings)
@@ -126,13 +126,15 @@ def generate(
         if produced == settings.max_new_tokens or (settings.stop_at_end_of_text and token == end_id):
             return
         if cache is not None and len(ids) <= block_size:
-            logits = _forward(model, [token], cache, device)
+            logits = _forward(model, [token], cache, device, tokenizer.vocab_size)
         else:  # no cache, or the window slid: every position moved
-            logits = _forward(model, ids[-block_size:], None, device)
+            logits = _forward(model, ids[-block_size:], None, device, tokenizer.vocab_size)
 
 
-def _forward(model: GPT, ids: list[int], cache: KVCache | None, device) -> torch.Tensor:
-    return model(torch.tensor([ids], device=device), cache=cache).logits[0, -1]
+def _forward(model: GPT, ids: list[int], cache: KVCache | None, device, n_tokens: int) -> torch.Tensor:
+    """Next-token logits, cut to the tokenizer's ids: a model's vocabulary may be padded
+    (GPT-2's 50,304 rows for 50,257 tokens), and padding rows are not tokens."""
+    return model(torch.tensor([ids], device=device), cache=cache).logits[0, -1, :n_tokens]
 
 
 def end_of_text_id(tokenizer) -> int | None:
