@@ -162,6 +162,14 @@ class Trainer:
         self.cfg = cfg.check()
         self.run = Run(cfg.out)
         self.run.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare(resume)
+        except Exception as exc:  # a short text, a bad tokenizer file: say so where the run is watched
+            self.run.write_status("failed", step=0, max_steps=cfg.max_steps, error=str(exc))
+            raise
+
+    def _prepare(self, resume: bool) -> None:
+        cfg = self.cfg
         self.device = default_device() if cfg.device == "auto" else cfg.device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
