@@ -24,6 +24,27 @@ PAGES = [
         "How text becomes numbers: see GPT-2, GPT-4 and your own tokenizer cut the same text into "
         "tokens, then train a byte-pair encoder and replay every merge it learned.",
     ),
+    PageInfo(
+        "pages/train.py",
+        "Train",
+        "📈",
+        "How a model learns: train a small GPT on a text of your choice and watch its loss fall, "
+        "its learning rate and gradients change, and its writing improve, live.",
+    ),
+    PageInfo(
+        "pages/attention.py",
+        "Attention",
+        "🎯",
+        "Where each token looks: a model's attention maps for your text, every head at a glance, the "
+        "arithmetic of one head step by step, and what the model is made of.",
+    ),
+    PageInfo(
+        "pages/generate.py",
+        "Generate",
+        "✍️",
+        "How a model writes: watch it pick one token at a time, see the probabilities behind each pick "
+        "and how temperature, top-k and top-p reshape them, and measure how surprised it is by any text.",
+    ),
 ]
 
 

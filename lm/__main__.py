@@ -16,7 +16,7 @@ from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
 from lm.device import default_device
 from lm.generate import Sampling, generate
 from lm.model import parameter_count
-from lm.trainer import TrainConfig, Trainer, resume_config
+from lm.trainer import TrainConfig, Trainer, TrainingFailed, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
 
@@ -87,7 +87,9 @@ def cmd_train(args) -> None:
             bar.set_postfix(shown)
 
         state = trainer.train(progress)
-    print(f"{state} at step {trainer.step}; best validation loss {trainer.best_val_loss:.3f}; checkpoint in {cfg.out}")
+    best = trainer.best_val_loss
+    print(f"{state} at step {trainer.step}; best validation loss {best:.3f}; checkpoint in {cfg.out}" if best < float("inf")
+          else f"{state} at step {trainer.step} (no validation loss yet); checkpoint in {cfg.out}")
 
 
 def read_config_file(path: str) -> dict:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError) as exc:  # DataError, TokenizerError, CheckpointError, bad settings
+    except (ValueError, OSError, TrainingFailed) as exc:  # DataError, TokenizerError, CheckpointError, bad settings
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

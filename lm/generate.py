@@ -120,7 +120,9 @@ def generate(
             text=decoder.decode(token_bytes),
             raw_prob=float(raw[token]),
             prob=float(probs[token]),
-            alternatives=[Candidate(int(i), float(raw[i]), float(probs[i])) for i in top.indices],
+            alternatives=[
+                Candidate(i, r, p) for i, r, p in zip(top.indices.tolist(), top.values.tolist(), probs[top.indices].tolist())
+            ],
         )
         ids.append(token)
         if produced == settings.max_new_tokens or (settings.stop_at_end_of_text and token == end_id):
@@ -134,7 +136,7 @@ def generate(
 def _forward(model: GPT, ids: list[int], cache: KVCache | None, device, n_tokens: int) -> torch.Tensor:
     """Next-token logits, cut to the tokenizer's ids: a model's vocabulary may be padded
     (GPT-2's 50,304 rows for 50,257 tokens), and padding rows are not tokens."""
-    return model(torch.tensor([ids], device=device), cache=cache).logits[0, -1, :n_tokens]
+    return model(torch.tensor([ids], device=device), cache=cache, last_only=True).logits[0, -1, :n_tokens]
 
 
 def end_of_text_id(tokenizer) -> int | None:

@@ -137,10 +137,12 @@ class GPT(nn.Module):
         explain: bool = False,
         cache: KVCache | None = None,
         head_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> GPTOutput:
         """idx [batch, T] token ids. `explain` also returns every layer's attention
         steps (the weights are [batch, heads, T, T]); `cache` continues from the
-        positions it holds; `head_mask` [n_layer, n_head] switches heads off."""
+        positions it holds; `head_mask` [n_layer, n_head] switches heads off;
+        `last_only` computes logits for the last position only (all generation needs)."""
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
         if start + T > self.config.block_size:
@@ -152,6 +154,8 @@ class GPT(nn.Module):
             x, steps = block(x, cache, layer, explain, None if head_mask is None else head_mask[layer])
             if explain:
                 attention.append(steps)
+        if last_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:

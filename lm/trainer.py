@@ -78,13 +78,24 @@ class TrainConfig:
         )
 
     def check(self) -> "TrainConfig":
-        positive = ("batch_size", "grad_accum", "max_steps", "log_every", "eval_every", "eval_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+        """Refuse, naming the field, what would fail later (after minutes of preparation) or
+        silently train nonsense; a config file may hold "16" where 16 is meant."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+            if not ok or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"{f.name} must be a {kind.__name__}, not {value!r}")
+        at_least = {
+            "batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "eval_every": 1, "eval_batches": 1,
+            "warmup_steps": 0, "sample_every": 0, "sample_tokens": 1, "threads": 0, "weight_decay": 0, "grad_clip": 0,
+        }
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be at least {low}, not {getattr(self, name)}")
+        for name in ("val_fraction", "beta1", "beta2"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
+        if not (0 < self.lr < math.inf and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0 (got lr={self.lr}, min_lr={self.min_lr})")
         self.model_config(vocab_size=1).validate()
         return self
@@ -141,7 +152,7 @@ class Run:
     def write_status(self, state: str, **extra) -> None:
         status = {"state": state, "pid": os.getpid(), "heartbeat": time.time(), **extra}
         tmp = self.folder / "status.json.tmp"
-        tmp.write_text(json.dumps(status), encoding="utf-8")
+        tmp.write_text(json.dumps(status, allow_nan=False), encoding="utf-8")  # strict JSON for any reader
         os.replace(tmp, self.folder / "status.json")
 
     def append(self, name: str, record: dict) -> None:
@@ -228,7 +239,7 @@ class Trainer:
             state = "finished" if self.step >= cfg.max_steps else "stopped"
             if state == "stopped" or self.step % cfg.eval_every:
                 self.save()
-            run.write_status(state, step=self.step, max_steps=cfg.max_steps, best_val_loss=self.best_val_loss)
+            run.write_status(state, step=self.step, max_steps=cfg.max_steps, best_val_loss=self._best())
             return state
         except Exception as exc:  # recorded for whoever watches the folder, then raised as usual
             error = str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
@@ -279,6 +290,10 @@ class Trainer:
         prompt = [] if end_of_text_id(self.tokenizer) is not None else self.tokenizer.encode("\n")
         return "".join(step.text for step in generate(self.model, self.tokenizer, prompt, settings))
 
+    def _best(self) -> float | None:
+        """The best validation loss so far; None (JSON null) before the first evaluation."""
+        return None if math.isinf(self.best_val_loss) else self.best_val_loss
+
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True
 
@@ -287,7 +302,7 @@ class Trainer:
     def save(self) -> None:
         training = {
             "config": asdict(self.cfg), "step": self.step,
-            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "best_val_loss": self._best(),
         }
         save_checkpoint(self.run.folder, self.model, self.tokenizer, training)
         state = {

@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import torch
+from streamlit.testing.v1 import AppTest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 SHAKESPEARE_FILE = SHARED_DATA / "tinyshakespeare.txt"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -86,3 +88,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def app_dirs(tmp_path, monkeypatch):
+    """Fresh runs and tokenizers folders for a page test, and Tiny Shakespeare already cached."""
+    for name, var in (("runs", "LM_RUNS_DIR"), ("tokenizers", "LM_TOKENIZERS_DIR"), ("data", "LM_DATA_DIR")):
+        monkeypatch.setenv(var, str(tmp_path / name))
+    (tmp_path / "data" / "corpora").mkdir(parents=True)
+    shutil.copyfile(SHAKESPEARE_FILE, tmp_path / "data" / "corpora" / SHAKESPEARE_FILE.name)
+    return tmp_path
+
+
+def open_page(script: str) -> AppTest:
+    """Run one script headless. Pages are run on their own: AppTest resets Streamlit's
+    pages-folder flag on every run, which would send each rerun through app.py again."""
+    at = AppTest.from_file(str(REPO / script), default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at

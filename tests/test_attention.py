@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lm.attention import KVCache, causal_mask
 from lm.model import GPT, GPTConfig

@@ -321,7 +321,7 @@ def test_text_of_tokens_that_split_characters(monkeypatch, tokenizer):
     model = random_gpt(tokenizer.vocab_size)
     upcoming = itertools.chain(script, itertools.repeat(0))
 
-    def scripted_forward(idx, targets=None, explain=False, cache=None, head_mask=None):
+    def scripted_forward(idx, targets=None, explain=False, cache=None, head_mask=None, last_only=False):
         logits = torch.zeros(1, idx.size(1), tokenizer.vocab_size)
         logits[0, -1, next(upcoming)] = 50.0
         return GPTOutput(logits)

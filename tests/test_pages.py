@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import tiktoken
 from streamlit.testing.v1 import AppTest
 
 from lm.tokenizer import TokenizerError
-from tests.conftest import SHAKESPEARE_FILE
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def app_dirs(tmp_path, monkeypatch):
-    """Fresh runs and tokenizers folders, and Tiny Shakespeare already in the corpus cache."""
-    for name, var in (("runs", "LM_RUNS_DIR"), ("tokenizers", "LM_TOKENIZERS_DIR"), ("data", "LM_DATA_DIR")):
-        monkeypatch.setenv(var, str(tmp_path / name))
-    (tmp_path / "data" / "corpora").mkdir(parents=True)
-    shutil.copyfile(SHAKESPEARE_FILE, tmp_path / "data" / "corpora" / SHAKESPEARE_FILE.name)
-    return tmp_path
-
-
-def open_page(script: str) -> AppTest:
-    """Run one script headless. Pages are run on their own: AppTest resets Streamlit's
-    pages-folder flag on every run, which would send each rerun through app.py again."""
-    at = AppTest.from_file(str(REPO / script), default_timeout=120).run()
-    assert not at.exception, at.exception
-    return at
+from tests.conftest import open_page
 
 
 def texts(elements) -> list[str]:

@@ -1,0 +1,257 @@
+"""Benchmark of generation speed (lm.generate) against Hugging Face transformers' GPT-2, on CPU.
+
+Prints figures, checks nothing but two speed goals (it is not a test). One model
+size for every variant: 6 layers, 6 heads, 384 wide, context 256 (our
+block_size = HF's n_positions), GPT-2's vocabulary of 50,257 (so the GPT-2
+tokenizer, tiktoken r50k_base, can give every id's bytes), batch 1, fp32,
+random weights from a seeded init, greedy decoding (temperature 0) so every
+variant does the same work, under torch.inference_mode. Each variant is run
+once to warm up, then all are timed in turns, --repeats rounds (so a change in
+the machine's load hits each alike); each one's fastest run is kept.
+
+  a. ours, `lm.generate.generate(..., use_cache=True)` (KV cache);
+  b. ours, `use_cache=False` (the whole prefix recomputed for every token);
+  c. transformers `GPT2LMHeadModel.generate(do_sample=False, use_cache=True)`
+     with min_new_tokens = max_new_tokens and no end-of-text token, so it never
+     stops early; our weights are copied into it (HF's Conv1D weights are our
+     nn.Linear weights transposed).
+
+New tokens and the context. 256 new tokens at context 256 do not fit behind any
+prompt: the prompt's first token already takes position 0. HF cannot go past
+n_positions (its position table has 256 rows), and ours would slide its window
+for the last token and recompute the whole 256-token window without the cache,
+which is different work. So the default is a 1-token prompt and 255 new tokens:
+256 positions, exactly the context, the same work on both sides. Pass
+--prompt-len and --new-tokens to change that; past the context only our rows run.
+
+Ours does more per token than HF's greedy loop: it yields a Step with the full
+softmax, the token's bytes and text and the top 10 alternatives (what the app
+shows). That is part of its cost and is timed.
+
+Figures: wall-clock seconds (best of the rounds) and new tokens per second
+from them, which the goals use; beside them the process's CPU seconds (all
+threads; best of the rounds), which other processes on a shared machine
+disturb less. The 1-minute load average before and after is printed: above the
+core count, wall-clock ratios between variants swing by tens of percent from
+run to run; compare at --threads 1 and on a quiet machine.
+
+Also checked (printed OK/MISMATCH): (a) and (b) choose the same ids; HF with our
+weights chooses the same ids as (a); and the largest logit difference between
+our forward and HF's on the whole generated sequence.
+
+Run from the repository root:  .venv/bin/python benchmarks/generate.py [--repeats N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/generate.py`
+
+N_LAYER, N_HEAD, N_EMBD, CONTEXT = 6, 6, 384, 256
+VOCAB_SIZE = 50_257  # GPT-2's, on both sides
+PROMPT_TEXT = "First Citizen: Before we proceed any further, hear me speak."
+SEED = 1337
+CACHED_SPEEDUP_GOAL = 5.0  # (a) over (b)
+VS_HF_GOAL = 1.0  # (a) tokens/s over (c) tokens/s
+
+
+def best_of(repeats: int, variants: dict) -> dict:
+    """Warm up every fn in `variants` once, then time them in turns (a, c, b, a, c, b, ...)
+    `repeats` times, so a change in the machine's load hits all of them alike.
+    Returns {name: (fastest wall seconds, fastest CPU seconds of the process, last result)}."""
+    results = {name: fn() for name, fn in variants.items()}
+    wall = dict.fromkeys(variants, float("inf"))
+    cpu = dict.fromkeys(variants, float("inf"))
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            results[name] = fn()
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return {name: (wall[name], cpu[name], results[name]) for name in variants}
+
+
+def offline_tiktoken_cache() -> None:
+    """Point tiktoken at a temp copy of ../shared/data/tiktoken unless the caller chose a cache."""
+    source = REPO.parent / "shared" / "data" / "tiktoken"
+    if "TIKTOKEN_CACHE_DIR" not in os.environ and source.is_dir():
+        tmp = tempfile.mkdtemp(prefix="tiktoken-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        copy = Path(tmp) / "cache"
+        shutil.copytree(source, copy)
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(copy)
+
+
+def hf_model_with_our_weights(ours):
+    """GPT2LMHeadModel of the same size holding `ours`'s weights; (model, note on the copy)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=VOCAB_SIZE, n_positions=CONTEXT, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    hf = GPT2LMHeadModel(config).eval()
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    state = {name: (p.t() if name.endswith(transposed) else p) for name, p in ours.state_dict().items()}
+    try:
+        missing, unexpected = hf.load_state_dict(state, strict=False)
+        missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
+        if missing or unexpected:
+            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        hf.tie_weights()
+        if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
+            raise ValueError("HF's head is not tied to its token embedding")
+    except (RuntimeError, ValueError) as exc:  # keep HF's own seeded init: speed is the same, parity is not checked
+        torch.manual_seed(SEED)
+        hf = GPT2LMHeadModel(config).eval()
+        return hf, f"weights not copied ({exc}); HF keeps its own random init"
+    return hf, "our weights copied (Conv1D = Linear transposed)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant after one warm-up; the best is kept")
+    parser.add_argument("--prompt-len", type=int, default=1, help="prompt tokens, taken from a fixed line of text (default 1)")
+    parser.add_argument("--new-tokens", type=int, default=None,
+                        help=f"tokens to generate (default: {CONTEXT} - prompt length, i.e. fill the context exactly)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    parser.add_argument("--no-uncached", action="store_true", help="skip variant (b), the slowest")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        sys.exit("error: --repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        sys.exit("error: --threads must be at least 1")
+    offline_tiktoken_cache()
+    import torch
+
+    from lm.generate import Sampling, generate
+    from lm.model import GPT, GPTConfig
+    from lm.tokenizer import TiktokenTokenizer, TokenizerError
+
+    try:
+        tokenizer = TiktokenTokenizer("r50k_base")
+    except TokenizerError as exc:
+        sys.exit(f"error: {exc}")
+    prompt_ids = tokenizer.encode(PROMPT_TEXT)
+    if not 1 <= args.prompt_len <= len(prompt_ids):
+        sys.exit(f"error: --prompt-len must be between 1 and {len(prompt_ids)}")
+    prompt_ids = prompt_ids[: args.prompt_len]
+    new_tokens = CONTEXT - len(prompt_ids) if args.new_tokens is None else args.new_tokens
+    if new_tokens < 1:
+        sys.exit("error: --new-tokens must be at least 1")
+    fits = len(prompt_ids) + new_tokens <= CONTEXT
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(SEED)
+    ours = GPT(GPTConfig(vocab_size=VOCAB_SIZE, block_size=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD,
+                         dropout=0.0)).eval()
+    settings = Sampling(temperature=0.0, max_new_tokens=new_tokens, stop_at_end_of_text=False)
+
+    def run_ours(use_cache: bool):
+        def fn():
+            with torch.inference_mode():
+                return [step.token_id for step in generate(ours, tokenizer, prompt_ids, settings, use_cache=use_cache)]
+        return fn
+
+    variants = {"a": run_ours(True)}
+
+    hf_note = None
+    try:
+        import transformers
+    except ImportError:
+        hf_note = "transformers is not installed (pip install -r requirements-dev.txt): row (c) skipped"
+    else:
+        if not fits:
+            hf_note = (f"prompt {len(prompt_ids)} + {new_tokens} new > n_positions {CONTEXT}: HF cannot go past its "
+                       f"context, row (c) skipped")
+    if hf_note is None:
+        hf, copy_note = hf_model_with_our_weights(ours)
+        prompt = torch.tensor([prompt_ids])
+
+        def run_hf():
+            with torch.inference_mode():
+                out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True,
+                                  eos_token_id=None, pad_token_id=0)
+            return out[0, len(prompt_ids):].tolist()
+
+        variants["c"] = run_hf
+    if not args.no_uncached:  # last in each round, so (a) and (c) run back to back
+        variants["b"] = run_ours(False)
+
+    load_before = os.getloadavg()[0]
+    timed = best_of(args.repeats, variants)
+    load_after = os.getloadavg()[0]
+    t_cached, cpu_cached, ids_cached = timed["a"]
+    t_plain, cpu_plain, ids_plain = timed.get("b", (None, None, None))
+    t_hf, cpu_hf, ids_hf = timed.get("c", (None, None, None))
+    rows = [("a. ours, KV cache", t_cached, cpu_cached, len(ids_cached) / t_cached, "lm.generate.generate(use_cache=True)")]
+    if t_plain is not None:
+        rows.append(("b. ours, no cache", t_plain, cpu_plain, len(ids_plain) / t_plain,
+                     "use_cache=False: whole prefix every token"))
+    if t_hf is not None:
+        rows.append(("c. transformers GPT-2", t_hf, cpu_hf, len(ids_hf) / t_hf,
+                     f"{transformers.__version__}, attn {hf.config._attn_implementation}; {copy_note}"))
+
+    print(f"model: {N_LAYER} layers, {N_HEAD} heads, {N_EMBD} wide, context {CONTEXT}, vocab {VOCAB_SIZE:,} (GPT-2's), "
+          f"{sum(p.numel() for p in ours.parameters()):,} parameters, fp32, seed {SEED}")
+    window = "fits the context" if fits else f"exceeds the context {CONTEXT}: ours slides its window (no cache) there"
+    print(f"work: batch 1, prompt {len(prompt_ids)} token(s) {prompt_ids}, {new_tokens} new tokens, greedy; "
+          f"prompt + new = {len(prompt_ids) + new_tokens} positions, {window}")
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads (torch.get_num_threads), "
+          f"inference_mode; best of {args.repeats}, interleaved, after 1 warm-up each")
+    print(f"machine load (1-minute average) before / after: {load_before:.1f} / {load_after:.1f} on {os.cpu_count()} "
+          f"cores; above the core count the wall-clock figures are noisy (other processes hold the cores)")
+    table = [("variant", "seconds", "CPU s", "new tok/s", "")]
+    table += [(v, f"{s:.3f}", f"{c:.3f}", f"{r:.1f}", n) for v, s, c, r, n in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for r in table:
+        print("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:4], widths[1:])] + [r[4]]).rstrip())
+    print("(seconds: wall clock, which the goals use; CPU s: the process's CPU time, all threads, less disturbed "
+          "by other processes on a busy machine)")
+    if hf_note:
+        print(f"note: {hf_note}")
+
+    speedup = vs_hf = None
+    if t_plain is not None:
+        speedup = t_plain / t_cached * len(ids_cached) / len(ids_plain)
+        print(f"cached / uncached speedup: {speedup:.2f}x (goal >= {CACHED_SPEEDUP_GOAL:g}x)")
+    if t_hf is not None:
+        vs_hf = (len(ids_cached) / t_cached) / (len(ids_hf) / t_hf)
+        print(f"ours cached / transformers (tokens/s): {vs_hf:.2f} (goal >= {VS_HF_GOAL:g}: not slower)")
+
+    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+    same = lambda a, b: "OK" if a == b else f"MISMATCH (first difference at new token {first_diff(a, b)})"  # noqa: E731
+    if ids_plain is not None:
+        print(f"greedy ids, (a) cached == (b) uncached: {same(ids_cached, ids_plain)}")
+    if ids_hf is not None:
+        if copy_note.startswith("our weights"):
+            print(f"greedy ids, (a) ours == (c) transformers: {same(ids_cached, ids_hf)}")
+            sequence = torch.tensor([prompt_ids + ids_cached[: CONTEXT - len(prompt_ids)]])
+            with torch.inference_mode():
+                diff = (ours(sequence).logits - hf(sequence).logits).abs().max().item()
+            print(f"logits on the generated sequence ({sequence.size(1)} positions), max |ours - transformers|: "
+                  f"{diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})")
+        else:
+            print("note: HF has its own weights, so its ids are not compared with ours")
+    print(f"first new ids (a): {ids_cached[:8]}")
+    goals = [f"cache speedup >={CACHED_SPEEDUP_GOAL:g}x: {verdict(speedup >= CACHED_SPEEDUP_GOAL) if speedup else 'not run'}",
+             f"ours cached vs transformers >={VS_HF_GOAL:g}: {verdict(vs_hf >= VS_HF_GOAL) if vs_hf else 'not run'}"]
+    print("goals: " + ", ".join(goals))
+
+
+def first_diff(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+if __name__ == "__main__":
+    main()

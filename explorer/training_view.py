@@ -1,0 +1,244 @@
+"""What the Train page draws, as pure functions of a run's records (metrics.jsonl lines):
+the loss, learning-rate and gradient-norm charts, several runs' losses overlaid, progress
+and time-left text, and the table of runs. Data in, figure or text out: no server needed."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.colors
+import plotly.graph_objects as go
+
+from explorer.charts import PROJECTOR_FONT
+from lm.model import GPTConfig, flops_per_token
+from lm.trainer import TrainConfig
+
+MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
+TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"
+STATES = {  # state: (label, st.badge colour)
+    "starting": ("⏳ starting", "blue"),
+    "running": ("▶️ running", "green"),
+    "finished": ("✅ finished", "green"),
+    "stopped": ("⏹️ stopped", "gray"),
+    "failed": ("❌ failed", "red"),
+    "died": ("💀 died", "red"),
+}
+LEGEND = dict(orientation="h", y=1.02, yanchor="bottom", x=0, font=dict(size=16))
+
+
+def state_label(state: str) -> str:
+    return STATES.get(state, (state, "gray"))[0]
+
+
+def series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the records that have a finite `key` (val_loss is only on eval steps)."""
+    points = [(r["step"], float(r[key])) for r in metrics if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def downsample_indices(values: list[float], max_points: int = MAX_POINTS) -> list[int]:
+    """Which points of a long curve to draw: about `max_points`, always the first and the
+    last, and each stretch's lowest and highest value, so the minimum and spikes survive."""
+    n = len(values)
+    if n <= max_points:
+        return list(range(n))
+    buckets = max(1, (max_points - 2) // 2)
+    edges = [1 + (n - 2) * i // buckets for i in range(buckets + 1)]
+    keep = {0, n - 1}
+    for start, end in zip(edges, edges[1:]):
+        if end > start:
+            stretch = range(start, end)
+            keep.add(min(stretch, key=values.__getitem__))
+            keep.add(max(stretch, key=values.__getitem__))
+    return sorted(keep)
+
+
+def _curve(metrics: list[dict], key: str, max_points: int) -> tuple[list[int], list[float]]:
+    steps, values = series(metrics, key)
+    keep = downsample_indices(values, max_points)
+    return [steps[i] for i in keep], [values[i] for i in keep]
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        title=title, xaxis_title="training step", yaxis_title=y_title, font=PROJECTOR_FONT, height=height,
+        margin=dict(l=70, r=20, t=90, b=60), legend=LEGEND, hovermode="x unified",
+    )
+    return fig
+
+
+def loss_figure(metrics: list[dict], uniform_loss: float | None = None, max_points: int = MAX_POINTS) -> go.Figure:
+    """Training loss (one batch at a time, noisy) and validation loss (held-out text) on one
+    chart; `uniform_loss` (ln of the vocabulary size) marks what a blind guess scores."""
+    fig = go.Figure()
+    steps, values = _curve(metrics, "train_loss", max_points)
+    fig.add_trace(go.Scatter(x=steps, y=values, name="training loss", mode="lines", line=dict(color=TRAIN_COLOUR, width=3)))
+    steps, values = _curve(metrics, "val_loss", max_points)
+    fig.add_trace(
+        go.Scatter(
+            x=steps, y=values, name="validation loss (text it never trains on)", mode="lines+markers",
+            line=dict(color=VAL_COLOUR, width=3), marker=dict(size=10),
+        )
+    )
+    if uniform_loss is not None:
+        fig.add_hline(
+            y=uniform_loss, line_dash="dot", line_color="#868e96",
+            annotation_text=f"a blind guess: {uniform_loss:.2f}", annotation_position="top right",
+        )
+    return _layout(fig, "Loss: how surprised the model is by the next token", "loss (nats)", 440)
+
+
+def metric_figure(metrics: list[dict], key: str, title: str, y_title: str, colour: str, max_points: int = MAX_POINTS) -> go.Figure:
+    steps, values = _curve(metrics, key, max_points)
+    fig = go.Figure(go.Scatter(x=steps, y=values, name=y_title, mode="lines", line=dict(color=colour, width=3)))
+    fig.update_yaxes(tickformat=".2~g", rangemode="tozero")
+    return _layout(fig, title, y_title, 340)
+
+
+def lr_figure(metrics: list[dict]) -> go.Figure:
+    return metric_figure(metrics, "lr", "Learning rate: warm up, then decay", "learning rate", LR_COLOUR)
+
+
+def grad_norm_figure(metrics: list[dict]) -> go.Figure:
+    return metric_figure(metrics, "grad_norm", "Gradient norm: how big each update wants to be", "gradient norm", GRAD_COLOUR)
+
+
+def overlay_figure(curves: dict[str, list[dict]], max_points: int = MAX_POINTS) -> go.Figure:
+    """Several runs' losses on one chart: each run one colour, training solid, validation dashed."""
+    palette = plotly.colors.qualitative.D3
+    fig = go.Figure()
+    for i, (name, metrics) in enumerate(curves.items()):
+        colour = palette[i % len(palette)]
+        for key, label, dash, mode in (("train_loss", "training", "solid", "lines"), ("val_loss", "validation", "dash", "lines+markers")):
+            steps, values = _curve(metrics, key, max_points)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps, y=values, name=f"{name} · {label}", legendgroup=name, mode=mode,
+                    line=dict(color=colour, width=3 if dash == "solid" else 2.5, dash=dash), marker=dict(size=8),
+                )
+            )
+    _layout(fig, "Loss of each run (solid: training, dashed: validation)", "loss (nats)", 480 + 24 * len(curves))
+    fig.update_layout(  # below the plot: a legend of many runs would cover the title
+        legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, font=dict(size=16)),
+        margin=dict(l=70, r=20, t=60, b=60 + 24 * len(curves)),
+    )
+    return fig
+
+
+# --- estimates and progress --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    flops_per_token: float  # forward and backward, at full context
+    tokens_per_step: int
+    step_seconds: float
+    run_seconds: float  # every step, plus the validation passes
+
+
+def time_estimate(cfg: TrainConfig, model: GPTConfig, flops_per_s: float) -> TimeEstimate:
+    """FLOPs of a step over the device's speed; each validation loss costs eval_batches
+    forward passes, a third of a training step each (the backward pass is the other two)."""
+    tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum
+    step = flops_per_token(model) * tokens / flops_per_s
+    validations = cfg.max_steps // cfg.eval_every * cfg.eval_batches * step / cfg.grad_accum / 3
+    return TimeEstimate(flops_per_token(model), tokens, step, cfg.max_steps * step + validations)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{seconds / 86400:.1f} days"
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}" if n < 10 * size else f"{n / size:,.0f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def steps_per_second(metrics: list[dict], window: int = 20) -> float | None:
+    """From the last `window` records' elapsed time, evaluation and sampling included; a
+    resumed run restarts its clock, so only records after the last restart count."""
+    recent = metrics[-window:]
+    start = len(recent) - 1
+    while start > 0 and recent[start - 1].get("elapsed", math.inf) < recent[start].get("elapsed", -math.inf):
+        start -= 1
+    recent = recent[start:]
+    if len(recent) >= 2:
+        steps, seconds = recent[-1]["step"] - recent[0]["step"], recent[-1]["elapsed"] - recent[0]["elapsed"]
+    elif recent and recent[0].get("elapsed"):
+        steps, seconds = recent[0]["step"], recent[0]["elapsed"]  # one record: counted from the start
+    else:
+        return None
+    return steps / seconds if steps > 0 and seconds > 0 else None
+
+
+def eta_seconds(metrics: list[dict], max_steps: int) -> float | None:
+    rate = steps_per_second(metrics)
+    if rate is None or not metrics:
+        return None
+    return max(0, max_steps - metrics[-1]["step"]) / rate
+
+
+def progress_text(step: int, max_steps: int | None, metrics: list[dict], active: bool) -> str:
+    """"Step 120 of 600 · 9,800 tokens/s · about 1 min 10 s left" (what is known so far)."""
+    parts = [f"Step {step:,} of {max_steps:,}" if max_steps else f"Step {step:,}"]
+    speeds = [r["tokens_per_s"] for r in metrics[-5:] if isinstance(r.get("tokens_per_s"), (int, float))]
+    if speeds:
+        parts.append(f"{statistics.median(speeds):,.0f} tokens/s")
+    eta = eta_seconds(metrics, max_steps) if active and max_steps else None
+    if eta is not None:
+        parts.append(f"about {format_duration(eta)} left")
+    return " · ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def describe_model(options: dict) -> str:
+    """"2 layers × 64 wide, 2 heads" from a run's TrainConfig fields."""
+    if not all(k in options for k in ("n_layer", "n_head", "n_embd")):
+        return ""
+    return f"{_count(options['n_layer'], 'layer')} × {options['n_embd']} wide, {_count(options['n_head'], 'head')}"
+
+
+def _short_source(value: str | None) -> str:
+    """A corpus or tokenizer as the table shows it: a name, or a file's name without its folder."""
+    if not value:
+        return ""
+    return Path(value).name if ("/" in value or "\\" in value) else value
+
+
+def runs_table(infos: list) -> list[dict]:
+    """One row per run (explorer.runs.RunInfo, newest first), narrow enough for a projector."""
+    rows = []
+    for info in infos:
+        best = info.best_val_loss
+        rows.append(
+            {
+                "run": info.name,
+                "status": state_label(info.state),
+                "step": f"{info.step:,} / {info.max_steps:,}" if info.max_steps else f"{info.step:,}",
+                "best val loss": round(best, 3) if isinstance(best, (int, float)) and math.isfinite(best) else None,
+                "model": describe_model(info.options),
+                "context": info.options.get("block_size"),
+                "data · tokenizer": " · ".join(filter(None, (_short_source(info.options.get(k)) for k in ("data", "tokenizer")))),
+            }
+        )
+    return rows

@@ -1,0 +1,244 @@
+"""The run manager with real child processes: tiny models trained by `python -m lm train`
+in a temporary runs root, started, listed, stopped, killed and deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer import runs
+from lm.checkpoint import load_checkpoint, read_config
+from lm.data import DataError
+from lm.model import ConfigError, GPTConfig, parameter_count
+from lm.trainer import TrainConfig
+
+TINY = dict(
+    tokenizer="bpe:320", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=40, warmup_steps=5,
+    log_every=2, eval_every=10, eval_batches=2, sample_every=10, sample_tokens=10, device="cpu", threads=1,
+)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+@pytest.fixture(scope="module")
+def text(shakespeare_text) -> str:
+    return shakespeare_text[:60_000]
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"still waiting after {timeout} s")
+
+
+def state_of(name: str) -> runs.RunInfo:
+    return runs.run_info(runs.run_folder(name))
+
+
+def launched_pid(name: str) -> int:
+    return json.loads((runs.run_folder(name) / runs.LAUNCH_FILE).read_text())["pid"]
+
+
+def training(name: str, min_step: int = 1) -> runs.RunInfo | None:
+    info = state_of(name)
+    assert info.state in ("starting", "running"), (info.state, info.error)
+    return info if info.state == "running" and info.step >= min_step else None
+
+
+def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
+    info = runs.start_run("tiny", {**TINY, "tokenizer": "bpe:300"}, text=text)
+    assert info.state == "starting"  # the child is still importing torch
+    assert (root / "tiny" / runs.DATA_FILE).read_text(encoding="utf-8") == text
+    config = json.loads((root / "tiny" / runs.CONFIG_FILE).read_text())
+    assert config["data"] == str((root / "tiny" / runs.DATA_FILE).resolve()) and config["n_embd"] == 32
+
+    running = wait_for(lambda: training("tiny"))
+    assert running.max_steps == 40 and [r.name for r in runs.list_runs()] == ["tiny"]
+    done = wait_for(lambda: (i := state_of("tiny")).state == "finished" and i)
+    assert done.step == 40 and done.error is None and done.best_val_loss < 6
+    wait_for(lambda: not runs._process_alive(launched_pid("tiny"), "tiny"), timeout=30)  # exits, and is reaped
+
+    metrics = runs.read_metrics(done.folder)
+    assert [m["step"] for m in metrics] == list(range(2, 41, 2))
+    assert [m["step"] for m in metrics if "val_loss" in m] == [10, 20, 30, 40]
+    assert min(m["val_loss"] for m in metrics if "val_loss" in m) == pytest.approx(done.best_val_loss)
+    assert [s["step"] for s in runs.read_samples(done.folder)] == [10, 20, 30, 40]
+    assert load_checkpoint(done.folder).model.config.n_embd == 32
+    assert runs.model_vocab_size(done.folder) == runs.padded_vocab_size(300) == 320  # as the trainer pads it
+    assert "finished at step 40" in (done.folder / runs.LOG_FILE).read_text()
+
+
+def test_stop_saves_a_loadable_checkpoint_and_ends_stopped(root, text):
+    runs.start_run("long", {**TINY, "max_steps": 100_000, "eval_every": 1_000}, text=text)
+    wait_for(lambda: training("long", min_step=4))
+    assert runs.stop_run("long")
+    assert state_of("long").stop_requested
+    stopped = wait_for(lambda: (i := state_of("long")).state == "stopped" and i)
+    assert 4 <= stopped.step < 100_000
+    assert load_checkpoint(stopped.folder).model.config.n_layer == 1
+    assert read_config(stopped.folder)[1]["step"] == stopped.step  # the checkpoint is from the last step
+    assert not runs.stop_run("long")  # nothing left to stop
+
+
+def test_a_run_stopped_while_starting_ends_stopped(root, text):
+    runs.start_run("early", TINY, text=text)
+    assert runs.stop_run("early")
+    assert wait_for(lambda: state_of("early").state == "stopped")
+
+
+def test_a_killed_process_is_reported_as_died(root, text):
+    runs.start_run("victim", {**TINY, "max_steps": 100_000}, text=text)
+    wait_for(lambda: training("victim"))
+    os.killpg(launched_pid("victim"), signal.SIGKILL)  # no chance to write its status
+    died = wait_for(lambda: (i := state_of("victim")).state == "died" and i)
+    assert "gone" in died.error
+    assert json.loads((died.folder / runs.STATUS_FILE).read_text())["state"] == "running"  # what it last said
+
+
+def write_status(folder: Path, **status) -> None:
+    folder.mkdir(parents=True)
+    (folder / runs.STATUS_FILE).write_text(json.dumps({"heartbeat": time.time(), "step": 7, "max_steps": 50, **status}))
+
+
+def test_a_status_that_says_running_is_checked_against_the_process(root):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_status(root / "gone", state="running", pid=int(ended.stdout))
+    write_status(root / "reused", state="running", pid=os.getpid())  # alive, but pytest, not this run
+    write_status(root / "done", state="finished", pid=int(ended.stdout), best_val_loss=1.5)
+    write_status(root / "broke", state="failed", pid=int(ended.stdout), error="the loss became nan at step 3")
+    states = {info.name: (info.state, info.error) for info in runs.list_runs()}
+    assert states["gone"][0] == states["reused"][0] == "died"
+    assert states["done"] == ("finished", None)
+    assert states["broke"] == ("failed", "the loss became nan at step 3")
+
+
+def test_a_failure_before_training_shows_the_trainers_message(root):
+    info = runs.start_run("short", TINY, text="To be, or not to be. " * 20)  # far fewer tokens than it needs
+    failed = wait_for(lambda: (i := state_of("short")).state == "failed" and i)
+    assert "not more than the context of 32" in failed.error  # from status.json, or the log when it has none
+    assert failed.folder == info.folder
+
+
+def test_several_runs_train_at_once(root, text, shakespeare_path):
+    runs.start_run("one", TINY, text=text)
+    runs.start_run("two", {**TINY, "data": str(shakespeare_path), "max_steps": 20})
+    finished = wait_for(lambda: all(i.state == "finished" for i in runs.list_runs()) and runs.list_runs())
+    assert sorted((i.name, i.step) for i in finished) == [("one", 40), ("two", 20)]
+    assert json.loads((root / "two" / runs.CONFIG_FILE).read_text())["data"] == str(shakespeare_path)
+
+
+def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, tmp_path):
+    runs.start_run("doomed", {**TINY, "max_steps": 100_000}, text=text)
+    wait_for(lambda: training("doomed"))
+    pid = launched_pid("doomed")
+    runs.delete_run("doomed")
+    assert not (root / "doomed").exists()
+    assert not runs._process_alive(pid, "doomed")
+
+    outside = tmp_path / "precious"
+    write_status(outside, state="finished", pid=1)
+    (root / "link").symlink_to(outside)
+    for name in ("../precious", "link", "missing", "/etc"):
+        with pytest.raises(runs.RunError):
+            runs.delete_run(name)
+    assert (outside / runs.STATUS_FILE).is_file()
+    imported = root / "gpt2"  # a model folder, not a training run
+    imported.mkdir()
+    (imported / "config.json").write_text("{}")
+    with pytest.raises(runs.RunError, match="not a training run"):
+        runs.delete_run("gpt2")
+    assert imported.is_dir()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65, "a..b"])
+def test_bad_run_names_are_refused_before_anything_is_written(root, name):
+    with pytest.raises(runs.RunError, match="not a usable run name"):
+        runs.start_run(name, TINY)
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_an_existing_name_or_an_impossible_config_is_refused(root, text):
+    (root / "taken").mkdir(parents=True)
+    (root / "tiny-pasted-1").mkdir()
+    assert runs.name_problem("taken") == "a run named 'taken' already exists: choose another name"
+    assert runs.name_problem("fresh") is None and "not a usable run name" in runs.name_problem("a/b")
+    assert runs.free_name("tiny-pasted") == "tiny-pasted-2"
+    with pytest.raises(runs.RunError, match="already exists"):
+        runs.start_run("taken", TINY, text=text)
+    with pytest.raises(ConfigError, match="divisible by n_head"):
+        runs.start_run("odd", {**TINY, "n_embd": 100, "n_head": 3}, text=text)
+    with pytest.raises(ValueError, match="unknown training options"):
+        runs.start_run("typo", {**TINY, "layers": 3}, text=text)
+    assert sorted(p.name for p in root.iterdir()) == ["taken", "tiny-pasted-1"]
+
+
+def test_metrics_reader_skips_a_line_being_written(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train_loss": 5.0}\n{"step": 2, "train_loss": 4.5}\n{"step": 3, "trai')
+    assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2]
+    with open(path, "a") as f:
+        f.write('n_loss": 4.1}\nnot json\n{"step": 4, "train_loss": 4.0}\n')
+    assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2, 3, 4]  # the finished line, and past garbage
+    assert runs.read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_check_plan_refuses_what_cannot_train():
+    tiny = TrainConfig.from_dict(TINY)
+    model = runs.check_plan(tiny, vocab_size=300, max_tokens=10_000)
+    assert model.vocab_size == 320 and parameter_count(model) == parameter_count(GPTConfig(320, 32, 1, 2, 32))
+    with pytest.raises(DataError, match="validation part of the text has 32 tokens"):
+        runs.check_plan(tiny, vocab_size=320, max_tokens=320)  # 10% held out: 32 tokens, not more than 32
+    with pytest.raises(DataError, match="even counting every byte"):
+        runs.check_plan(tiny, vocab_size=320, max_tokens=320, token_bound=True)
+    with pytest.raises(ConfigError, match="divisible"):
+        runs.check_plan(TrainConfig.from_dict({**TINY, "n_embd": 100, "n_head": 3}), 320, 10_000)
+    with pytest.raises(ConfigError, match="GiB to train"):
+        runs.check_plan(TrainConfig.from_dict({**TINY, "n_layer": 48, "n_embd": 8192, "n_head": 64}), 320, 10_000)
+    with pytest.raises(ConfigError, match="with a batch of 200000"):
+        runs.check_plan(TrainConfig.from_dict({**TINY, "batch_size": 200_000, "block_size": 1024}), 50_257, 10**7)
+
+
+def test_padded_vocab_size_matches_the_trainer():
+    assert [runs.padded_vocab_size(v) for v in (64, 300, 320, 321, 50_257)] == [64, 320, 320, 384, 50_304]
+
+
+def test_measured_device_speed_is_a_plausible_flop_rate_and_leaves_the_threads_alone():
+    import torch
+
+    threads = torch.get_num_threads()
+    assert 1e7 < runs.measure_training_flops("cpu", threads=1, steps=1) < 1e14
+    assert torch.get_num_threads() == threads
+
+
+def test_a_process_that_ended_before_training_is_failed_with_its_last_words_or_stopped(root):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, extra, log in (
+        ("crashed", {}, "  0%|          | 0/40\r  5%|▌  | 2/40\nTraceback (most recent call last):\n  ...\nRuntimeError: boom\n"),
+        ("refused", {}, "error: no such file: /tmp/missing.txt\n"),
+        ("silent", {}, ""),
+        ("halted", {"stop_requested": time.time()}, ""),
+    ):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / runs.LAUNCH_FILE).write_text(json.dumps({"pid": int(gone.stdout), "started": time.time(), **extra}))
+        (folder / runs.LOG_FILE).write_text(log)
+    states = {info.name: (info.state, info.error) for info in runs.list_runs()}
+    assert states["crashed"] == ("failed", "RuntimeError: boom")
+    assert states["refused"] == ("failed", "no such file: /tmp/missing.txt")
+    assert states["silent"][0] == "failed" and "without a message" in states["silent"][1]
+    assert states["halted"] == ("stopped", None)

@@ -1,0 +1,245 @@
+"""The Train page headless (AppTest): estimates, refusals, a real run, the runs table.
+
+Interactions run the page on its own (AppTest drops button clicks on a page reached
+through app.py); views of a finished run go through app.py, so that its links to the
+pages that use a model resolve."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer import runs
+from explorer.training_view import format_bytes
+from lm.model import GPTConfig, parameter_count, training_memory_bytes
+from explorer.navigation import PAGES, PageInfo
+from tests.checkpoints import make_checkpoint, shakespeare_bpe
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PAGE = {"train_n_layer": 1, "train_n_head": 2, "train_n_embd": 32, "train_block_size": 32}
+TINY_TRAINING = {
+    "train_max_steps": 30, "train_batch_size": 4, "train_warmup_steps": 5, "train_eval_every": 10,
+    "train_sample_every": 10, "train_log_every": 2, "train_vocab": 320,
+}
+
+
+def open_train(**query) -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def open_through_app(**query) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/train.py")
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def set_inputs(at: AppTest, values: dict) -> AppTest:
+    for key, value in values.items():
+        at.number_input(key=key).set_value(value)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+
+
+def run_folders(app_dirs: Path) -> list[str]:
+    root = app_dirs / "runs"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+@pytest.mark.parametrize("preset", list(runs.PRESETS))
+def test_presets_show_the_models_parameter_count_and_memory(app_dirs, preset):
+    at = open_train()
+    at.radio(key="train_preset").set_value(preset).run()
+    options = runs.PRESETS[preset].options
+    model = GPTConfig(512, options["block_size"], options["n_layer"], options["n_head"], options["n_embd"])
+    assert metric(at, "Parameters") == f"{parameter_count(model):,}"
+    assert metric(at, "Memory to train") == format_bytes(training_memory_bytes(model, options["batch_size"]))
+    assert metric(at, "Time per step").startswith("≈ ")
+    assert at.number_input(key="train_max_steps").value == options["max_steps"]
+    assert not at.button(key="train_start").disabled and not at.error
+    at.number_input(key="train_n_layer").set_value(options["n_layer"] + 1).run()
+    assert at.radio(key="train_preset").value == "custom"  # changing a size makes it the user's own
+    assert at.number_input(key="train_n_embd").value == options["n_embd"]
+
+
+def test_an_impossible_head_split_is_refused_before_starting(app_dirs):
+    at = set_inputs(open_train(), {"train_n_embd": 100, "train_n_head": 3})
+    assert "n_embd (100) must be divisible by n_head (3)" in errors(at)
+    assert at.button(key="train_start").disabled  # AppTest, like a browser, cannot click it
+    assert run_folders(app_dirs) == []
+
+
+def test_a_model_too_big_for_memory_is_refused(app_dirs):
+    at = set_inputs(open_train(), {"train_n_layer": 48, "train_n_embd": 8192, "train_n_head": 64})
+    assert "GiB to train" in errors(at)
+    assert at.button(key="train_start").disabled
+    assert run_folders(app_dirs) == []
+
+
+def test_a_pasted_text_shorter_than_the_context_is_refused(app_dirs):
+    at = open_train()
+    at.radio(key="train_source").set_value("Paste text").run()
+    at.text_area(key="train_paste").set_value("A short text. " * 20).run()
+    assert "not more than the context of 64" in errors(at)
+    assert at.button(key="train_start").disabled
+
+
+def test_bad_and_duplicate_run_names_are_refused(app_dirs):
+    (app_dirs / "runs" / "taken").mkdir(parents=True)
+    at = open_train()
+    at.text_input(key="train_name").set_value("../escape").run()
+    assert "not a usable run name" in errors(at) and at.button(key="train_start").disabled
+    at.text_input(key="train_name").set_value("taken").run()
+    assert "already exists" in errors(at) and at.button(key="train_start").disabled
+    assert run_folders(app_dirs) == ["taken"]
+
+
+def wait_until_ended(name: str, timeout: float = 180) -> runs.RunInfo:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = runs.run_info(runs.run_folder(name))
+        if not info.active:
+            return info
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still training after {timeout} s")
+
+
+def test_starting_a_tiny_run_trains_it_and_shows_its_curves(app_dirs):
+    at = set_inputs(open_train(), TINY_PAGE)
+    set_inputs(at, TINY_TRAINING)
+    at.text_input(key="train_name").set_value("page-run").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params["run"] == "page-run"  # a refresh comes back to it
+    assert at.subheader[0].value.startswith("Run page-run :blue-badge[⏳ starting]")
+    config = json.loads((app_dirs / "runs" / "page-run" / runs.CONFIG_FILE).read_text())
+    assert (config["data"], config["tokenizer"], config["n_embd"], config["max_steps"]) == ("tinyshakespeare", "bpe:320", 32, 30)
+
+    info = wait_until_ended("page-run")
+    assert info.state == "finished", info.error
+    at = open_through_app(run="page-run")  # as after a refresh
+    metrics = runs.read_metrics(info.folder)
+    loss_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert loss_chart["data"][0]["x"] == [m["step"] for m in metrics] == list(range(2, 31, 2))
+    assert loss_chart["data"][1]["y"] == [m["val_loss"] for m in metrics if "val_loss" in m]
+    assert at.code[0].value == runs.read_samples(info.folder)[-1]["text"]
+    assert at.subheader[0].value == "Run page-run :green-badge[✅ finished]"
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == ["page-run"] and table["status"].tolist() == ["✅ finished"]
+
+
+def fake_run(root: Path, name: str, **status) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / runs.LAUNCH_FILE).write_text(json.dumps({"pid": 2**22 + 1, "started": time.time()}))
+    (folder / runs.STATUS_FILE).write_text(json.dumps({"pid": 2**22 + 1, "heartbeat": time.time(), "step": 5, "max_steps": 10, **status}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train_loss": 5 - s / 10, "elapsed": s}) + "\n" for s in range(1, 6)))
+    return folder
+
+
+def test_a_failed_or_dead_run_says_why(app_dirs):
+    fake_run(app_dirs / "runs", "broke", state="failed", error="the loss became nan at step 5: try a lower learning rate")
+    at = open_train(run="broke")
+    assert "try a lower learning rate" in errors(at)
+    fake_run(app_dirs / "runs", "ghost", state="running")  # no process has that pid
+    at = open_train(run="ghost")
+    assert "process is gone" in errors(at)
+
+
+def test_watch_then_delete_with_confirmation(app_dirs):
+    folder = fake_run(app_dirs / "runs", "old", state="finished", best_val_loss=4.6)
+    fake_run(app_dirs / "runs", "other", state="stopped")
+    at = open_train()
+    assert sorted(at.dataframe[0].value["run"]) == ["old", "other"]
+    assert sorted(at.multiselect(key="train_compare").value) == ["old", "other"]
+    at.selectbox(key="train_pick").set_value("old").run()
+    at.button(key="train_watch").click().run()
+    assert at.query_params["run"] == "old" and at.subheader[0].value.startswith("Run old ")
+    at.button(key="train_close").click().run()
+    assert "run" not in at.query_params and not any(s.value.startswith("Run ") for s in at.subheader)
+
+    at.button(key="train_delete").click().run()
+    assert "Delete the run **old**" in at.warning[0].value and folder.is_dir()  # asks first
+    at.button(key="train_delete_no").click().run()
+    assert not at.warning and folder.is_dir()
+    at.button(key="train_delete").click().run()
+    at.button(key="train_delete_yes").click().run()
+    assert not at.exception, at.exception
+    assert not folder.exists() and "run" not in at.query_params
+    assert at.dataframe[0].value["run"].tolist() == ["other"]
+
+
+def test_an_unknown_run_in_the_address_is_a_message(app_dirs):
+    at = open_train(run="no-such-run")
+    assert "no run named 'no-such-run'" in at.warning[0].value
+    at = open_train(run="../../etc")
+    assert "not a usable run name" in at.warning[0].value
+
+
+def test_a_finished_run_links_to_the_pages_that_use_it(app_dirs, monkeypatch):
+    """Links only to pages this app has: here every one of them that exists, registered."""
+    folder = fake_run(app_dirs / "runs", "done", state="finished")
+    make_checkpoint(folder)
+    linked = [p for p in ("pages/attention.py", "pages/generate.py") if (REPO / p).exists()]
+    monkeypatch.setattr("explorer.navigation.PAGES", PAGES + [PageInfo(p, p, "🔗", "") for p in linked if p not in {q.path for q in PAGES}])
+    at = open_through_app(run="done")
+    links = at.get("page_link")
+    assert [link.proto.page for link in links] == [Path(p).stem for p in linked]
+    assert all(link.proto.query_string == "model=done" for link in links)  # those pages preselect the run
+
+
+def test_the_tokenizer_choice_sets_the_vocabulary(app_dirs):
+    at = open_train()
+    at.radio(key="train_tok_source").set_value("A tokenizer saved on the Tokenizer page").run()
+    assert "No saved tokenizer yet" in at.info[0].value and at.button(key="train_start").disabled
+
+    (app_dirs / "tokenizers").mkdir()
+    shakespeare_bpe(320).save(app_dirs / "tokenizers" / "mine.json")
+    at.run()
+    assert at.selectbox(key="train_saved_tok").value == "mine"
+    tiny = runs.PRESETS["tiny"].options
+    sizes = (tiny["block_size"], tiny["n_layer"], tiny["n_head"], tiny["n_embd"])
+    assert metric(at, "Parameters") == f"{parameter_count(GPTConfig(320, *sizes)):,}"
+
+    at.radio(key="train_tok_source").set_value("GPT-2's (r50k_base)").run()
+    assert metric(at, "Parameters") == f"{parameter_count(GPTConfig(50_304, *sizes)):,}"  # padded to a multiple of 64
+    assert any(c.value.startswith("50,257 tokens") for c in at.caption)
+
+
+def test_a_pasted_text_is_saved_in_the_run_and_trained_on(app_dirs, shakespeare_text):
+    at = open_train()
+    at.radio(key="train_source").set_value("Paste text").run()
+    pasted = shakespeare_text[:40_000]
+    at.text_area(key="train_paste").set_value(pasted).run()
+    set_inputs(at, {**TINY_PAGE, **TINY_TRAINING})
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    name = at.query_params["run"]
+    assert name == "custom-pasted-1"  # the suggested name
+    folder = app_dirs / "runs" / name
+    try:
+        assert (folder / runs.DATA_FILE).read_text(encoding="utf-8") == pasted
+        assert json.loads((folder / runs.CONFIG_FILE).read_text())["data"] == str((folder / runs.DATA_FILE).resolve())
+    finally:
+        runs.delete_run(name)
