@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.paths import runs_root
+from explorer.paths import bundled_models_dir, runs_root
 from lm.checkpoint import Checkpoint, load_checkpoint
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
@@ -21,13 +21,14 @@ class ModelEntry:
 
 
 def find_models(root: Path | None = None) -> list[ModelEntry]:
-    root = runs_root() if root is None else root
-    if not root.is_dir():
-        return []
+    """Checkpoint folders: the bundled demo first (the pages' default), then the runs root."""
+    roots = [root] if root is not None else [bundled_models_dir(), runs_root()]
     found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if all((folder / f).is_file() for f in CHECKPOINT_FILES):
-            found.append(ModelEntry(folder.name, folder, (folder / "model.safetensors").stat().st_size))
+    for folder in roots:
+        if folder.is_dir():
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                if all((sub / f).is_file() for f in CHECKPOINT_FILES):
+                    found.append(ModelEntry(sub.name, sub, (sub / "model.safetensors").stat().st_size))
     return found
 
 

@@ -14,6 +14,11 @@ def runs_root() -> Path:
     return Path(os.environ.get("LM_RUNS_DIR", "runs"))
 
 
+def bundled_models_dir() -> Path:
+    """Models shipped with the app (the demo): $LM_BUNDLED_MODELS, default models/ in the repository."""
+    return Path(os.environ.get("LM_BUNDLED_MODELS") or Path(__file__).resolve().parents[1] / "models")
+
+
 def tokenizers_dir() -> Path:
     """Tokenizers saved from the Tokenizer page: $LM_TOKENIZERS_DIR, default ./tokenizers."""
     return Path(os.environ.get("LM_TOKENIZERS_DIR", "tokenizers"))

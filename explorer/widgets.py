@@ -76,11 +76,14 @@ def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint |
     models = find_models()
     if not models:
         st.info(
-            f"No model on disk yet. A model is a checkpoint folder (config.json, tokenizer.json, "
-            f"model.safetensors) inside `{runs_root()}/`: train one, or copy one there."
+            f"No model on disk yet. Train one on the Train page, or copy a checkpoint folder "
+            f"(config.json, tokenizer.json, model.safetensors) into `{runs_root()}/`."
         )
         return None
     by_name = {m.name: m for m in models}
+    linked = st.query_params.get("model")  # e.g. from a finished run on the Train page
+    if index == 0 and linked in by_name:
+        index = list(by_name).index(linked)
     name = st.selectbox(label, list(by_name), index=min(index, len(models) - 1), key=key)
     try:
         return load_model(by_name[name])

@@ -200,6 +200,7 @@ class Trainer:
         self.batches = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.best_val_loss = float("inf")
+        self.val_loss, self.val_step = None, None  # the latest validation loss, and the step it measured
         if resume:
             self._load_state()
 
@@ -281,9 +282,9 @@ class Trainer:
             self.model(*(t.to(self.device) for t in random_batch(self.val_ids, self.cfg.batch_size, self.cfg.block_size, windows))).loss.item()
             for _ in range(self.cfg.eval_batches)
         ]
-        val_loss = sum(losses) / len(losses)
-        self.best_val_loss = min(self.best_val_loss, val_loss)
-        return val_loss
+        self.val_loss, self.val_step = sum(losses) / len(losses), self.step
+        self.best_val_loss = min(self.best_val_loss, self.val_loss)
+        return self.val_loss
 
     def sample(self) -> str:
         settings = Sampling(temperature=0.8, top_k=40, max_new_tokens=self.cfg.sample_tokens, seed=self.cfg.seed)
@@ -303,6 +304,7 @@ class Trainer:
         training = {
             "config": asdict(self.cfg), "step": self.step,
             "best_val_loss": self._best(),
+            "val_loss": self.val_loss if self.val_step == self.step else None,  # of exactly these weights
         }
         save_checkpoint(self.run.folder, self.model, self.tokenizer, training)
         state = {

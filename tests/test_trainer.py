@@ -197,7 +197,8 @@ def test_run_folder_is_readable_while_training_and_records_the_finished_run(make
     assert all(isinstance(s["text"], str) for s in samples)
 
     checkpoint = load_checkpoint(run)
-    assert checkpoint.training == {"config": asdict(cfg), "step": 6, "best_val_loss": best}
+    final_val = metrics[-1]["val_loss"]  # the last step is evaluated, then saved: these weights
+    assert checkpoint.training == {"config": asdict(cfg), "step": 6, "best_val_loss": best, "val_loss": final_val}
     assert json.loads((run / "config.json").read_text())["training"] == checkpoint.training
 
 
