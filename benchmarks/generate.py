@@ -13,8 +13,8 @@ the machine's load hits each alike); each one's fastest run is kept.
   b. ours, `use_cache=False` (the whole prefix recomputed for every token);
   c. transformers `GPT2LMHeadModel.generate(do_sample=False, use_cache=True)`
      with min_new_tokens = max_new_tokens and no end-of-text token, so it never
-     stops early; our weights are copied into it (HF's Conv1D weights are our
-     nn.Linear weights transposed).
+     stops early; our weights are copied into it as they are (same names, same
+     [in, out] layout as its Conv1D).
 
 New tokens and the context. 256 new tokens at context 256 do not fit behind any
 prompt: the prompt's first token already takes position 0. HF cannot go past
@@ -99,8 +99,7 @@ def hf_model_with_our_weights(ours):
     config = GPT2Config(vocab_size=VOCAB_SIZE, n_positions=CONTEXT, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
     hf = GPT2LMHeadModel(config).eval()
-    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {name: (p.t() if name.endswith(transposed) else p) for name, p in ours.state_dict().items()}
+    state = ours.state_dict()  # the same names and layout as GPT-2's (weights stored [in, out])
     try:
         missing, unexpected = hf.load_state_dict(state, strict=False)
         missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
@@ -113,7 +112,7 @@ def hf_model_with_our_weights(ours):
         torch.manual_seed(SEED)
         hf = GPT2LMHeadModel(config).eval()
         return hf, f"weights not copied ({exc}); HF keeps its own random init"
-    return hf, "our weights copied (Conv1D = Linear transposed)"
+    return hf, "our weights copied (same names and layout)"
 
 
 def main() -> None:

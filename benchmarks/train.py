@@ -11,7 +11,7 @@ both with biases (as GPT-2), dropout 0, fp32, on random token ids held in memory
         in-memory ids instead of a run folder;
   HF:   `GPT2LMHeadModel` of the same size (n_positions = context, attention
         "sdpa", dropouts 0, use_cache off) with our initial weights copied in
-        (HF's Conv1D weights are our Linear weights transposed), behind an adapter
+        (same names and [in, out] layout as its Conv1D), behind an adapter
         that computes the loss as ours does (mean cross-entropy over all positions
         against the inputs shifted by one), run through the very same
         `Trainer._train_step`: same optimizer groups and settings, clipping, batch.
@@ -124,8 +124,7 @@ def hf_model_with_weights_of(ours, size: Size):
         hf = GPT2LMHeadModel(config, attn_implementation="sdpa")
     except (ValueError, ImportError, TypeError):
         hf = GPT2LMHeadModel(config)
-    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {name: (p.t() if name.endswith(transposed) else p).clone() for name, p in ours.state_dict().items()}
+    state = {name: p.clone() for name, p in ours.state_dict().items()}  # GPT-2's names and layout
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
     if missing or unexpected:

@@ -57,7 +57,7 @@ def capture_attention(model: GPT) -> tuple[list, list]:
 def by_hand_qkv(attn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Queries, keys and values [B, heads, T, d] from the layer's c_attn weights, with einsum."""
     B, T, C = x.shape
-    qkv = torch.einsum("btc,oc->bto", x, attn.c_attn.weight)
+    qkv = torch.einsum("btc,co->bto", x, attn.c_attn.weight)  # weights stored [in, out], as GPT-2's
     if attn.c_attn.bias is not None:
         qkv = qkv + attn.c_attn.bias
     q, k, v = qkv.split(C, dim=-1)

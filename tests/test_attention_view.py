@@ -4,6 +4,7 @@ step-through arithmetic, and figures whose data must be the model's numbers."""
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_first_layer_matches_a_computation_by_hand(model, run):
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     x = sd["transformer.wte.weight"][ids] + sd["transformer.wpe.weight"][:T]
     h = F.layer_norm(x, (C,), sd["transformer.h.0.ln_1.weight"], sd["transformer.h.0.ln_1.bias"])
-    qkv = h @ sd["transformer.h.0.attn.c_attn.weight"].T + sd["transformer.h.0.attn.c_attn.bias"]
+    qkv = h @ sd["transformer.h.0.attn.c_attn.weight"] + sd["transformer.h.0.attn.c_attn.bias"]
     for head in range(H):
         d = C // H
         q, k, v = (qkv[:, part * C + head * d : part * C + (head + 1) * d].numpy() for part in range(3))
@@ -276,7 +277,7 @@ def test_value_mix_figure_shows_rows_then_the_output(run):
     np.testing.assert_array_equal(z[:6], mix.rows)
     assert np.isnan(z[6]).all()
     np.testing.assert_array_equal(z[7], mix.output)
-    assert fig.data[0].y[-1] == "= output" and fig.data[0].y[0] == mix.labels[0]
+    assert fig.data[0].y[-1] == "= output" and fig.data[0].y[0] == html.escape(mix.labels[0], quote=False)  # plotly reads HTML
 
 
 def test_pool_max_keeps_the_largest_weight_of_each_block():
