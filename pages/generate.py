@@ -75,7 +75,7 @@ def stream(prompt_ids: list[int], settings: Sampling, status, box) -> None:
     st.session_state["gen"] = gen
     st.session_state["gen_position"] = 0
     prompt = tokenizer.decode(prompt_ids)
-    started = drawn = time.perf_counter()
+    started, drawn = time.perf_counter(), 0.0  # the first token is drawn at once
     for step in generate(model, tokenizer, prompt_ids, settings):
         gen.steps.append(step)
         now = time.perf_counter()

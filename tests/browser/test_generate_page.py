@@ -15,8 +15,9 @@ MODEL = "generate-demo"
 
 @pytest.fixture(scope="module")
 def checkpoint(app_home):
-    """A random checkpoint in the running app's runs folder (the app looks for models on every rerun)."""
-    return peaked_checkpoint(app_home / "runs" / MODEL)
+    """A random checkpoint in the running app's runs folder (the app looks for models on every rerun),
+    big enough that 400 tokens take a visible while, so streaming can be seen."""
+    return peaked_checkpoint(app_home / "runs" / MODEL, n_layer=4, n_head=4, n_embd=256)
 
 
 def shown_ids(page) -> list[int]:
