@@ -17,17 +17,16 @@ Run from the repository root:  .venv/bin/python benchmarks/bpe.py [--data PATH] 
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/bpe.py`
+
+from offline import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 VOCAB_SIZE = 1024
 REFERENCE_SLICE = 100_000  # characters (= bytes: Tiny Shakespeare is ASCII)
@@ -41,17 +40,6 @@ def best_of(repeats: int, fn):
         result = fn()
         best = min(best, time.perf_counter() - start)
     return best, result
-
-
-def offline_tiktoken_cache() -> None:
-    """Point tiktoken at a temp copy of ../shared/data/tiktoken unless the caller chose a cache."""
-    source = REPO.parent / "shared" / "data" / "tiktoken"
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and source.is_dir():
-        tmp = tempfile.mkdtemp(prefix="tiktoken-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        copy = Path(tmp) / "cache"
-        shutil.copytree(source, copy)
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(copy)
 
 
 def train_hf(text: str):

@@ -45,16 +45,15 @@ Run from the repository root:  .venv/bin/python benchmarks/generate.py [--repeat
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/generate.py`
+
+from offline import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 N_LAYER, N_HEAD, N_EMBD, CONTEXT = 6, 6, 384, 256
 VOCAB_SIZE = 50_257  # GPT-2's, on both sides
@@ -78,17 +77,6 @@ def best_of(repeats: int, variants: dict) -> dict:
             wall[name] = min(wall[name], time.perf_counter() - start)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
     return {name: (wall[name], cpu[name], results[name]) for name in variants}
-
-
-def offline_tiktoken_cache() -> None:
-    """Point tiktoken at a temp copy of ../shared/data/tiktoken unless the caller chose a cache."""
-    source = REPO.parent / "shared" / "data" / "tiktoken"
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and source.is_dir():
-        tmp = tempfile.mkdtemp(prefix="tiktoken-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        copy = Path(tmp) / "cache"
-        shutil.copytree(source, copy)
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(copy)
 
 
 def hf_model_with_our_weights(ours):

@@ -81,10 +81,11 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(requests.Session, "request", refuse)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run many times faster on one thread: two threads on two busy cores
-    spend most of each small matmul waiting for each other."""
+    spend most of each small matmul waiting for each other. Per test, so a test that
+    changes it (the trainer's `threads` option) cannot leak into the next."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -24,15 +24,6 @@ BYTES = BPETokenizer([])  # 256 byte tokens + <|endoftext|>: each character of a
 TEXT = "the cat <b> the mat & the hat"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model() -> GPT:
     """A random GPT with biases and larger weights than at initialisation, so attention is far from uniform."""

@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 VOCAB = 320  # shakespeare_bpe()'s vocabulary, already a multiple of 64 (the trainer rounds up to one)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest, and most steadily on a busy machine, on one thread.
-    The trainer's `threads` option sets the count for the whole process: restore it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tokenizer_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tokenizer") / "bpe.json"
