@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/bpe.py`
 
-from offline import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from common import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 VOCAB_SIZE = 1024
 REFERENCE_SLICE = 100_000  # characters (= bytes: Tiny Shakespeare is ASCII)

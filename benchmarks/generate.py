@@ -53,7 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/generate.py`
 
-from offline import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from common import offline_tiktoken_cache, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 N_LAYER, N_HEAD, N_EMBD, CONTEXT = 6, 6, 384, 256
 VOCAB_SIZE = 50_257  # GPT-2's, on both sides
@@ -77,30 +77,6 @@ def best_of(repeats: int, variants: dict) -> dict:
             wall[name] = min(wall[name], time.perf_counter() - start)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
     return {name: (wall[name], cpu[name], results[name]) for name in variants}
-
-
-def hf_model_with_our_weights(ours):
-    """GPT2LMHeadModel of the same size holding `ours`'s weights; (model, note on the copy)."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(vocab_size=VOCAB_SIZE, n_positions=CONTEXT, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
-    hf = GPT2LMHeadModel(config).eval()
-    state = ours.state_dict()  # the same names and layout as GPT-2's (weights stored [in, out])
-    try:
-        missing, unexpected = hf.load_state_dict(state, strict=False)
-        missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
-        if missing or unexpected:
-            raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        hf.tie_weights()
-        if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
-            raise ValueError("HF's head is not tied to its token embedding")
-    except (RuntimeError, ValueError) as exc:  # keep HF's own seeded init: speed is the same, parity is not checked
-        torch.manual_seed(SEED)
-        hf = GPT2LMHeadModel(config).eval()
-        return hf, f"weights not copied ({exc}); HF keeps its own random init"
-    return hf, "our weights copied (same names and layout)"
 
 
 def main() -> None:
@@ -161,7 +137,7 @@ def main() -> None:
             hf_note = (f"prompt {len(prompt_ids)} + {new_tokens} new > n_positions {CONTEXT}: HF cannot go past its "
                        f"context, row (c) skipped")
     if hf_note is None:
-        hf, copy_note = hf_model_with_our_weights(ours)
+        hf = transformers_gpt2(ours).eval()
         prompt = torch.tensor([prompt_ids])
 
         def run_hf():
@@ -187,7 +163,7 @@ def main() -> None:
                      "use_cache=False: whole prefix every token"))
     if t_hf is not None:
         rows.append(("c. transformers GPT-2", t_hf, cpu_hf, len(ids_hf) / t_hf,
-                     f"{transformers.__version__}, attn {hf.config._attn_implementation}; {copy_note}"))
+                     f"{transformers.__version__}, attn {hf.config._attn_implementation}; our weights copied"))
 
     print(f"model: {N_LAYER} layers, {N_HEAD} heads, {N_EMBD} wide, context {CONTEXT}, vocab {VOCAB_SIZE:,} (GPT-2's), "
           f"{sum(p.numel() for p in ours.parameters()):,} parameters, fp32, seed {SEED}")
@@ -221,15 +197,12 @@ def main() -> None:
     if ids_plain is not None:
         print(f"greedy ids, (a) cached == (b) uncached: {same(ids_cached, ids_plain)}")
     if ids_hf is not None:
-        if copy_note.startswith("our weights"):
-            print(f"greedy ids, (a) ours == (c) transformers: {same(ids_cached, ids_hf)}")
-            sequence = torch.tensor([prompt_ids + ids_cached[: CONTEXT - len(prompt_ids)]])
-            with torch.inference_mode():
-                diff = (ours(sequence).logits - hf(sequence).logits).abs().max().item()
-            print(f"logits on the generated sequence ({sequence.size(1)} positions), max |ours - transformers|: "
-                  f"{diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})")
-        else:
-            print("note: HF has its own weights, so its ids are not compared with ours")
+        print(f"greedy ids, (a) ours == (c) transformers: {same(ids_cached, ids_hf)}")
+        sequence = torch.tensor([prompt_ids + ids_cached[: CONTEXT - len(prompt_ids)]])
+        with torch.inference_mode():
+            diff = (ours(sequence).logits - hf(sequence).logits).abs().max().item()
+        print(f"logits on the generated sequence ({sequence.size(1)} positions), max |ours - transformers|: "
+              f"{diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})")
     print(f"first new ids (a): {ids_cached[:8]}")
     goals = [f"cache speedup >={CACHED_SPEEDUP_GOAL:g}x: {verdict(speedup >= CACHED_SPEEDUP_GOAL) if speedup else 'not run'}",
              f"ours cached vs transformers >={VS_HF_GOAL:g}: {verdict(vs_hf >= VS_HF_GOAL) if vs_hf else 'not run'}"]

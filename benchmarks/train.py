@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchm
 
 from lm.model import GPT, flops_per_token, parameter_count  # noqa: E402
 from lm.trainer import TrainConfig, Trainer, make_optimizer  # noqa: E402
+from common import transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 SEED = 1337
 DATA_TOKENS = 200_000  # random ids drawn once per size; batches are random windows of them
@@ -113,28 +114,6 @@ class HFAdapter(torch.nn.Module):
         return SimpleNamespace(logits=logits, loss=F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1)))
 
 
-def hf_model_with_weights_of(ours, size: Size):
-    """GPT2LMHeadModel of the same size, holding `ours`'s weights; its attention implementation."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(vocab_size=size.vocab_size, n_positions=size.block_size, n_embd=size.n_embd,
-                        n_layer=size.n_layer, n_head=size.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=None, eos_token_id=None, use_cache=False)
-    try:
-        hf = GPT2LMHeadModel(config, attn_implementation="sdpa")
-    except (ValueError, ImportError, TypeError):
-        hf = GPT2LMHeadModel(config)
-    state = {name: p.clone() for name, p in ours.state_dict().items()}  # GPT-2's names and layout
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
-    if missing or unexpected:
-        raise SystemExit(f"error: our weights do not fit HF's GPT-2: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    hf.tie_weights()
-    if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
-        raise SystemExit("error: HF's head is not tied to its token embedding")
-    return hf, hf.config._attn_implementation
-
-
 def timed_steps(trainer: Trainer, steps: int) -> float:
     """Seconds for `steps` calls of the real training step (the step counter moves on as in train())."""
     start = time.perf_counter()
@@ -149,7 +128,8 @@ def bench_size(size: Size, args) -> dict:
     ids = np.random.default_rng(SEED).integers(0, size.vocab_size, DATA_TOKENS).astype(np.uint16)
     torch.manual_seed(SEED)
     ours = GPT(cfg.model_config(size.vocab_size))
-    hf, attn = hf_model_with_weights_of(ours, size)
+    hf = transformers_gpt2(ours)
+    attn = hf.config._attn_implementation
     trainers = {"ours": shell_trainer(ours, cfg, ids), "HF": shell_trainer(HFAdapter(hf), cfg, ids)}
     hf_params = sum(p.numel() for p in hf.parameters())
 

@@ -1,0 +1,46 @@
+"""What the benchmark scripts share: working offline from ../shared/data, and the
+transformers GPT-2 they measure against."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def offline_tiktoken_cache() -> None:
+    """Point tiktoken at a temp copy of ../shared/data/tiktoken unless the caller chose a cache."""
+    source = REPO.parent / "shared" / "data" / "tiktoken"
+    if "TIKTOKEN_CACHE_DIR" not in os.environ and source.is_dir():
+        tmp = tempfile.mkdtemp(prefix="tiktoken-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        copy = Path(tmp) / "cache"
+        shutil.copytree(source, copy)
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(copy)
+
+
+def transformers_gpt2(ours):
+    """transformers' GPT2LMHeadModel of `ours`'s size (sdpa attention, no dropout) holding a copy of
+    its weights: same names, same [in, out] layout, head tied to the token embedding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = ours.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                        n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=None, eos_token_id=None)
+    try:
+        hf = GPT2LMHeadModel(config, attn_implementation="sdpa")
+    except (ValueError, ImportError, TypeError):
+        hf = GPT2LMHeadModel(config)
+    missing, unexpected = hf.load_state_dict({k: v.clone() for k, v in ours.state_dict().items()}, strict=False)
+    missing = [m for m in missing if m != "lm_head.weight"]  # tied to wte on both sides
+    if missing or unexpected:
+        raise SystemExit(f"error: our weights do not fit HF's GPT-2: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    hf.tie_weights()
+    if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
+        raise SystemExit("error: HF's head is not tied to its token embedding")
+    return hf
