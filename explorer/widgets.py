@@ -9,7 +9,8 @@ from explorer.models import find_models, load_model
 from explorer.paths import runs_root
 from lm.checkpoint import Checkpoint, CheckpointError
 from lm.data import (
-    CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, decode_text, human_size, is_cached, load_corpus,
+    CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, data_dir, decode_text, human_size, is_cached,
+    load_corpus,
 )
 
 SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
@@ -30,11 +31,18 @@ def corpus_input(key: str, label: str = "Text to learn from") -> tuple[str, str]
     return pasted, f"pasted text ({len(pasted):,} characters)"
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _read_cached_corpus(name: str, path: str, mtime_ns: int) -> str:
+    """Hash-checked and decoded once per file version, not on every rerun of the pages showing it."""
+    return load_corpus(name)
+
+
 def _registered_corpus(corpus) -> tuple[str, str] | None:
     st.caption(corpus.description)
     try:
         if is_cached(corpus):
-            return load_corpus(corpus), corpus.title
+            path = data_dir() / corpus.filename
+            return _read_cached_corpus(corpus.name, str(path), path.stat().st_mtime_ns), corpus.title
         bar = st.progress(0.0, f"Downloading {corpus.title}…")
         text = load_corpus(corpus, progress=lambda done, total: bar.progress(done / total if total else 0.0))
         bar.empty()
