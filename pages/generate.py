@@ -31,7 +31,7 @@ checkpoint = model_picker("gen_model")
 if checkpoint is None:
     st.stop()
 model, tokenizer = checkpoint.model, checkpoint.tokenizer
-vocab_size = model.config.vocab_size
+vocab_size = tokenizer.vocab_size  # the padded rows of a model are not tokens
 end_id = end_of_text_id(tokenizer)
 generate_tab, score_tab = st.tabs(["Generate text", "Score a text"])
 
