@@ -45,21 +45,31 @@ def attention_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: 
 
 class KVCache:
     """The keys and values of every position seen so far, per layer, so each new
-    token costs one query against them instead of recomputing the whole prefix."""
+    token costs one query against them instead of recomputing the whole prefix.
+    Each layer's buffer is allocated once for `capacity` positions (the context
+    length) and filled in place: growing it token by token would copy it all every step."""
 
-    def __init__(self, n_layer: int):
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity
+        self.lengths = [0] * n_layer
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
 
     def __len__(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].size(-2)
+        return self.lengths[0]
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=-2)
-            v = torch.cat([self.values[layer], v], dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Append k, v [batch, heads, new positions, head size]; return all positions so far."""
+        start, end = self.lengths[layer], self.lengths[layer] + k.size(-2)
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions; {end} were asked for")
+        if self.keys[layer] is None:
+            B, H, _, D = k.shape
+            self.keys[layer], self.values[layer] = k.new_empty(B, H, self.capacity, D), v.new_empty(B, H, self.capacity, D)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        self.lengths[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class Linear(nn.Module):

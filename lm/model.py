@@ -130,20 +130,17 @@ class GPT(nn.Module):
         if isinstance(module, Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(
+    def hidden(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         explain: bool = False,
         cache: KVCache | None = None,
         head_mask: torch.Tensor | None = None,
-        last_only: bool = False,
-    ) -> GPTOutput:
-        """idx [batch, T] token ids. `explain` also returns every layer's attention
-        steps (the weights are [batch, heads, T, T]); `cache` continues from the
-        positions it holds; `head_mask` [n_layer, n_head] switches heads off;
-        `last_only` computes logits for the last position only (all generation needs)."""
-        B, T = idx.shape
+    ) -> tuple[torch.Tensor, list[AttentionSteps] | None]:
+        """Everything before the head: the final LayerNorm's output [batch, T, n_embd]
+        (the head turns each row into next-token logits), and the attention steps
+        when `explain` is set."""
+        T = idx.size(1)
         start = len(cache) if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.block_size}")
@@ -154,9 +151,21 @@ class GPT(nn.Module):
             x, steps = block(x, cache, layer, explain, None if head_mask is None else head_mask[layer])
             if explain:
                 attention.append(steps)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x), attention
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        explain: bool = False,
+        cache: KVCache | None = None,
+        head_mask: torch.Tensor | None = None,
+    ) -> GPTOutput:
+        """idx [batch, T] token ids. `explain` also returns every layer's attention
+        steps (the weights are [batch, heads, T, T]); `cache` continues from the
+        positions it holds; `head_mask` [n_layer, n_head] switches heads off."""
+        x, attention = self.hidden(idx, explain, cache, head_mask)
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

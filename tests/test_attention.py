@@ -120,7 +120,7 @@ def test_cached_chunks_give_the_full_forward(chunks, explain):
     model = tiny_gpt(n_layer=3, n_head=3, n_embd=24)
     idx = tokens(model, 2, sum(chunks))
     full = model(idx, explain=True)
-    cache, start, logits = KVCache(model.config.n_layer), 0, []
+    cache, start, logits = KVCache(model.config.n_layer, model.config.block_size), 0, []
     for size in chunks:
         out = model(idx[:, start : start + size], cache=cache, explain=explain)
         logits.append(out.logits)
@@ -132,6 +132,17 @@ def test_cached_chunks_give_the_full_forward(chunks, explain):
         assert len(cache) == start
     torch.testing.assert_close(torch.cat(logits, dim=1), full.logits, atol=ATOL, rtol=0)
 
+
+def test_cache_fills_its_buffer_in_place_and_refuses_overflow():
+    cache = KVCache(n_layer=1, capacity=4)
+    k, v = torch.randn(1, 2, 3, 5), torch.randn(1, 2, 3, 5)
+    cache.extend(0, k, v)
+    buffer = cache.keys[0]
+    more_keys, _ = cache.extend(0, k[:, :, :1], v[:, :, :1])
+    assert cache.keys[0] is buffer and len(cache) == 4  # no new allocation
+    torch.testing.assert_close(more_keys, torch.cat([k, k[:, :, :1]], dim=2))
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        cache.extend(0, k[:, :, :1], v[:, :, :1])
 
 def _merge_heads(y: torch.Tensor) -> torch.Tensor:
     B, H, T, d = y.shape

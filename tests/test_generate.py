@@ -10,8 +10,9 @@ import itertools
 import pytest
 import torch
 
+import lm.generate
 from lm.generate import Sampling, Step, end_of_text_id, generate, sampling_distribution
-from lm.model import GPT, GPTConfig, GPTOutput
+from lm.model import GPT, GPTConfig
 from lm.tokenizer import BPETokenizer, TiktokenTokenizer
 from tests.checkpoints import shakespeare_bpe
 
@@ -321,12 +322,12 @@ def test_text_of_tokens_that_split_characters(monkeypatch, tokenizer):
     model = random_gpt(tokenizer.vocab_size)
     upcoming = itertools.chain(script, itertools.repeat(0))
 
-    def scripted_forward(idx, targets=None, explain=False, cache=None, head_mask=None, last_only=False):
-        logits = torch.zeros(1, idx.size(1), tokenizer.vocab_size)
-        logits[0, -1, next(upcoming)] = 50.0
-        return GPTOutput(logits)
+    def scripted_next_logits(model, head, ids, cache):
+        logits = torch.zeros(tokenizer.vocab_size)
+        logits[next(upcoming)] = 50.0
+        return logits
 
-    monkeypatch.setattr(model, "forward", scripted_forward)
+    monkeypatch.setattr(lm.generate, "next_logits", scripted_next_logits)
     steps = run(model, tokenizer, tokenizer.encode("Say: "), temperature=0, max_new_tokens=len(script))
     assert [s.token_id for s in steps] == script
     assert [s.token_bytes for s in steps] == token_bytes

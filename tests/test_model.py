@@ -102,7 +102,7 @@ def test_context_longer_than_block_size_is_refused():
     assert model(torch.zeros(1, 8, dtype=torch.long)).logits.shape == (1, 8, 64)
     with pytest.raises(ValueError, match="9 positions exceed the context length of 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
-    cache = KVCache(model.config.n_layer)
+    cache = KVCache(model.config.n_layer, model.config.block_size)
     model(torch.zeros(1, 6, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="context length of 8"):
         model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
