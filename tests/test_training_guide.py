@@ -1,0 +1,113 @@
+"""The training guide: each flag fires on a synthetic metric stream that shows its
+problem and stays quiet on a healthy run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from explorer.training_guide import diagnose, repetition_share
+
+OPTIONS = dict(lr=1e-3, warmup_steps=20, max_steps=1000, dropout=0.0)
+HEALTHY_SAMPLE = ("ROMEO: What say you, my lord? I will not stay to hear thee speak of love and "
+                  "war, for the night is young and the king is gone to bed.")
+
+
+def stream(train, val=None, every=10, eval_every=50, seconds_per_step=0.01):
+    """metrics.jsonl records: train losses logged every `every` steps, val losses at evals."""
+    val = iter(val or [])
+    records = []
+    for i, loss in enumerate(train, start=1):
+        step = i * every
+        record = {"step": step, "train_loss": loss, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1e4,
+                  "elapsed": step * seconds_per_step}
+        if step % eval_every == 0:
+            record["val_loss"] = next(val, None)
+        records.append({k: v for k, v in record.items() if v is not None})
+    return records
+
+
+def healthy(n=40):
+    return [4.5 * math.exp(-i / 15) + 1.5 for i in range(n)]
+
+
+def keys(flags):
+    return [f.key for f in flags]
+
+
+def test_a_healthy_run_raises_no_flag():
+    train = healthy()
+    metrics = stream(train, val=[t + 0.05 for t in train[4::5]])
+    samples = [{"step": 400, "text": HEALTHY_SAMPLE}]
+    assert diagnose(metrics, samples, OPTIONS) == []
+    assert diagnose(metrics, samples, OPTIONS, state="finished") == []
+
+
+def test_nan_loss_from_the_trainer_error():
+    error = "the loss became nan at step 57: training diverged. Try a lower learning rate (now 0.01; try 0.003)"
+    flags = diagnose(stream(healthy(5)), [], {**OPTIONS, "lr": 0.01}, state="failed", error=error)
+    assert keys(flags) == ["diverged"]
+    assert "step 57" in flags[0].evidence and "0.003" in flags[0].advice
+
+
+def test_exploding_loss():
+    train = healthy(20) + [3.0, 6.0, 9.0, 12.0]
+    flags = diagnose(stream(train), [], OPTIONS)
+    assert keys(flags) == ["diverged"]
+    assert "exploding" in flags[0].title
+
+
+def test_a_loss_that_rises_within_the_warmup_is_not_flagged():
+    train = [4.0, 7.0, 9.0]  # steps 10..30, warmup 1000
+    assert diagnose(stream(train), [], {**OPTIONS, "warmup_steps": 1000}) == []
+
+
+def test_flat_loss():
+    train = [4.17 + 0.02 * math.sin(i) for i in range(20)]
+    flags = diagnose(stream(train), [], OPTIONS)
+    assert keys(flags) == ["flat"]
+    assert "3e-4" in flags[0].advice
+
+
+def test_a_plateau_after_learning_is_not_flat():
+    train = healthy(10) + [healthy(10)[-1]] * 30
+    assert "flat" not in keys(diagnose(stream(train), [], OPTIONS))
+
+
+def test_overfitting():
+    train = healthy(40)  # keeps falling
+    val = [3.5, 2.9, 2.7, 2.8, 2.95, 3.1, 3.3, 3.4]  # best at the third eval, then rising
+    flags = diagnose(stream(train, val=val), [], OPTIONS)
+    assert keys(flags) == ["overfitting"]
+    assert "2.70" in flags[0].evidence and "dropout" in flags[0].advice
+
+
+def test_validation_noise_is_not_overfitting():
+    train = healthy(40)
+    val = [3.5, 2.9, 2.7, 2.705, 2.71, 2.70, 2.702, 2.709]  # within 2% of the best
+    assert diagnose(stream(train, val=val), [], OPTIONS) == []
+
+
+def test_repeating_samples():
+    loop = "the king the king the king " * 6
+    flags = diagnose(stream(healthy()), [{"step": 500, "text": loop}], OPTIONS)
+    assert keys(flags) == ["repeating"]
+    early = [{"step": 100, "text": loop}]  # early samples loop in every run: not flagged
+    assert diagnose(stream(healthy()), early, OPTIONS) == []
+
+
+@pytest.mark.parametrize("text, share", [("a b c a b c", 1 / 4), ("one two three four", 0.0), ("", 0.0)])
+def test_repetition_share(text, share):
+    assert repetition_share(text) == pytest.approx(share)
+
+
+def test_slow_on_cpu_and_on_one_gpu():
+    metrics = stream(healthy(10), seconds_per_step=2.0)  # 2 s a step, 900 steps left: 30 minutes
+    options = {**OPTIONS, "max_steps": 1000}
+    cpu = diagnose(metrics, [], options, device="cpu")
+    assert keys(cpu) == ["slow"] and "GPU" in cpu[0].advice and "30 min" in cpu[0].evidence
+    gpu = diagnose(metrics, [], options, device="cuda")
+    assert "torchrun" in gpu[0].advice
+    assert diagnose(metrics, [], options, state="finished") == []  # done: no longer slow
+    assert diagnose(stream(healthy(10), seconds_per_step=0.5), [], options) == []  # 7.5 minutes left
