@@ -261,9 +261,16 @@ def attention_figure(
     run: AttentionRun, layer: int, head: int, title: str, highlight_row: int | None = None, compact: bool = False
 ) -> go.Figure:
     """One head's weights: row i is how query i spreads its attention over keys 0…i."""
-    T = len(run.ids)
+    return weights_figure(run.weights[layer, head], run.labels, title, highlight_row, compact)
+
+
+def weights_figure(
+    weights: np.ndarray, labels: tuple[str, ...], title: str, highlight_row: int | None = None, compact: bool = False
+) -> go.Figure:
+    """A [T, T] map of attention weights over the tokens' labels (for a snapshot saved in training too)."""
+    T = len(labels)
     return _token_heatmap(
-        run.weights[layer, head], run.labels, title=title, value_name="weight", colorscale="Blues", zmin=0.0,
+        weights, labels, title=title, value_name="weight", colorscale="Blues", zmin=0.0,
         zmax=1.0, blank=~causal_mask(T, T).numpy(), highlight_row=highlight_row, compact=compact,
     )
 
@@ -327,6 +334,40 @@ def head_grid_figure(weights: np.ndarray, chosen: tuple[int, int], title: str) -
             colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title=dict(text="weight", side="right", font=FONT))
         ),
         margin=dict(l=20, r=20, t=90, b=20),
+    )
+    return fig
+
+
+def top_heads(scores: np.ndarray, count: int) -> list[tuple[int, int, float]]:
+    """(layer, head, score) of the `count` highest-scoring heads of [layers, heads] scores."""
+    order = np.argsort(-scores, axis=None, kind="stable")[:count]
+    return [(int(i) // scores.shape[1], int(i) % scores.shape[1], float(scores.flat[i])) for i in order]
+
+
+def detector_figure(scores: np.ndarray, detector: str, chosen: tuple[int, int], title: str) -> go.Figure:
+    """One detector's scores [layers, heads] as a grid, layer 0 on top, the chosen head outlined;
+    the numbers are written in while the cells are wide enough to read them."""
+    L, H = scores.shape
+    annotate = H <= 16
+    name = detector.replace("_", " ")
+    fig = go.Figure(
+        go.Heatmap(
+            z=scores, x=list(range(H)), y=list(range(L)), colorscale="Purples", zmin=0.0, zmax=1.0, xgap=2, ygap=2,
+            text=[[f"{v:.2f}" for v in row] for row in scores] if annotate else None,
+            texttemplate="%{text}" if annotate else None, textfont=dict(size=15),
+            colorbar=dict(title=dict(text="score", side="right", font=FONT)),
+            hovertemplate=f"%{{y}} · %{{x}}<br>{html.escape(name)}: %{{z:.3f}}<extra></extra>",  # the tick texts
+        )
+    )
+    layer, head = chosen
+    fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                  line=dict(color=HIGHLIGHT, width=4))
+    axis = dict(tickmode="array", showgrid=False, zeroline=False, tickfont=FONT)
+    fig.update_xaxes(tickvals=list(range(H)), ticktext=[f"head {h}" for h in range(H)], side="top", **axis)
+    fig.update_yaxes(tickvals=list(range(L)), ticktext=[f"layer {l}" for l in range(L)], autorange="reversed", **axis)
+    fig.update_layout(
+        title=title, font=FONT, hoverlabel=HOVER, plot_bgcolor="white",
+        height=max(260, min(720, 150 + 48 * L)), margin=dict(l=20, r=20, t=100, b=20),
     )
     return fig
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from explorer.charts import PROJECTOR_FONT
 from explorer.token_view import is_partial_utf8, token_label
-from lm.generate import Sampling, Step
+from lm.generate import Sampling, Step, generate
 from lm.model import GPT
 from lm.tokenizer import TokenizerError
 
@@ -243,6 +244,79 @@ def distribution_figure(bars: list[Bar], settings: Sampling, position: int) -> g
             automargin=True,
         ),
     )
+    return fig
+
+
+# --- one token at a time -------------------------------------------------------------
+
+
+@dataclass
+class Stepper:
+    """The step-by-step mode's state, kept in the session: the prompt, the tokens drawn so far
+    with the settings each was drawn with, and where the model looked to choose each one."""
+
+    model: str  # the checkpoint folder
+    prompt_ids: list[int]
+    seed: int
+    steps: list[Step] = field(default_factory=list)
+    settings: list[Sampling] = field(default_factory=list)
+    attention: list[np.ndarray] = field(default_factory=list)  # per step: [layers, heads, context]
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + [step.token_id for step in self.steps]
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of the step-th draw: fixed by the run's seed, so Restart replays the same tokens
+    (under the same settings), and different from step to step."""
+    return hash((seed, step)) & 0x7FFFFFFF  # hashing a tuple of ints is the same in every process
+
+
+@torch.no_grad()
+def last_token_attention(model: GPT, ids: list[int]) -> np.ndarray:
+    """[layers, heads, T]: where the last of the model's window of `ids` looks in each head.
+    Its output is what the next-token probabilities are made from. The model is only read."""
+    window = ids[-model.config.block_size :]
+    out = model(torch.tensor([window], device=next(model.parameters()).device), explain=True)
+    return torch.stack([steps.weights[0, :, -1] for steps in out.attention]).float().cpu().numpy()
+
+
+def draw_next(model: GPT, tokenizer, stepper: Stepper, settings: Sampling) -> None:
+    """Draw one more token with lm.generate under `settings`, and record the attention that chose it."""
+    ids = stepper.ids
+    seeded = replace(settings, max_new_tokens=1, seed=step_seed(stepper.seed, len(stepper.steps)),
+                     stop_at_end_of_text=False)
+    step = next(generate(model, tokenizer, ids, seeded))
+    stepper.attention.append(last_token_attention(model, ids))
+    stepper.steps.append(step)
+    stepper.settings.append(settings)
+
+
+def attention_row_figure(rows: np.ndarray, labels: list[str], per_head: bool, title: str) -> go.Figure:
+    """Where one query looks, [layers, heads, T] over the token labels: a row per layer
+    (its heads averaged) or a row per head."""
+    L, H, T = rows.shape
+    z = rows.reshape(L * H, T) if per_head else rows.mean(axis=1)
+    names = [f"layer {l} · head {h}" for l in range(L) for h in range(H)] if per_head else [f"layer {l}" for l in range(L)]
+    columns = [f"#{j} {html.escape(label)}" for j, label in enumerate(labels)]  # unique, so equal tokens stay apart
+    annotate = T <= 16 and len(names) <= 24
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=columns, y=names, colorscale="Blues", zmin=0.0, zmax=1.0, xgap=1, ygap=1,
+            text=[[f"{v:.2f}" for v in row] for row in z] if annotate else None,
+            texttemplate="%{text}" if annotate else None, textfont=dict(size=13),
+            colorbar=dict(title=dict(text="weight", side="right")),
+            hovertemplate="%{y}<br>looks at %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    step = max(1, T // 40)
+    fig.update_xaxes(type="category", tickmode="array", tickvals=columns[::step],
+                     ticktext=[html.escape(label) for label in labels][::step], tickangle=-60,
+                     tickfont=dict(family="monospace", size=16))
+    fig.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=16))
+    fig.update_layout(title=title, font=PROJECTOR_FONT, height=160 + 32 * len(names) + 6 * min(T, 40),
+                      margin=dict(l=20, r=20, t=70, b=20))
     return fig
 
 

@@ -1,21 +1,31 @@
 """Attention: where each token looks, head by head; the arithmetic of one head; what the model is made of."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer.ablation import Prediction, head_mask, loss_change_figure, next_token_figure, predict
 from explorer.attention_view import (
     ANNOTATE_MAX, MAX_TOKENS, AttentionRun, attention_figure, block_diagram_html, config_rows, context_window,
-    head_grid_figure, head_statistics, parameter_figure, query_rows, run_attention, scores_figure, size_estimates,
-    uniform_entropy, value_mix, value_mix_figure,
+    detector_figure, head_grid_figure, head_statistics, parameter_figure, query_rows, run_attention, scores_figure,
+    size_estimates, top_heads, uniform_entropy, value_mix, value_mix_figure, weights_figure,
 )
+from explorer.generation_view import label_of
 from explorer.navigation import run_through_app
-from explorer.token_view import chips_html, describe_tokens
+from explorer.runs import read_metrics
+from explorer.token_view import chips_html, describe_tokens, token_label
+from explorer.training_snapshots import (
+    SnapshotError, find_snapshots, history_figure, load_snapshot, nearest_step, read_detector_history,
+)
 from explorer.widgets import model_picker
+from lm.detectors import DETECTORS, PROBE_LENGTH, head_scores
 
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
 MAX_CHARS = 20_000
 ROW = 36  # table row height in pixels, so a short table is shown whole
-TABS = ["Attention map", "All heads", "Step through one head", "Head statistics", "Model view"]
+TABS = ["Attention map", "All heads", "Head detectors", "Across training", "Ablation", "Step through one head",
+        "Head statistics", "Model view"]
+TOP_HEADS = 4  # buttons that open the best-scoring heads
 
 run_through_app()
 st.title("🎯 Attention")
@@ -33,15 +43,42 @@ def forward(path: str, stamp: tuple[int, int], ids: tuple[int, ...], _checkpoint
     return run_attention(_checkpoint.model, _checkpoint.tokenizer, list(ids))
 
 
-def attention_for(checkpoint, text: str) -> tuple[AttentionRun, int] | None:
-    """The forward pass for the text's last tokens, and how many tokens were cut."""
-    ids, dropped = context_window(checkpoint.tokenizer.encode(text), checkpoint.model.config.block_size)
+@st.cache_data(max_entries=6, show_spinner="Scoring every head…")
+def detector_scores(path: str, stamp: tuple[int, int], ids: tuple[int, ...], _checkpoint) -> dict[str, np.ndarray]:
+    """lm.detectors.head_scores, cached like `forward`."""
+    return {name: scores.numpy() for name, scores in head_scores(_checkpoint.model, list(ids)).items()}
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the model with heads switched off…")
+def prediction(path: str, stamp: tuple[int, int], ids: tuple[int, ...], off: tuple, _checkpoint) -> Prediction:
+    """The loss and next-token probabilities with the heads in `off` ((layer, head) pairs) silenced."""
+    config = _checkpoint.model.config
+    mask = head_mask(config.n_layer, config.n_head, off) if off else None
+    return predict(_checkpoint.model, list(ids), _checkpoint.tokenizer.vocab_size, mask)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def snapshot(path: str, step: int, mtime_ns: int, _snapshots) -> np.ndarray:
+    return load_snapshot(_snapshots, step)
+
+
+def weights_stamp(checkpoint) -> tuple[int, int] | None:
+    """The weights file's mtime and size, the cache key of a checkpoint (None if it is gone)."""
     try:
         stat = (checkpoint.path / "model.safetensors").stat()
     except OSError:
         st.error(f"{checkpoint.path.name} has disappeared from disk; choose another model.")
         return None
-    return forward(str(checkpoint.path), (stat.st_mtime_ns, stat.st_size), tuple(ids), checkpoint), dropped
+    return stat.st_mtime_ns, stat.st_size
+
+
+def attention_for(checkpoint, text: str) -> tuple[AttentionRun, int] | None:
+    """The forward pass for the text's last tokens, and how many tokens were cut."""
+    ids, dropped = context_window(checkpoint.tokenizer.encode(text), checkpoint.model.config.block_size)
+    stamp = weights_stamp(checkpoint)
+    if stamp is None:
+        return None
+    return forward(str(checkpoint.path), stamp, tuple(ids), checkpoint), dropped
 
 
 def choose(label: str, key: str, count: int) -> int:
@@ -147,6 +184,172 @@ with tabs["All heads"]:
                 head_grid_figure(run.weights, (layer, head), name), width="stretch", key=f"att_grid_{name}"
             )
         show_maps("chosen")
+
+
+def open_head(chosen_layer: int, chosen_head: int) -> None:
+    """Button callback: choose the head above and show its map (widgets take new values before they are drawn)."""
+    st.session_state["att_layer"] = min(chosen_layer, n_layer - 1)
+    st.session_state["att_head"] = min(chosen_head, n_head - 1)
+    st.session_state["att_tab"] = "Attention map"
+
+
+with tabs["Head detectors"]:
+    if tabs["Head detectors"].open:
+        st.session_state.setdefault("att_detector", next(iter(DETECTORS)))
+        detector = st.segmented_control(
+            "Detector", list(DETECTORS), required=True, key="att_detector", format_func=lambda d: d.replace("_", " "),
+        )
+        st.markdown(f"**{detector.replace('_', ' ')}:** {DETECTORS[detector]}")
+        st.caption(
+            "A score is the share of attention a head puts where that kind of head looks, averaged over your "
+            "text's tokens (the first token is left out: it can only look at itself). 1 = always, 0 = never. "
+            f"Induction is measured on {PROBE_LENGTH} random tokens shown twice: in the second half, a head that "
+            "looks at the token after the current token's first appearance can predict what comes next by copying. "
+            "The outlined cell is the layer and head chosen above."
+        )
+        for name, checkpoint, run, place in side_by_side():
+            stamp = weights_stamp(checkpoint)
+            if stamp is None:
+                continue
+            scores = detector_scores(str(checkpoint.path), stamp, run.ids, checkpoint)[detector]
+            with place:
+                st.plotly_chart(
+                    detector_figure(scores, detector, (layer, head), f"{name}: {detector.replace('_', ' ')} score"),
+                    width="stretch", key=f"att_detectors_{name}",
+                )
+                st.markdown("Open one of the highest-scoring heads in the **Attention map**:")
+                for column, (top_layer, top_head, score) in zip(st.columns(TOP_HEADS), top_heads(scores, TOP_HEADS)):
+                    column.button(
+                        f"layer {top_layer} · head {top_head}: {score:.2f}", key=f"att_open_{name}_{top_layer}_{top_head}",
+                        on_click=open_head, args=(top_layer, top_head), width="stretch",
+                    )
+
+
+def across_training(name: str, checkpoint) -> None:
+    """Replay a run's attention snapshots: the chosen head's map at a step, and its detector scores beside the loss."""
+    snapshots = find_snapshots(checkpoint.path)
+    if snapshots is None:
+        st.info(
+            f"**{name}** has no attention snapshots. Train a model on the **Train** page: while it learns, a run "
+            "saves the attention of every head on a fixed probe text every few steps (on by default), and this "
+            "tab replays them next to the loss curve."
+        )
+        return
+    steps = snapshots.steps
+    key = f"att_train_step_{name}"
+    if st.session_state.get(key) not in steps:
+        st.session_state[key] = steps[-1]
+    step = st.select_slider(
+        "Training step", steps, key=key, format_func=lambda s: f"{s:,}",
+        help="Drag to watch the chosen head change as the model learns.",
+    )
+    try:
+        weights = snapshot(str(snapshots.folder), step, snapshots.path(step).stat().st_mtime_ns, snapshots)
+    except (SnapshotError, OSError) as exc:
+        st.error(f"{name}: {exc}")
+        return
+    labels = tuple(token_label(token.encode("utf-8")) for token in snapshots.tokens)
+    history = read_detector_history(snapshots.folder)
+    map_col, chart_col = st.columns([5, 6])
+    if layer < weights.shape[0] and head < weights.shape[1]:
+        map_col.plotly_chart(
+            weights_figure(weights[layer, head], labels, f"{name}: layer {layer}, head {head} at step {step:,}",
+                           compact=True),
+            width="stretch", key=f"att_train_map_{name}",
+        )
+    chart_col.plotly_chart(
+        history_figure(read_metrics(snapshots.folder), history, layer, head, step),
+        width="stretch", key=f"att_train_history_{name}",
+    )
+    scores = history.at(nearest_step(history.steps, step)) if history.steps else None
+    if scores is not None:
+        shares = " · ".join(
+            f"{detector.replace('_', ' ')} {values[layer, head]:.2f}" for detector, values in scores.items()
+            if layer < values.shape[0] and head < values.shape[1]
+        )
+        st.caption(f"Layer {layer}, head {head} at step {nearest_step(history.steps, step):,}: {shares}")
+
+
+with tabs["Across training"]:
+    if tabs["Across training"].open:
+        st.caption(
+            "A training run saves every head's attention on one fixed probe text every few steps. Pick a layer "
+            "and head above, then drag the slider through training: the map shows the head at that step; the "
+            "chart shows its detector scores over all steps under the loss curve, so the moment a head learns "
+            "its job lines up with the loss dropping."
+        )
+        for name, (checkpoint, _, _) in runs.items():  # one under the other: each needs the width
+            across_training(name, checkpoint)
+
+
+def pick_model(key: str) -> str:
+    """With two models, which one a tab works on."""
+    return next(iter(runs)) if len(runs) == 1 else st.radio("Model", list(runs), horizontal=True, key=key)
+
+
+def switched_off(model_layers: int, model_heads: int) -> tuple[tuple[int, int], ...]:
+    """The ablation's head and layer pickers; (layer, head) pairs switched off."""
+    st.markdown("**Switch off whole layers** (every head in them)")
+    layer_options = list(range(model_layers))
+    _keep_valid("att_abl_layers", layer_options)
+    layers_off = st.pills("Whole layers", layer_options, selection_mode="multi", key="att_abl_layers",
+                          format_func=lambda l: f"layer {l}", label_visibility="collapsed")
+    st.markdown("**Switch off single heads**")
+    off = {(l, h) for l in layers_off for h in range(model_heads)}
+    columns = st.columns(2 if model_layers > 1 else 1)
+    for l in range(model_layers):
+        key = f"att_abl_heads_{l}"
+        _keep_valid(key, list(range(model_heads)))
+        with columns[l % len(columns)]:
+            heads = st.pills(f"Layer {l}", list(range(model_heads)), selection_mode="multi", key=key,
+                             format_func=lambda h: f"head {h}", disabled=l in layers_off)
+        off |= {(l, h) for h in heads}
+    return tuple(sorted(off))
+
+
+def _keep_valid(key: str, options: list[int]) -> None:
+    """Drop choices another model had but this one lacks."""
+    if key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[key] or [] if v in options]
+
+
+def all_heads_on(model_layers: int) -> None:
+    st.session_state["att_abl_layers"] = []
+    for l in range(model_layers):
+        st.session_state[f"att_abl_heads_{l}"] = []
+
+
+with tabs["Ablation"]:
+    if tabs["Ablation"].open:
+        st.caption(
+            "Switch heads off and watch what the model loses: a silenced head passes nothing on, the rest of "
+            "the model runs as before. If the loss on your text jumps, that head was doing useful work here."
+        )
+        name = pick_model("att_abl_model")
+        checkpoint, run, _ = runs[name]
+        config = checkpoint.model.config
+        off = switched_off(config.n_layer, config.n_head)
+        st.button("Switch every head back on", key="att_abl_reset", on_click=all_heads_on, args=(config.n_layer,))
+        stamp = weights_stamp(checkpoint)
+        if stamp is not None:
+            before = prediction(str(checkpoint.path), stamp, run.ids, (), checkpoint)
+            after = prediction(str(checkpoint.path), stamp, run.ids, off, checkpoint) if off else before
+            total = config.n_layer * config.n_head
+            if len(run.ids) > 1:
+                all_col, off_col, count_col = st.columns(3)
+                all_col.metric("Loss with every head", f"{before.mean_loss:.3f}")
+                off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
+                               delta=f"{after.mean_loss - before.mean_loss:+.3f}", delta_color="inverse")
+                count_col.metric("Heads switched off", f"{len(off)} of {total}")
+                st.plotly_chart(loss_change_figure(before, after, list(run.labels)), width="stretch",
+                                key="att_abl_losses")
+            else:
+                st.info("The loss needs at least two tokens: type a longer text.")
+            st.plotly_chart(
+                next_token_figure(before, after, lambda i: label_of(checkpoint.tokenizer, i),
+                                  f"What comes after “{run.labels[-1]}”: the likeliest next tokens"),
+                width="stretch", key="att_abl_next",
+            )
 
 
 def step_through(run: AttentionRun) -> None:

@@ -7,8 +7,8 @@ import time
 import streamlit as st
 
 from explorer.generation_view import (
-    Generation, distribution_bars, distribution_figure, generation_html, loss_legend, probability_legend,
-    score_html, score_ids,
+    Generation, Stepper, attention_row_figure, distribution_bars, distribution_figure, draw_next, generation_html,
+    label_of, loss_legend, probability_legend, score_html, score_ids,
 )
 from explorer.navigation import run_through_app
 from explorer.token_view import token_label
@@ -110,9 +110,51 @@ def explain(gen: Generation, status, box) -> None:
         st.code("".join(s.text for s in steps), language=None, wrap_lines=True)
 
 
+def step_by_step(prompt_ids: list[int], settings: Sampling) -> None:
+    """One token per press of Next token, each with its distribution and the attention that chose it."""
+    next_col, restart_col, _ = st.columns([1, 1, 3])
+    clicked = next_col.button("Next token", type="primary", disabled=not prompt_ids, key="gen_next")
+    restart = restart_col.button("Restart", key="gen_restart")
+    stepper = st.session_state.get("gen_stepper")
+    if restart or stepper is None or stepper.model != str(checkpoint.path) or stepper.prompt_ids != prompt_ids:
+        stepper = st.session_state["gen_stepper"] = Stepper(str(checkpoint.path), prompt_ids, settings.seed)
+    if clicked:
+        draw_next(model, tokenizer, stepper, settings)
+    steps = stepper.steps
+    st.caption(
+        f"{len(steps):,} tokens drawn · seed {stepper.seed} · each press draws one token with the settings above "
+        "(change them between presses to see the bars change). Restart goes back to the prompt."
+    )
+    st.html(probability_legend())
+    st.html(generation_html(tokenizer.decode(stepper.prompt_ids), steps, selected=len(steps) - 1 if steps else None))
+    if not steps:
+        st.info("Press **Next token** to let the model write one token.")
+        return
+    if steps[-1].token_id == end_id:
+        st.caption("The model wrote <|endoftext|>: it thinks the document is over. It can still go on.")
+    bars = distribution_bars(steps[-1], tokenizer)
+    st.plotly_chart(distribution_figure(bars, stepper.settings[-1], len(steps)), width="stretch",
+                    key="gen_step_chart", config={"displayModeBar": False})
+    context = stepper.ids[: steps[-1].position][-model.config.block_size :]
+    chosen = label_of(tokenizer, steps[-1].token_id)
+    per_head = st.toggle("Every head", key="gen_step_heads",
+                         help="Show each head on its own row instead of each layer's heads averaged.")
+    st.plotly_chart(
+        attention_row_figure(stepper.attention[-1], [label_of(tokenizer, i) for i in context], per_head,
+                             f"Where the last token looked while the model chose “{chosen}”"),
+        width="stretch", key="gen_step_attention",
+    )
+    st.caption(
+        "The next-token probabilities are made from the last token's vector, which its attention filled with "
+        "a mix of the tokens before it: each row is how one layer (or head) spread that attention."
+    )
+
+
 with generate_tab:
     prompt = st.text_area("Prompt", DEFAULT_PROMPT, height=100, max_chars=MAX_CHARS, key="gen_prompt")
     settings = sampling_controls()
+    stepwise = st.toggle("One token at a time", key="gen_stepwise",
+                         help="Draw a single token per press and see the probabilities and attention behind it.")
     prompt_ids = tokenizer.encode(prompt) or ([end_id] if end_id is not None else [])
     if not prompt:
         if end_id is None:
@@ -124,15 +166,18 @@ with generate_tab:
             f"The prompt is {len(prompt_ids):,} tokens long; the model only sees the last "
             f"{model.config.block_size:,} (its context length)."
         )
-    clicked = st.button("Generate", type="primary", disabled=not prompt_ids, key="gen_button")
-    st.html(probability_legend())
-    status, box = st.empty(), st.empty()
-    if clicked:
-        stream(prompt_ids, settings, status, box)
-    gen = st.session_state.get("gen")
-    if gen is not None and gen.model == str(checkpoint.path):
-        if gen.steps:
-            explain(gen, status, box)
+    if stepwise:
+        step_by_step(prompt_ids, settings)
+    else:
+        clicked = st.button("Generate", type="primary", disabled=not prompt_ids, key="gen_button")
+        st.html(probability_legend())
+        status, box = st.empty(), st.empty()
+        if clicked:
+            stream(prompt_ids, settings, status, box)
+        gen = st.session_state.get("gen")
+        if gen is not None and gen.model == str(checkpoint.path):
+            if gen.steps:
+                explain(gen, status, box)
 
 
 with score_tab:

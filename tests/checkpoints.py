@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from lm.checkpoint import save_checkpoint
+from lm.detectors import scores_from_weights
 from lm.model import GPT, GPTConfig
 from lm.tokenizer import BPETokenizer
 from tests.conftest import SHAKESPEARE_FILE
@@ -25,3 +28,31 @@ def make_checkpoint(folder: Path, seed: int = 0, tokenizer=None, **config) -> Pa
     settings = dict(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32) | config
     torch.manual_seed(seed)
     return save_checkpoint(folder, GPT(GPTConfig(**settings)), tokenizer, {"note": "random weights, for tests"})
+
+
+def write_snapshots(folder: Path, steps=(0, 50, 100), n_layer: int = 2, n_head: int = 2) -> list[torch.Tensor]:
+    """Attention snapshots in a run folder, as the trainer writes them (probe.json, attention/,
+    detectors.jsonl, metrics.jsonl), built by hand: layer 0's head 0 turns from spreading its
+    attention evenly into a previous-token head as training goes, every other head stays
+    even, the loss falls. Returns each step's [n_layer, n_head, T, T] attention."""
+    tokens = ["A", " cat", " sat", ".", " A", " cat", " sat", "."]
+    ids = [10, 11, 12, 13, 10, 11, 12, 13]
+    T = len(ids)
+    even = torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
+    previous = torch.diag(torch.ones(T - 1), -1)
+    previous[0, 0] = 1.0
+    (folder / "attention").mkdir(parents=True, exist_ok=True)
+    (folder / "probe.json").write_text(json.dumps({"ids": ids, "tokens": tokens}))
+    snapshots, detector_lines, metric_lines = [], [], []
+    for step in steps:
+        learned = step / max(steps)
+        weights = even.repeat(n_layer, n_head, 1, 1)
+        weights[0, 0] = (1 - learned) * even + learned * previous
+        save_file({"attention": weights.half()}, folder / "attention" / f"step_{step:07d}.safetensors")
+        scores = scores_from_weights(weights, ids, weights, ids)
+        detector_lines.append(json.dumps({"step": step, "scores": {k: v.tolist() for k, v in scores.items()}}))
+        metric_lines.append(json.dumps({"step": step, "train_loss": 5.0 - 3 * learned, "val_loss": 5.2 - 3 * learned}))
+        snapshots.append(weights)
+    (folder / "detectors.jsonl").write_text("\n".join(detector_lines) + "\n")
+    (folder / "metrics.jsonl").write_text("\n".join(metric_lines) + "\n")
+    return snapshots
