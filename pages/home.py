@@ -1,11 +1,22 @@
-"""Home: what the app is, where to go, and what this machine has."""
+"""Home: what the app is, where to go, what this machine has, and OpenAI's GPT-2 to import."""
+
+import time
 
 import streamlit as st
 
+from explorer.gpt2_import import ImportJob, find_import, running_imports, start_import
 from explorer.models import find_models
 from explorer.navigation import PAGES, run_through_app
 from explorer.paths import runs_root
 from lm.device import default_device, describe_device
+from lm.gpt2 import SIZES, default_folder
+from lm.model import parameter_count
+
+FROM_HUB, FROM_DISK = "Download from Hugging Face", "A file or folder on this machine"
+MODEL_LINKS = [
+    ("pages/attention.py", "See its attention maps", "🎯"),
+    ("pages/generate.py", "Let it write", "✍️"),
+]
 
 run_through_app()
 st.title("🔬 LLM Explorer")
@@ -38,3 +49,65 @@ with right:
         )
     else:
         st.caption(f"No trained models yet in `{runs_root()}/`.")
+
+st.subheader("OpenAI's GPT-2")
+st.write(
+    "Open the real GPT-2 on the Attention and Generate pages, like your own models: OpenAI's weights are "
+    "copied into this project's GPT, name by name. They are downloaded once from Hugging Face, or read from "
+    "a `model.safetensors` you already have."
+)
+
+
+def show_links(folder) -> None:
+    """Open an imported model on the pages that use it (?model= preselects it)."""
+    st.markdown(f"**{folder.name}** is on disk:")
+    for column, (path, label, icon) in zip(st.columns(2), MODEL_LINKS):
+        column.page_link(path, label=label, icon=icon, query_params={"model": folder.name})
+
+
+def watch(job: ImportJob) -> None:
+    """Redraw the import's progress until it ends; the import itself runs on without this page."""
+    bar = st.progress(0.0)
+    while job.running:
+        bar.progress(*job.progress())
+        time.sleep(0.25)
+    bar.empty()
+
+
+def chosen_import() -> tuple[str, str | None]:
+    """(size, local path or None) as the widgets stand; a local file says its own size."""
+    if st.session_state.get("gpt2_source") == FROM_DISK:
+        return "small", st.session_state.get("gpt2_path", "").strip() or None
+    return st.session_state.get("gpt2_size", "small"), None
+
+
+def download_label(size: str) -> str:
+    spec = SIZES[size]
+    return f"{spec.label}, a {4 * parameter_count(spec.config()) / 1e9:.1f} GB download"
+
+
+def start() -> None:
+    """The button's callback: it runs before the page does, with the widgets' latest values."""
+    st.session_state["gpt2_job"] = chosen_import()
+    start_import(*st.session_state["gpt2_job"])
+
+
+source_kind = st.radio("Weights", [FROM_HUB, FROM_DISK], key="gpt2_source", horizontal=True)
+if source_kind == FROM_HUB:
+    st.selectbox("Size", list(SIZES), key="gpt2_size", format_func=download_label)
+else:
+    st.text_input("Path to model.safetensors, or to a folder holding it and its config.json", key="gpt2_path",
+                  placeholder="/home/me/Downloads/gpt2")
+st.button("Import GPT-2", key="gpt2_import", type="primary", on_click=start,
+          disabled=source_kind == FROM_DISK and chosen_import()[1] is None)
+if running_imports():
+    for job in running_imports():
+        watch(job)
+    st.rerun()  # the list of models above has changed
+
+mine = find_import(*st.session_state["gpt2_job"]) if "gpt2_job" in st.session_state else None
+if mine is not None and mine.error:
+    st.error(mine.error)
+imported = {default_folder(name) for name in SIZES} | ({mine.folder} if mine is not None and mine.folder else set())
+for folder in sorted(f for f in imported if (f / "config.json").is_file()):
+    show_links(folder)
