@@ -93,7 +93,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         weights = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"model.safetensors in {folder} is truncated or corrupt ({exc})") from None
-    model = GPT(config)
+    with torch.device("meta"):  # shapes only: the loaded tensors become the weights, no second copy
+        model = GPT(config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED}
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
     if missing or unexpected:
@@ -104,5 +105,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     for name, shape in expected.items():
         if weights[name].shape != shape:
             raise CheckpointError(f"{name} has shape {tuple(weights[name].shape)}, the config needs {tuple(shape)}")
-    model.load_state_dict(weights, strict=False)  # strict minus the tied head, checked above
+    weights = {name: tensor.float() for name, tensor in weights.items()}  # the model computes in fp32
+    model.load_state_dict(weights, strict=False, assign=True)  # strict minus the tied head, checked above
+    model.lm_head.weight = model.transformer.wte.weight  # assigning replaced the embedding: tie the head again
     return Checkpoint(model.to(device).eval(), tokenizer, training, folder)

@@ -212,7 +212,9 @@ def training_memory_bytes(config: GPTConfig, batch_size: int = 1) -> int:
 
 
 def inference_memory_bytes(config: GPTConfig) -> int:
-    return 4 * parameter_count(config) + activation_bytes(config)
+    """fp32 weights + what one full-context sequence needs to run: the KV cache and the logits."""
+    T, C, L = config.block_size, config.n_embd, config.n_layer
+    return 4 * parameter_count(config) + 4 * T * (2 * L * C + config.vocab_size)
 
 
 def physical_memory_bytes() -> int | None:
