@@ -3,10 +3,15 @@ there is nothing usable yet, so a page never sees a traceback."""
 
 from __future__ import annotations
 
+import re
+
+import plotly.graph_objects as go
 import streamlit as st
 
+from explorer import presenter
 from explorer.models import find_models, load_model
 from explorer.paths import runs_root
+from explorer.url_state import BIND, bind_text
 from lm.checkpoint import Checkpoint, CheckpointError
 from lm.data import (
     CORPORA, MAX_TEXT_BYTES, TEXT_ENCODINGS, DataError, NotUTF8Error, data_dir, decode_text, human_size, is_cached,
@@ -18,13 +23,14 @@ SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Pas
 
 def corpus_input(key: str, label: str = "Text to learn from") -> tuple[str, str] | None:
     """A corpus from the registry, an upload or a paste: (text, a short description) or None."""
-    source = st.radio(label, SOURCES, horizontal=True, key=f"{key}_source")
+    source = st.radio(label, SOURCES, horizontal=True, key=f"{key}_source", bind=BIND)
     corpus = next((c for c in CORPORA.values() if c.title == source), None)
     if corpus is not None:
         return _registered_corpus(corpus)
     if source == "Upload a file":
         return _uploaded_text(key)
-    pasted = st.text_area("Paste your text", key=f"{key}_paste", height=150, max_chars=MAX_TEXT_BYTES // 4)
+    pasted = st.text_area("Paste your text", key=f"{key}_paste", height=150, max_chars=MAX_TEXT_BYTES // 4,
+                          bind=bind_text(f"{key}_paste", "the pasted text"))
     if not pasted.strip():
         st.info("Paste some text above to train on it.")
         return None
@@ -80,7 +86,10 @@ def _uploaded_text(key: str) -> tuple[str, str] | None:
 
 def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint | None:
     """Choose a checkpoint folder under the runs root and load it; None (with a
-    message saying how to get one) when there is none or it cannot be read."""
+    message saying how to get one) when there is none or it cannot be read.
+
+    The choice is in the URL under `key`; `?model=NAME` (the links from Home and Train)
+    makes NAME the first picker's default instead."""
     models = find_models()
     if not models:
         st.info(
@@ -92,9 +101,34 @@ def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint |
     linked = st.query_params.get("model")  # e.g. from a finished run on the Train page
     if index == 0 and linked in by_name:
         index = list(by_name).index(linked)
-    name = st.selectbox(label, list(by_name), index=min(index, len(models) - 1), key=key)
+    name = st.selectbox(label, list(by_name), index=min(index, len(models) - 1), key=key, bind=BIND)
     try:
         return load_model(by_name[name])
     except CheckpointError as exc:
         st.error(f"{name} cannot be loaded: {exc}")
         return None
+
+
+def chart(fig: go.Figure, key: str, name: str) -> None:
+    """st.plotly_chart with the exports a slide needs: plotly's camera button saves a PNG at
+    twice the screen's resolution (in the browser, no extra dependency), and "⬇ HTML"
+    downloads the interactive chart as one standalone file, built only when clicked."""
+    if presenter.is_on():
+        fig = presenter.restyle(fig)
+    filename = file_stem(name)
+    config = {"toImageButtonOptions": {"format": "png", "scale": 2, "filename": filename}, "displaylogo": False}
+    st.plotly_chart(fig, width="stretch", key=key, config=config)
+    st.download_button(
+        "⬇ HTML", data=lambda: figure_html(fig), file_name=f"{filename}.html", mime="text/html", key=f"{key}_html",
+        type="tertiary", on_click="ignore", help="The interactive chart as a web page of its own, for slides.",
+    )
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A standalone web page of the figure, plotly.js inlined: it opens offline."""
+    return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+
+
+def file_stem(name: str) -> str:
+    """A file name from a chart's name: letters, digits, '-' and '_' only."""
+    return re.sub(r"[^\w-]+", "-", name, flags=re.ASCII).strip("-") or "chart"

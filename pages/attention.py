@@ -12,12 +12,14 @@ from explorer.attention_view import (
 )
 from explorer.generation_view import label_of
 from explorer.navigation import run_through_app
+from explorer.presenter import control
 from explorer.runs import read_metrics
 from explorer.token_view import chips_html, describe_tokens, token_label
 from explorer.training_snapshots import (
     SnapshotError, find_snapshots, history_figure, load_snapshot, nearest_step, read_detector_history,
 )
-from explorer.widgets import model_picker
+from explorer.url_state import BIND, bind_text
+from explorer.widgets import chart, model_picker
 from lm.detectors import DETECTORS, PROBE_LENGTH, head_scores
 
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
@@ -25,6 +27,7 @@ MAX_CHARS = 20_000
 ROW = 36  # table row height in pixels, so a short table is shown whole
 TABS = ["Attention map", "All heads", "Head detectors", "Across training", "Ablation", "Step through one head",
         "Head statistics", "Model view"]
+MAX_BUTTONS = 8  # layers or heads shown as a row of buttons; more get a slider
 TOP_HEADS = 4  # buttons that open the best-scoring heads
 
 run_through_app()
@@ -82,11 +85,13 @@ def attention_for(checkpoint, text: str) -> tuple[AttentionRun, int] | None:
 
 
 def choose(label: str, key: str, count: int) -> int:
-    """A row of buttons 0 … count−1; a choice the new model or text lacks falls back to the last."""
+    """0 … count−1 as a row of buttons, or as a slider when there are too many to fit (GPT-2's 12,
+    XL's 48); a choice the new model or text lacks falls back to the last."""
     if st.session_state.get(key, 0) >= count:
         st.session_state[key] = count - 1
-    st.session_state.setdefault(key, 0)
-    return st.segmented_control(label, list(range(count)), required=True, key=key)
+    if count <= MAX_BUTTONS:
+        return st.segmented_control(label, list(range(count)), default=0, required=True, key=key, bind=BIND)
+    return st.select_slider(label, list(range(count)), value=0, key=key, bind=BIND)
 
 
 def show_tokens(names: list[str], checkpoint, run: AttentionRun, dropped: int) -> None:
@@ -110,12 +115,13 @@ with left:
 if first is None:
     st.stop()
 with right:
-    compare = st.toggle("Compare with a second model", key="att_compare",
+    compare = st.toggle("Compare with a second model", key="att_compare", bind=BIND,
                         help="For example the same training run at step 0 and at its end.")
     second = model_picker("att_model_b", "Second model", index=1) if compare else None
 checkpoints = [first] + ([second] if second is not None else [])
 
-text = st.text_area("Text", DEFAULT_TEXT, height=110, max_chars=MAX_CHARS, key="att_text")
+text = st.text_area("Text", DEFAULT_TEXT, height=110, max_chars=MAX_CHARS, key="att_text",
+                    bind=bind_text("att_text", "the text"))
 if not text.strip():
     st.info("Type some text above to see where each token looks.")
     st.stop()
@@ -161,10 +167,9 @@ def show_maps(tab: str) -> None:
         "and no token looks ahead: everything right of the diagonal is 0. Hover a cell for its tokens."
     )
     for name, _, run, place in side_by_side():
-        place.plotly_chart(
-            attention_figure(run, layer, head, f"{name}: layer {layer}, head {head}", compact=len(runs) > 1),
-            width="stretch", key=f"att_{tab}_{name}",
-        )
+        with place:
+            chart(attention_figure(run, layer, head, f"{name}: layer {layer}, head {head}", compact=len(runs) > 1),
+                  f"att_{tab}_{name}", f"{name}-layer{layer}-head{head}-attention")
 
 
 with tabs["Attention map"]:
@@ -180,9 +185,7 @@ with tabs["All heads"]:
             "and opens large below."
         )
         for name, (_, run, _) in runs.items():
-            st.plotly_chart(
-                head_grid_figure(run.weights, (layer, head), name), width="stretch", key=f"att_grid_{name}"
-            )
+            chart(head_grid_figure(run.weights, (layer, head), name), f"att_grid_{name}", f"{name}-all-heads")
         show_maps("chosen")
 
 
@@ -195,9 +198,9 @@ def open_head(chosen_layer: int, chosen_head: int) -> None:
 
 with tabs["Head detectors"]:
     if tabs["Head detectors"].open:
-        st.session_state.setdefault("att_detector", next(iter(DETECTORS)))
         detector = st.segmented_control(
-            "Detector", list(DETECTORS), required=True, key="att_detector", format_func=lambda d: d.replace("_", " "),
+            "Detector", list(DETECTORS), default=next(iter(DETECTORS)), required=True, key="att_detector", bind=BIND,
+            format_func=lambda d: d.replace("_", " "),
         )
         st.markdown(f"**{detector.replace('_', ' ')}:** {DETECTORS[detector]}")
         st.caption(
@@ -213,10 +216,8 @@ with tabs["Head detectors"]:
                 continue
             scores = detector_scores(str(checkpoint.path), stamp, run.ids, checkpoint)[detector]
             with place:
-                st.plotly_chart(
-                    detector_figure(scores, detector, (layer, head), f"{name}: {detector.replace('_', ' ')} score"),
-                    width="stretch", key=f"att_detectors_{name}",
-                )
+                chart(detector_figure(scores, detector, (layer, head), f"{name}: {detector.replace('_', ' ')} score"),
+                      f"att_detectors_{name}", f"{name}-{detector}-scores")
                 st.markdown("Open one of the highest-scoring heads in the **Attention map**:")
                 for column, (top_layer, top_head, score) in zip(st.columns(TOP_HEADS), top_heads(scores, TOP_HEADS)):
                     column.button(
@@ -252,15 +253,13 @@ def across_training(name: str, checkpoint) -> None:
     history = read_detector_history(snapshots.folder)
     map_col, chart_col = st.columns([5, 6])
     if layer < weights.shape[0] and head < weights.shape[1]:
-        map_col.plotly_chart(
-            weights_figure(weights[layer, head], labels, f"{name}: layer {layer}, head {head} at step {step:,}",
-                           compact=True),
-            width="stretch", key=f"att_train_map_{name}",
-        )
-    chart_col.plotly_chart(
-        history_figure(read_metrics(snapshots.folder), history, layer, head, step),
-        width="stretch", key=f"att_train_history_{name}",
-    )
+        with map_col:
+            chart(weights_figure(weights[layer, head], labels, f"{name}: layer {layer}, head {head} at step {step:,}",
+                                 compact=True),
+                  f"att_train_map_{name}", f"{name}-layer{layer}-head{head}-step{step}")
+    with chart_col:
+        chart(history_figure(read_metrics(snapshots.folder), history, layer, head, step),
+              f"att_train_history_{name}", f"{name}-layer{layer}-head{head}-over-training")
     scores = history.at(nearest_step(history.steps, step)) if history.steps else None
     if scores is not None:
         shares = " · ".join(
@@ -292,7 +291,7 @@ def switched_off(model_layers: int, model_heads: int) -> tuple[tuple[int, int], 
     st.markdown("**Switch off whole layers** (every head in them)")
     layer_options = list(range(model_layers))
     _keep_valid("att_abl_layers", layer_options)
-    layers_off = st.pills("Whole layers", layer_options, selection_mode="multi", key="att_abl_layers",
+    layers_off = st.pills("Whole layers", layer_options, selection_mode="multi", key="att_abl_layers", bind=BIND,
                           format_func=lambda l: f"layer {l}", label_visibility="collapsed")
     st.markdown("**Switch off single heads**")
     off = {(l, h) for l in layers_off for h in range(model_heads)}
@@ -301,7 +300,7 @@ def switched_off(model_layers: int, model_heads: int) -> tuple[tuple[int, int], 
         key = f"att_abl_heads_{l}"
         _keep_valid(key, list(range(model_heads)))
         with columns[l % len(columns)]:
-            heads = st.pills(f"Layer {l}", list(range(model_heads)), selection_mode="multi", key=key,
+            heads = st.pills(f"Layer {l}", list(range(model_heads)), selection_mode="multi", key=key, bind=BIND,
                              format_func=lambda h: f"head {h}", disabled=l in layers_off)
         off |= {(l, h) for h in heads}
     return tuple(sorted(off))
@@ -341,15 +340,12 @@ with tabs["Ablation"]:
                 off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
                                delta=f"{after.mean_loss - before.mean_loss:+.3f}", delta_color="inverse")
                 count_col.metric("Heads switched off", f"{len(off)} of {total}")
-                st.plotly_chart(loss_change_figure(before, after, list(run.labels)), width="stretch",
-                                key="att_abl_losses")
+                chart(loss_change_figure(before, after, list(run.labels)), "att_abl_losses", f"{name}-ablation-loss")
             else:
                 st.info("The loss needs at least two tokens: type a longer text.")
-            st.plotly_chart(
-                next_token_figure(before, after, lambda i: label_of(checkpoint.tokenizer, i),
-                                  f"What comes after “{run.labels[-1]}”: the likeliest next tokens"),
-                width="stretch", key="att_abl_next",
-            )
+            chart(next_token_figure(before, after, lambda i: label_of(checkpoint.tokenizer, i),
+                                    f"What comes after “{run.labels[-1]}”: the likeliest next tokens"),
+                  "att_abl_next", f"{name}-ablation-next-token")
 
 
 def step_through(run: AttentionRun) -> None:
@@ -391,19 +387,21 @@ def step_through(run: AttentionRun) -> None:
     for number, (explanation, figure) in enumerate(steps):
         text_col, figure_col = st.columns([1, 2])
         text_col.markdown(explanation)
-        figure_col.plotly_chart(figure, width="stretch", key=f"att_step_{number}")
+        with figure_col:
+            chart(figure, f"att_step_{number}", f"layer{layer}-head{head}-query{query}-step{number + 1}")
     st.markdown(
         f"**Query #{query}, key by key:** score = q·k / √{d}, weight = e^(score − max) / Σ e^(score − max)"
     )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, row_height=ROW, height=min(460, ROW * (len(rows) + 1) + 3),
-                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "key"})
+    with control("att_step_table", advanced=True):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, row_height=ROW, height=min(460, ROW * (len(rows) + 1) + 3),
+                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "key"})
     mix = value_mix(run, layer, head, query)
     st.markdown(
         f"#### 4 · Mixing the values\n"
         f"The output for query #{query} is the sum of every value vector times its weight: "
         f"{len(mix.labels)} rows below add up to the last one. This is what the head passes on."
     )
-    st.plotly_chart(value_mix_figure(mix), width="stretch", key="att_mix")
+    chart(value_mix_figure(mix), "att_mix", f"layer{layer}-head{head}-query{query}-value-mix")
     st.caption(
         f"Σ weight × value matches the model's own output for this head to within {mix.error:.1e} (float rounding)."
     )
@@ -453,7 +451,8 @@ with tabs["Model view"]:
                     "passes: the forward one and twice that backwards."
                 )
                 chart_col, config_col = st.columns(2) if len(runs) == 1 else (st.container(), st.container())
-                chart_col.plotly_chart(parameter_figure(config), width="stretch", key=f"att_params_{name}")
+                with chart_col:
+                    chart(parameter_figure(config), f"att_params_{name}", f"{name}-parameters")
                 config_col.table(pd.DataFrame(config_rows(config)).set_index("setting"))
                 st.markdown("**The model, top to bottom**")
                 st.html(block_diagram_html(config))

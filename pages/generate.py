@@ -11,8 +11,10 @@ from explorer.generation_view import (
     label_of, loss_legend, probability_legend, score_html, score_ids,
 )
 from explorer.navigation import run_through_app
+from explorer.presenter import control
 from explorer.token_view import token_label
-from explorer.widgets import model_picker
+from explorer.url_state import BIND, bind_text
+from explorer.widgets import chart, model_picker
 from lm.generate import Sampling, end_of_text_id, generate
 
 DEFAULT_PROMPT = "ROMEO:"
@@ -33,33 +35,38 @@ if checkpoint is None:
 model, tokenizer = checkpoint.model, checkpoint.tokenizer
 vocab_size = tokenizer.vocab_size  # the padded rows of a model are not tokens
 end_id = end_of_text_id(tokenizer)
-generate_tab, score_tab = st.tabs(["Generate text", "Score a text"])
+generate_tab, score_tab = st.tabs(["Generate text", "Score a text"], key="gen_tab", bind=BIND)
 
 
 def sampling_controls() -> Sampling:
     temperature_col, top_k_col, top_p_col = st.columns(3)
     length_col, seed_col, _ = st.columns(3)
-    temperature = temperature_col.slider(
-        "Temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temperature",
-        help="Divides the logits before softmax: below 1 sharpens the distribution, above 1 flattens it; "
-        "0 always takes the most likely token (greedy).",
-    )
-    top_k = top_k_col.number_input(
-        "Top-k", min_value=0, value=50, step=10, key="gen_top_k",
-        help="Draw only among the k most likely tokens. 0 keeps them all.",
-    )
-    top_p = top_p_col.slider(
-        "Top-p", 0.05, 1.0, 1.0, 0.05, key="gen_top_p",
-        help="Draw only among the most likely tokens whose probabilities add up to p. 1 keeps them all.",
-    )
-    max_new_tokens = length_col.number_input(
-        "Max new tokens", min_value=1, max_value=1000, value=100, step=10, key="gen_max_new",
-        help="Generation also stops early if the model writes <|endoftext|>.",
-    )
-    seed = seed_col.number_input(
-        "Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, placeholder="random", key="gen_seed",
-        help="The same seed and settings give the same text. Clear the box for a new random draw each time.",
-    )
+    with temperature_col, control("gen_temperature"):
+        temperature = st.slider(
+            "Temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temperature", bind=BIND,
+            help="Divides the logits before softmax: below 1 sharpens the distribution, above 1 flattens it; "
+            "0 always takes the most likely token (greedy).",
+        )
+    with top_k_col, control("gen_top_k", advanced=True):
+        top_k = st.number_input(
+            "Top-k", min_value=0, value=50, step=10, key="gen_top_k", bind=BIND,
+            help="Draw only among the k most likely tokens. 0 keeps them all.",
+        )
+    with top_p_col, control("gen_top_p", advanced=True):
+        top_p = st.slider(
+            "Top-p", 0.05, 1.0, 1.0, 0.05, key="gen_top_p", bind=BIND,
+            help="Draw only among the most likely tokens whose probabilities add up to p. 1 keeps them all.",
+        )
+    with length_col, control("gen_max_new"):
+        max_new_tokens = st.number_input(
+            "Max new tokens", min_value=1, max_value=1000, value=100, step=10, key="gen_max_new", bind=BIND,
+            help="Generation also stops early if the model writes <|endoftext|>.",
+        )
+    with seed_col, control("gen_seed", advanced=True):
+        seed = st.number_input(
+            "Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, placeholder="random", key="gen_seed", bind=BIND,
+            help="The same seed and settings give the same text. Clear the box for a new random draw each time.",
+        )
     return Sampling(
         temperature=temperature,
         top_k=int(top_k) or None,
@@ -100,8 +107,7 @@ def explain(gen: Generation, status, box) -> None:
         )
     box.html(generation_html(tokenizer.decode(gen.prompt_ids), steps, selected=position))
     bars = distribution_bars(steps[position], tokenizer)
-    st.plotly_chart(distribution_figure(bars, gen.settings, position + 1), width="stretch", key="gen_chart",
-                    config={"displayModeBar": False})
+    chart(distribution_figure(bars, gen.settings, position + 1), "gen_chart", f"next-token-{position + 1}")
     st.caption(
         "Grey: the model's own probabilities (softmax of its logits). Blue: the same after temperature, top-k "
         "and top-p, the distribution the token was actually drawn from. The shaded row is the token drawn."
@@ -133,16 +139,16 @@ def step_by_step(prompt_ids: list[int], settings: Sampling) -> None:
     if steps[-1].token_id == end_id:
         st.caption("The model wrote <|endoftext|>: it thinks the document is over. It can still go on.")
     bars = distribution_bars(steps[-1], tokenizer)
-    st.plotly_chart(distribution_figure(bars, stepper.settings[-1], len(steps)), width="stretch",
-                    key="gen_step_chart", config={"displayModeBar": False})
+    chart(distribution_figure(bars, stepper.settings[-1], len(steps)), "gen_step_chart", f"next-token-{len(steps)}")
     context = stepper.ids[: steps[-1].position][-model.config.block_size :]
     chosen = label_of(tokenizer, steps[-1].token_id)
-    per_head = st.toggle("Every head", key="gen_step_heads",
-                         help="Show each head on its own row instead of each layer's heads averaged.")
-    st.plotly_chart(
+    with control("gen_step_heads", advanced=True):
+        per_head = st.toggle("Every head", key="gen_step_heads", bind=BIND,
+                             help="Show each head on its own row instead of each layer's heads averaged.")
+    chart(
         attention_row_figure(stepper.attention[-1], [label_of(tokenizer, i) for i in context], per_head,
                              f"Where the last token looked while the model chose “{chosen}”"),
-        width="stretch", key="gen_step_attention",
+        "gen_step_attention", f"attention-of-token-{len(steps)}",
     )
     st.caption(
         "The next-token probabilities are made from the last token's vector, which its attention filled with "
@@ -151,9 +157,10 @@ def step_by_step(prompt_ids: list[int], settings: Sampling) -> None:
 
 
 with generate_tab:
-    prompt = st.text_area("Prompt", DEFAULT_PROMPT, height=100, max_chars=MAX_CHARS, key="gen_prompt")
+    prompt = st.text_area("Prompt", DEFAULT_PROMPT, height=100, max_chars=MAX_CHARS, key="gen_prompt",
+                          bind=bind_text("gen_prompt", "the prompt"))
     settings = sampling_controls()
-    stepwise = st.toggle("One token at a time", key="gen_stepwise",
+    stepwise = st.toggle("One token at a time", key="gen_stepwise", bind=BIND,
                          help="Draw a single token per press and see the probabilities and attention behind it.")
     prompt_ids = tokenizer.encode(prompt) or ([end_id] if end_id is not None else [])
     if not prompt:
@@ -186,7 +193,8 @@ with score_tab:
         "after reading the tokens before it; perplexity is e to the mean loss: roughly how many tokens the "
         "model was choosing between, on average."
     )
-    text = st.text_area("Text to score", DEFAULT_SCORE_TEXT, height=120, max_chars=MAX_CHARS, key="score_text")
+    text = st.text_area("Text to score", DEFAULT_SCORE_TEXT, height=120, max_chars=MAX_CHARS, key="score_text",
+                        bind=bind_text("score_text", "the text to score"))
     ids = tokenizer.encode(text)
     if len(ids) < 2:
         st.info("Type a text of at least two tokens: the first token has nothing before it to predict it from.")

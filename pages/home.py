@@ -5,9 +5,11 @@ import time
 import streamlit as st
 
 from explorer.gpt2_import import ImportJob, find_import, running_imports, start_import
+from explorer.lessons import MAX_LESSON_BYTES, LessonError, lesson_card, parse_lesson, shipped_lessons
 from explorer.models import find_models
 from explorer.navigation import PAGES, run_through_app
 from explorer.paths import runs_root
+from explorer.url_state import BIND
 from lm.device import default_device, describe_device
 from lm.gpt2 import SIZES, default_folder
 from lm.model import parameter_count
@@ -33,6 +35,30 @@ for row_start in range(0, len(PAGES), 2):
             st.subheader(f"{page.icon} {page.title}")
             st.write(page.teaches)
             st.page_link(page.path, label=f"Open {page.title}", icon="➡️")
+
+st.subheader("🎓 Lessons")
+st.write(
+    "Ready-made walks through the pages for a class: each step opens a page already set up. Every page keeps its "
+    "settings in its address, so **🔗 Copy link** in the sidebar shares exactly what you see, and **🎓 Save as a "
+    "lesson** collects pages into a lesson file of your own. **Presenter view** makes everything readable on a projector."
+)
+try:
+    lessons = list(shipped_lessons().values())
+except LessonError as exc:
+    st.error(f"A lesson shipped with the app cannot be read: {exc}")
+    lessons = []
+for row_start in range(0, len(lessons), 2):
+    for column, lesson in zip(st.columns(2), lessons[row_start : row_start + 2]):
+        with column:
+            lesson_card(lesson)
+upload = st.file_uploader("Open a lesson file (.toml or .json)", type=["toml", "json"], key="lesson_upload")
+if upload is not None:
+    try:
+        if upload.size > MAX_LESSON_BYTES:  # the browser's limit is not enforced by the server
+            raise LessonError(f"the file is {upload.size:,} bytes; a lesson is at most {MAX_LESSON_BYTES:,}")
+        lesson_card(parse_lesson(upload.getvalue(), upload.name))
+    except LessonError as exc:
+        st.error(f"{upload.name} cannot be opened as a lesson: {exc}")
 
 st.subheader("This machine")
 left, right = st.columns(2)
@@ -92,9 +118,9 @@ def start() -> None:
     start_import(*st.session_state["gpt2_job"])
 
 
-source_kind = st.radio("Weights", [FROM_HUB, FROM_DISK], key="gpt2_source", horizontal=True)
+source_kind = st.radio("Weights", [FROM_HUB, FROM_DISK], key="gpt2_source", horizontal=True, bind=BIND)
 if source_kind == FROM_HUB:
-    st.selectbox("Size", list(SIZES), key="gpt2_size", format_func=download_label)
+    st.selectbox("Size", list(SIZES), key="gpt2_size", format_func=download_label, bind=BIND)
 else:
     st.text_input("Path to model.safetensors, or to a folder holding it and its config.json", key="gpt2_path",
                   placeholder="/home/me/Downloads/gpt2")

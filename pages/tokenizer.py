@@ -8,9 +8,11 @@ import streamlit as st
 from explorer.charts import compression_figure
 from explorer.navigation import run_through_app
 from explorer.paths import tokenizers_dir
+from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats, token_label, vocabulary_rows
 from explorer.tokenizers import TIKTOKEN_CHOICES, load_saved, load_tiktoken, save_tokenizer, saved_tokenizers
-from explorer.widgets import corpus_input
+from explorer.url_state import BIND, bind_text
+from explorer.widgets import chart, corpus_input
 from lm.tokenizer import SPLIT_PATTERN_LABELS, SPLIT_PATTERNS, BPETokenizer, TokenizerError
 
 DEFAULT_TEXT = (
@@ -24,7 +26,7 @@ JUST_TRAINED = "Own BPE (just trained)"
 run_through_app()
 st.title("🔤 Tokenizer")
 st.write("A language model reads numbers, not letters. A tokenizer turns text into a list of token ids and back.")
-tokenize_tab, train_tab = st.tabs(["Tokenize text", "Train your own BPE"])
+tokenize_tab, train_tab = st.tabs(["Tokenize text", "Train your own BPE"], key="tok_tab", bind=BIND)
 
 
 def tokenizer_choices() -> dict:
@@ -46,14 +48,21 @@ def show_tokens(label: str, tokenizer, text: str, show_ids: bool) -> dict:
 
 
 with tokenize_tab:
-    text = st.text_area("Text to tokenize", DEFAULT_TEXT, height=140, max_chars=MAX_CHARS, key="tok_text")
+    text = st.text_area("Text to tokenize", DEFAULT_TEXT, height=140, max_chars=MAX_CHARS, key="tok_text",
+                        bind=bind_text("tok_text", "the text to tokenize"))
     choices = tokenizer_choices()
-    previous = st.session_state.get("tok_chosen", [label for label in choices if label.startswith(("GPT-2", "GPT-4 ("))])
-    if st.session_state.pop("bpe_new", False):
-        previous = [*previous, JUST_TRAINED]
-    st.session_state["tok_chosen"] = list(dict.fromkeys(c for c in previous if c in choices))
-    chosen = st.multiselect("Tokenizers to compare", list(choices), key="tok_chosen")
-    show_ids = st.toggle("Show token ids under the tokens", key="tok_show_ids")
+    if "tok_chosen" in st.session_state:  # keep what is still offered, and add a tokenizer just trained
+        previous = st.session_state["tok_chosen"] + ([JUST_TRAINED] if st.session_state.pop("bpe_new", False) else [])
+        still = list(dict.fromkeys(c for c in previous if c in choices))
+        if still != st.session_state["tok_chosen"]:
+            st.session_state["tok_chosen"] = still
+    with control("tok_chosen"):
+        chosen = st.multiselect(
+            "Tokenizers to compare", list(choices), default=[c for c in choices if c.startswith(("GPT-2", "GPT-4 ("))],
+            key="tok_chosen", bind=BIND,
+        )
+    with control("tok_show_ids"):
+        show_ids = st.toggle("Show token ids under the tokens", key="tok_show_ids", bind=BIND)
     st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
     if not text:
         st.info("Type or paste some text above to see its tokens.")
@@ -77,11 +86,11 @@ def train_controls():
     corpus = corpus_input("bpe")
     vocab_col, pattern_col = st.columns(2)
     vocab_size = vocab_col.number_input(
-        "Vocabulary size", min_value=257, max_value=16_384, value=512, step=64,
+        "Vocabulary size", min_value=257, max_value=16_384, value=512, step=64, key="bpe_vocab", bind=BIND,
         help="256 byte tokens + the merges to learn + 1 special token (<|endoftext|>).",
     )
     pattern = pattern_col.selectbox(
-        "Pre-split", list(SPLIT_PATTERNS), format_func=SPLIT_PATTERN_LABELS.get,
+        "Pre-split", list(SPLIT_PATTERNS), format_func=SPLIT_PATTERN_LABELS.get, key="bpe_pattern", bind=BIND,
         help="A regex cuts the text into chunks first; merges never cross a chunk edge.",
     )
     if st.button("Train tokenizer", type="primary", disabled=corpus is None):
@@ -138,7 +147,8 @@ def show_trained(trained: dict) -> None:
     sample_ids = partial.encode(sample)
     st.caption(f"The text from the first tab with only the first {step:,} merges: {len(sample_ids):,} tokens; the newest token is red.")
     st.html(chips_html(describe_tokens(partial, sample_ids), highlight=frozenset({merge.id})))
-    st.plotly_chart(compression_figure([m.count for m in merges], trained["total_bytes"], at_merge=step), width="stretch")
+    chart(compression_figure([m.count for m in merges], trained["total_bytes"], at_merge=step), "bpe_compression",
+          f"bpe-{tokenizer.vocab_size}-compression")
 
     st.subheader("Vocabulary")
     query = st.text_input("Search tokens", placeholder="for example: the", key="bpe_search")

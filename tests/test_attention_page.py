@@ -77,6 +77,17 @@ def test_heatmap_is_the_models_attention_for_the_chosen_head(runs):
     assert charts(at)[0]["layout"]["title"]["text"] == "tiny: layer 1, head 2"
 
 
+def test_many_heads_are_chosen_with_a_slider(runs):
+    """GPT-2 small's 12 heads would not fit as a row of buttons."""
+    model = make_checkpoint(runs / "wide", n_layer=2, n_head=12, n_embd=24)
+    at = open_page(PAGE)
+    at.text_area(key="att_text").set_value(TEXT).run()
+    assert [c.key for c in at.segmented_control if c.key in ("att_layer", "att_head")] == ["att_layer"]
+    at.select_slider(key="att_head").set_value(11).run()
+    assert not at.exception, at.exception
+    np.testing.assert_allclose(heatmap(at), attention(model, TEXT, 0, 11), atol=1e-6)
+
+
 def test_the_forward_pass_is_cached_until_the_checkpoint_changes(runs, monkeypatch):
     calls = []
 

@@ -1,0 +1,234 @@
+"""Lessons: a teacher's walk through the pages, prepared once and opened from a link.
+
+A lesson is a small TOML or JSON file: a title, what the class will see, and steps, each a
+page with the URL parameters that set it up (the page's widget keys, see explorer.url_state)
+and the controls to hide from the students:
+
+    title = "Temperature and top-p"
+    summary = "One paragraph: what the class will see."
+    presenter = true                     # optional: open the steps in presenter view
+    [[steps]]
+    page = "Generate"
+    label = "Greedy: always the likeliest token"
+    params = { gen_temperature = 0.0 }
+    hide = ["gen_top_k"]                 # optional
+
+Reading one only parses data (tomllib, json): nothing in a file is ever run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from explorer import presenter
+from explorer.navigation import PAGES, PageInfo
+from explorer.url_state import current_params
+from explorer.widgets import file_stem
+
+LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"  # the lessons shipped with the app
+MAX_LESSON_BYTES = 64 * 1024
+MAX_STEPS = 20
+KEY = re.compile(r"[A-Za-z0-9_-]+")
+BY_TITLE = {page.title.lower(): page for page in PAGES}
+DRAFT = "lesson_draft"  # session key: the steps collected so far by lesson_builder
+
+
+class LessonError(ValueError):
+    """A file that is not a valid lesson; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class Step:
+    page: str  # a page's title, as in the sidebar
+    label: str
+    params: dict[str, str | list[str]] = field(default_factory=dict)  # URL parameters, as text
+    hide: tuple[str, ...] = ()
+
+    @property
+    def info(self) -> PageInfo:
+        return BY_TITLE[self.page.lower()]
+
+    def query_params(self, presenting: bool = False) -> dict[str, str | list[str]]:
+        """The step's link parameters: its own, the controls to hide, and the presenter view if asked."""
+        params = dict(self.params)
+        if self.hide:
+            params[presenter.HIDE] = ",".join(self.hide)
+        if presenting:
+            params[presenter.PARAM] = "true"
+        return params
+
+
+@dataclass(frozen=True)
+class Lesson:
+    title: str
+    summary: str
+    steps: tuple[Step, ...]
+    presenter: bool = False
+
+
+# --- reading and writing ------------------------------------------------------------------
+
+
+def parse_lesson(data: bytes, filename: str) -> Lesson:
+    """A lesson from a file's bytes; TOML or JSON by the file's extension."""
+    if len(data) > MAX_LESSON_BYTES:
+        raise LessonError(f"the file is {len(data):,} bytes; a lesson is at most {MAX_LESSON_BYTES:,}")
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise LessonError("a lesson is a .toml or .json file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LessonError(f"the file is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LessonError(f"not valid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise LessonError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    return lesson_from_dict(raw)
+
+
+def lesson_from_dict(raw) -> Lesson:
+    """Check every field, saying which one is wrong."""
+    if not isinstance(raw, dict):
+        raise LessonError("a lesson is a table of fields (title, summary, steps)")
+    unknown = set(raw) - {"title", "summary", "presenter", "steps"}
+    if unknown:
+        raise LessonError(f"unknown field {', '.join(sorted(unknown))}; a lesson has title, summary, presenter, steps")
+    title, summary = _text(raw, "title"), _text(raw, "summary")
+    presenting = raw.get("presenter", False)
+    if not isinstance(presenting, bool):
+        raise LessonError("presenter must be true or false")
+    steps = raw.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise LessonError("steps must be a list of at least one step")
+    if len(steps) > MAX_STEPS:
+        raise LessonError(f"a lesson has at most {MAX_STEPS} steps")
+    return Lesson(title, summary, tuple(_step(s, number) for number, s in enumerate(steps, 1)), presenting)
+
+
+def _text(raw: dict, name: str, where: str = "") -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise LessonError(f"{where}{name} must be a non-empty text")
+    return value.strip()
+
+
+def _step(raw, number: int) -> Step:
+    where = f"step {number}: "
+    if not isinstance(raw, dict):
+        raise LessonError(f"{where}a step is a table with page, label, params and hide")
+    unknown = set(raw) - {"page", "label", "params", "hide"}
+    if unknown:
+        raise LessonError(f"{where}unknown field {', '.join(sorted(unknown))}")
+    page = _text(raw, "page", where)
+    if page.lower() not in BY_TITLE:
+        raise LessonError(f"{where}no page called {page!r}; the pages are {', '.join(p.title for p in PAGES)}")
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        raise LessonError(f"{where}params must be a table of widget keys and values")
+    hide = raw.get("hide", [])
+    if not isinstance(hide, list) or not all(isinstance(h, str) and KEY.fullmatch(h) for h in hide):
+        raise LessonError(f"{where}hide must be a list of control names (letters, digits, _ and -)")
+    return Step(BY_TITLE[page.lower()].title, _text(raw, "label", where),
+                {key: _param(key, value, where) for key, value in params.items()}, tuple(hide))
+
+
+def _param(key: str, value, where: str) -> str | list[str]:
+    """A parameter as the URL writes it: true/false, numbers as digits, lists for multiselects."""
+    if not KEY.fullmatch(key):
+        raise LessonError(f"{where}{key!r} is not a widget key (letters, digits, _ and -)")
+    if isinstance(value, list):
+        return [_scalar(key, v, where) for v in value]
+    return _scalar(key, value, where)
+
+
+def _scalar(key: str, value, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    raise LessonError(f"{where}{key} must be a text, a number, true/false or a list of those")
+
+
+def lesson_to_dict(lesson: Lesson) -> dict:
+    steps = []
+    for step in lesson.steps:
+        entry = {"page": step.page, "label": step.label, "params": step.params}
+        if step.hide:
+            entry["hide"] = list(step.hide)
+        steps.append(entry)
+    return {"title": lesson.title, "summary": lesson.summary, "presenter": lesson.presenter, "steps": steps}
+
+
+def dumps(lesson: Lesson) -> str:
+    """The lesson as a JSON file (parse_lesson reads it back unchanged)."""
+    return json.dumps(lesson_to_dict(lesson), indent=2, ensure_ascii=False) + "\n"
+
+
+def shipped_lessons(folder: Path = LESSONS_DIR) -> dict[str, Lesson]:
+    """The lessons in the repository's lessons/ folder, by file name; a broken one raises."""
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".toml", ".json"))
+    lessons = {}
+    for path in files:
+        try:
+            lessons[path.name] = parse_lesson(path.read_bytes(), path.name)
+        except LessonError as exc:
+            raise LessonError(f"{path.name}: {exc}") from None
+    return lessons
+
+
+# --- in the app -------------------------------------------------------------------------------
+
+
+def lesson_card(lesson: Lesson) -> None:
+    """Title, what the class will see, and a link per step that opens its page set up."""
+    with st.container(border=True):
+        st.subheader(f"🎓 {lesson.title}")
+        st.write(lesson.summary)
+        for number, step in enumerate(lesson.steps, 1):
+            st.page_link(step.info.path, label=f"{number}. {step.label}", icon=step.info.icon,
+                         query_params=step.query_params(lesson.presenter))
+
+
+def lesson_builder(page_title: str) -> None:
+    """Sidebar: collect pages with their current settings as steps, then download the lesson."""
+    steps: list[Step] = st.session_state.setdefault(DRAFT, [])
+    with st.popover(f"🎓 Save as a lesson ({len(steps)} steps)" if steps else "🎓 Save as a lesson", width="stretch"):
+        st.caption("Set a page up as the class should see it, add it as a step, go on to the next page. "
+                   "Open the downloaded file on the Home page.")
+        if page_title.lower() in BY_TITLE:
+            st.text_input("This step's label", key="lesson_step_label", placeholder=page_title)
+            st.button(f"➕ Add the {page_title} page as step {len(steps) + 1}", key="lesson_add", on_click=_add_step,
+                      args=(page_title,))
+        else:
+            st.caption("Steps are the other pages: open one to add it.")
+        for number, step in enumerate(steps, 1):
+            st.markdown(f"{number}. **{step.label}** ({step.page}, {len(step.params)} settings)")
+        title = st.text_input("Lesson title", key="lesson_title", max_chars=120)
+        summary = st.text_area("What the class will see", key="lesson_summary", max_chars=2000)
+        ready = bool(steps and title.strip() and summary.strip())
+        data = dumps(Lesson(title.strip(), summary.strip(), tuple(steps), presenter.is_on())) if ready else ""
+        st.download_button("⬇ Download the lesson", data=data, file_name=f"{file_stem(title.lower()) if title.strip() else 'lesson'}.json",
+                           mime="application/json", disabled=not ready, key="lesson_download", on_click="ignore")
+        if not ready:
+            st.caption("A lesson needs a title, a description and at least one step.")
+        if steps:
+            st.button("Start over", key="lesson_clear", on_click=steps.clear)
+
+
+def _add_step(page_title: str) -> None:
+    """The add button's callback (it runs before the page, so the count above is already right)."""
+    params = current_params()
+    params.pop(presenter.HIDE, None)
+    params.pop(presenter.PARAM, None)
+    label = st.session_state.get("lesson_step_label", "").strip() or page_title
+    st.session_state[DRAFT].append(Step(page_title, label, params, tuple(presenter.hidden())))
+
