@@ -50,6 +50,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/train.py`
 
+from lm.device import Precision  # noqa: E402
+from lm.distributed import World  # noqa: E402
 from lm.model import GPT, flops_per_token, parameter_count  # noqa: E402
 from lm.trainer import TrainConfig, Trainer, make_optimizer  # noqa: E402
 from common import transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
@@ -97,8 +99,10 @@ def shell_trainer(model: torch.nn.Module, cfg: TrainConfig, ids: np.ndarray) -> 
     so that its own _train_step is what gets timed."""
     trainer = Trainer.__new__(Trainer)  # __init__ would read a corpus and write a run folder
     trainer.cfg, trainer.model, trainer.device = cfg, model, "cpu"
+    trainer.world, trainer.precision, trainer.signalled, trainer.stop_requested = World(), Precision(), False, False
     trainer.optimizer = make_optimizer(model, cfg, "cpu")
     trainer.train_ids, trainer.batches, trainer.step = ids, torch.Generator().manual_seed(SEED), 0
+    trainer._build_engine()  # one process, fp32, not compiled: the model itself
     return trainer
 
 

@@ -106,11 +106,12 @@ def device_memory_bytes(device: str) -> int | None:
     return physical_memory_bytes()
 
 
-def check_plan(cfg: TrainConfig, vocab_size: int, max_tokens: int, token_bound: bool = False) -> GPTConfig:
+def check_plan(cfg: TrainConfig, vocab_size: int, max_tokens: int | None, token_bound: bool = False) -> GPTConfig:
     """Refuse what cannot work before any process starts: the trainer's own checks, a model
     whose training (with one batch) does not fit the device's memory, and a text too short
     for the context. `max_tokens` is the text's token count, or with `token_bound` an upper
-    bound on it (its length in bytes, for a BPE not trained yet). Raises ValueError."""
+    bound on it (its length in bytes, for a BPE not trained yet); None for a synthetic task, whose
+    examples are made as training goes. Raises ValueError."""
     cfg.check()
     device = default_device() if cfg.device == "auto" else cfg.device
     memory = device_memory_bytes(device)
@@ -121,6 +122,8 @@ def check_plan(cfg: TrainConfig, vocab_size: int, max_tokens: int, token_bound: 
             f"with a batch of {cfg.batch_size} sequences this needs about {needed / 2**30:.1f} GiB to train but "
             f"{device} has {memory / 2**30:.1f} GiB; use a smaller batch, context or model"
         )
+    if max_tokens is None:
+        return model
     try:  # the trainer's own split, on a stand-in of the right length (no memory: a broadcast view)
         split_tokens(np.broadcast_to(np.uint8(0), (max_tokens,)), cfg.val_fraction, cfg.block_size)
     except DataError as exc:
@@ -193,9 +196,12 @@ def free_name(base: str) -> str:
     return f"{base}-{number}"
 
 
-def start_run(name: str, options: dict, text: str | None = None) -> RunInfo:
+def start_run(name: str, options: dict, text: str | None = None, processes: int = 1) -> RunInfo:
     """Start training in a new folder `name` under the runs root. `options` are TrainConfig
-    fields; `text` (an upload or a paste) is saved in the folder and trained on."""
+    fields; `text` (an upload or a paste) is saved in the folder and trained on. With several
+    `processes`, torchrun starts them on this machine and they train together (DDP)."""
+    if processes < 1:
+        raise RunError(f"a run needs at least one process, not {processes}")
     problem = name_problem(name)
     if problem:
         raise RunError(problem)
@@ -212,7 +218,8 @@ def start_run(name: str, options: dict, text: str | None = None) -> RunInfo:
         (folder / DATA_FILE).write_text(text, encoding="utf-8")
     config_path = folder / CONFIG_FILE
     config_path.write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
-    command = [sys.executable, "-m", "lm", "train", "--config", str(config_path.resolve()), "--out", cfg.out]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    command = [sys.executable, *launcher, "-m", "lm", "train", "--config", str(config_path.resolve()), "--out", cfg.out]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     try:
         with open(folder / LOG_FILE, "wb") as log:
@@ -224,7 +231,7 @@ def start_run(name: str, options: dict, text: str | None = None) -> RunInfo:
         shutil.rmtree(folder, ignore_errors=True)
         raise RunError(f"could not start the training process: {exc}") from None
     _children[process.pid] = process
-    _write_json(folder / LAUNCH_FILE, {"pid": process.pid, "started": time.time(), "command": command})
+    _write_json(folder / LAUNCH_FILE, {"pid": process.pid, "started": time.time(), "command": command, "processes": processes})
     return run_info(folder)
 
 

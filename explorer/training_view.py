@@ -1,5 +1,5 @@
 """What the Train page draws, as pure functions of a run's records (metrics.jsonl lines):
-the loss, learning-rate and gradient-norm charts, several runs' losses overlaid, progress
+the loss, task-accuracy, learning-rate and gradient-norm charts, several runs' losses overlaid, progress
 and time-left text, and the table of runs. Data in, figure or text out: no server needed."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lm.trainer import TrainConfig
 
 MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"
+ACCURACY_COLOUR = "#c2255c"
 STATES = {  # state: (label, st.badge colour)
     "starting": ("⏳ starting", "blue"),
     "running": ("▶️ running", "green"),
@@ -104,6 +105,21 @@ def lr_figure(metrics: list[dict]) -> go.Figure:
 
 def grad_norm_figure(metrics: list[dict]) -> go.Figure:
     return metric_figure(metrics, "grad_norm", "Gradient norm: how big each update wants to be", "gradient norm", GRAD_COLOUR)
+
+
+def has_task_accuracy(metrics: list[dict]) -> bool:
+    return any("task_accuracy" in r for r in metrics)
+
+
+def accuracy_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
+    """A synthetic task's exact-match accuracy on held-out examples, 0 to 100%."""
+    fig = metric_figure(
+        metrics, "task_accuracy", "Task accuracy: held-out examples answered exactly right", "accuracy",
+        ACCURACY_COLOUR, max_points,
+    )
+    fig.update_traces(mode="lines+markers", marker=dict(size=10))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig
 
 
 def overlay_figure(curves: dict[str, list[dict]], max_points: int = MAX_POINTS) -> go.Figure:

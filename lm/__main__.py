@@ -11,11 +11,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lm import distributed
 from lm.checkpoint import load_checkpoint
 from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
 from lm.device import default_device
 from lm.generate import Sampling, generate
+from lm.gpt2 import SIZES, import_gpt2
 from lm.model import parameter_count
+from lm.tasks import find_task
 from lm.trainer import TrainConfig, Trainer, TrainingFailed, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
@@ -67,6 +70,12 @@ def cmd_sample(args) -> None:
     print()
 
 
+def cmd_import_gpt2(args) -> None:
+    folder = import_gpt2(args.size, args.source, args.out, progress=True)
+    print(f"GPT-2 written to {folder}; try:\n  python -m lm sample --checkpoint {folder} "
+          f"--prompt \"Hello, I'm a language model,\"")
+
+
 def cmd_train(args) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.resume:
@@ -74,19 +83,41 @@ def cmd_train(args) -> None:
             raise ValueError("--resume needs --out, the run folder to continue")
         cfg = resume_config(args.out, **overrides)
     else:
-        cfg = TrainConfig.from_dict({**(read_config_file(args.config) if args.config else {}), **overrides})
-    trainer = Trainer(cfg, resume=args.resume)
+        options = {**(read_config_file(args.config) if args.config else {}), **overrides}
+        task = find_task(options.get("data", ""))  # a task brings its own sizes and schedule, which flags override
+        cfg = TrainConfig.from_dict({**(task.preset if task else {}), **options})
+    try:
+        train_and_report(cfg, args.resume)
+    except BaseException:
+        distributed.end(finished=False)
+        raise
+    distributed.end()
+
+
+def train_and_report(cfg: TrainConfig, resume: bool) -> None:
+    """Under torchrun every process trains; only process 0 reports."""
+    trainer = Trainer(cfg, resume=resume)
+    main = trainer.world.is_main
     model = trainer.model.config
-    print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters, {len(trainer.train_ids):,} training tokens, device {trainer.device}")
-    with tqdm(total=cfg.max_steps, initial=trainer.step, unit="step") as bar:
+    processes = f", {trainer.world.size} processes" if trainer.world.size > 1 else ""
+    if main:
+        task = trainer.task_data.task if trainer.task_data else None
+        data = f"{task.name} examples made as it goes" if task else f"{len(trainer.train_ids):,} training tokens"
+        print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters, {data}, "
+              f"device {trainer.device}{processes}")
+    with tqdm(total=cfg.max_steps, initial=trainer.step, unit="step", disable=not main) as bar:
         def progress(record: dict) -> None:
             bar.update(record["step"] - bar.n)
             shown = {"loss": f"{record['train_loss']:.3f}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
             if "val_loss" in record:
                 shown["val"] = f"{record['val_loss']:.3f}"
+            if "task_accuracy" in record:
+                shown["accuracy"] = f"{record['task_accuracy']:.0%}"
             bar.set_postfix(shown)
 
         state = trainer.train(progress)
+    if not main:
+        return
     best = trainer.best_val_loss
     print(f"{state} at step {trainer.step}; best validation loss {best:.3f}; checkpoint in {cfg.out}" if best < float("inf")
           else f"{state} at step {trainer.step} (no validation loss yet); checkpoint in {cfg.out}")
@@ -159,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
     sample.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     sample.set_defaults(run=cmd_sample)
+
+    gpt2 = commands.add_parser(
+        "import-gpt2", help="import OpenAI's GPT-2 from Hugging Face as a checkpoint folder",
+        description="Downloads model.safetensors into the Hugging Face cache (once; an interrupted download "
+        "resumes), or reads one you already have, and writes a checkpoint folder every page and command loads.",
+    )
+    gpt2.add_argument("--size", choices=list(SIZES), default="small",
+                      help="; ".join(f"{name} = {spec.label}" for name, spec in SIZES.items()) + " (default small)")
+    gpt2.add_argument("--from", dest="source", metavar="PATH",
+                      help="a model.safetensors, or a folder with it (and config.json), instead of downloading")
+    gpt2.add_argument("--out", help="the checkpoint folder to write (default: gpt2-SIZE in $LM_RUNS_DIR, else runs/)")
+    gpt2.set_defaults(run=cmd_import_gpt2)
     return parser
 
 

@@ -1,10 +1,14 @@
-"""Which device training and generation run on: CUDA, then Apple MPS, then the CPU."""
+"""Which device training and generation run on (CUDA, then Apple MPS, then the CPU),
+and in which number format a device trains fastest."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def default_device() -> str:
@@ -30,4 +34,56 @@ def describe_device(device: str) -> str:
         return f"CUDA GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
     if kind.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads for PyTorch)"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How training computes: under autocast to `dtype` (None: plain fp32), with `scaled`
+    gradients (fp16's small range would round small gradients to zero without a scaler)."""
+
+    dtype: torch.dtype | None = None
+    scaled: bool = False
+
+
+def choose_precision(choice: str, device_type: str, bf16_supported: bool = False) -> Precision:
+    """auto: bf16 on a CUDA GPU that has it (fp32's range, half its bytes: no scaling
+    needed), fp16 with a gradient scaler on an older one, fp32 elsewhere (a CPU gains little,
+    and Apple MPS trains in fp32 here). The weights and the optimizer stay fp32 throughout."""
+    if choice not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {choice!r}")
+    if choice == "auto":
+        choice = ("bf16" if bf16_supported else "fp16") if device_type == "cuda" else "fp32"
+    if choice == "fp32":
+        return Precision()
+    if choice == "fp16":
+        if device_type != "cuda":
+            raise ValueError(f"fp16 training needs a CUDA GPU, not {device_type}: choose fp32 or auto")
+        return Precision(torch.float16, scaled=True)
+    if device_type == "cpu" or (device_type == "cuda" and bf16_supported):
+        return Precision(torch.bfloat16)
+    if device_type == "cuda":
+        raise ValueError("this GPU has no bf16: choose fp16, fp32 or auto")
+    raise ValueError(f"bf16 training needs a CUDA GPU or the CPU, not {device_type}: choose fp32 or auto")
+
+
+def device_precision(choice: str, device: str) -> Precision:
+    kind = torch.device(device).type
+    return choose_precision(choice, kind, kind == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """Onto the device; to a CUDA GPU from page-locked memory and without waiting, so the copy
+    overlaps the GPU's work on the previous batch."""
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def max_processes(device: str) -> int:
+    """How many training processes a device takes: one per CUDA GPU, one per CPU core
+    (they share the machine: a demonstration more than a speed-up), one on Apple MPS."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    return (os.cpu_count() or 1) if kind == "cpu" else 1

@@ -8,7 +8,9 @@ so a run can be watched from another process and resumed after a stop.
 
 Run folder (DESIGN.md): config.json, tokenizer.json, model.safetensors (the
 checkpoint), metrics.jsonl, samples.jsonl, status.json, train.log, state.pt
-(optimizer and random-number state for resuming).
+(optimizer and random-number state for resuming); and, to watch heads form,
+probe.json (a fixed text), attention/step_NNNNNNN.safetensors (every head's
+attention on it, from step 0) and detectors.jsonl (each head's detector scores).
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import save_file
 
+from lm import distributed
 from lm.checkpoint import load_checkpoint, read_config, save_checkpoint
 from lm.data import CORPORA, DataError, encode_corpus, load_corpus, random_batch, read_text_file, split_tokens
-from lm.device import default_device
+from lm.detectors import attention_weights, head_scores
+from lm.device import PRECISIONS, default_device, device_precision, to_device
 from lm.generate import Sampling, end_of_text_id, generate
 from lm.model import GPT, GPTConfig
+from lm.tasks import TASKS, TaskData, check_context, find_task, task_tokenizer
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
 
@@ -39,7 +45,12 @@ def option(default, help: str):
 @dataclass
 class TrainConfig:
     out: str = option("runs/run", "run folder to write (and to resume from)")
-    data: str = option("tinyshakespeare", "a corpus name (tinyshakespeare) or a path to a UTF-8 text file")
+    data: str = option(
+        "tinyshakespeare",
+        "a corpus name (tinyshakespeare), a path to a UTF-8 text file, or a synthetic task generated on the fly: "
+        + ", ".join(f"task:{name}" for name in TASKS) + " (one token per character; `python -m lm train` starts from the "
+        "task's own preset, which other flags override)",
+    )
     tokenizer: str = option(
         "bpe:1024",
         "bpe:N trains the project's BPE with N tokens on the data; r50k_base (GPT-2), cl100k_base, o200k_base; "
@@ -52,7 +63,9 @@ class TrainConfig:
     block_size: int = option(128, "context length in tokens")
     dropout: float = option(0.0, "dropout probability (0 for short runs; 0.1-0.2 against overfitting)")
     bias: bool = option(True, "biases in linear layers and layer norms, as GPT-2")
-    batch_size: int = option(16, "sequences per micro-batch")
+    batch_size: int = option(
+        16, "sequences per micro-batch, in each process: under torchrun a step sees batch_size x processes"
+    )
     grad_accum: int = option(1, "micro-batches per optimizer step (a larger batch without more memory)")
     max_steps: int = option(2000, "optimizer steps to train for")
     lr: float = option(1e-3, "peak learning rate")
@@ -67,9 +80,16 @@ class TrainConfig:
     eval_batches: int = option(20, "batches averaged for each validation loss")
     sample_every: int = option(200, "steps between generated samples (0: never)")
     sample_tokens: int = option(100, "tokens per sample")
+    snapshot_every: int = option(
+        100, "steps between attention snapshots of a fixed probe (attention/, detectors.jsonl), from step 0 (0: never)"
+    )
     seed: int = option(1337, "random seed: the same seed gives the same initialisation and batches")
     device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
-    threads: int = option(0, "CPU threads for PyTorch (0: its default)")
+    threads: int = option(0, "CPU threads for PyTorch (0: its default), in each process")
+    precision: str = option(
+        "auto", "auto (bf16 on a GPU that has it, else fp16 with a gradient scaler; fp32 on CPU and MPS), fp32, bf16, fp16"
+    )
+    compile: bool = option(False, "compile the model with torch.compile: faster steps on a GPU, after a slow first one")
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(
@@ -88,6 +108,7 @@ class TrainConfig:
         at_least = {
             "batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "eval_every": 1, "eval_batches": 1,
             "warmup_steps": 0, "sample_every": 0, "sample_tokens": 1, "threads": 0, "weight_decay": 0, "grad_clip": 0,
+            "snapshot_every": 0,
         }
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
@@ -95,9 +116,14 @@ class TrainConfig:
         for name in ("val_fraction", "beta1", "beta2"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if not (0 < self.lr < math.inf and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0 (got lr={self.lr}, min_lr={self.min_lr})")
         self.model_config(vocab_size=1).validate()
+        task = find_task(self.data)
+        if task is not None:
+            check_context(task, self.block_size)
         return self
 
     @classmethod
@@ -143,19 +169,36 @@ def read_text(data: str) -> str:
     return load_corpus(data) if data in CORPORA else read_text_file(data)
 
 
-class Run:
-    """The run folder as the trainer writes it; any process may read it meanwhile."""
+SNAPSHOTS = "attention"  # the run folder's attention snapshots: step_0000100.safetensors, ...
+PROBE_TOKENS = 48  # the most of the validation text a text run's snapshots show
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
+
+def snapshot_path(folder: str | os.PathLike, step: int) -> Path:
+    return Path(folder) / SNAPSHOTS / f"step_{step:07d}.safetensors"
+
+
+def snapshot_step(path: str | os.PathLike) -> int:
+    return int(Path(path).stem.removeprefix("step_"))
+
+
+class Run:
+    """The run folder as the trainer writes it; any process may read it meanwhile. Only
+    the main training process writes it: the others hold a Run with writes=False."""
+
+    def __init__(self, folder: str | os.PathLike, writes: bool = True):
+        self.folder, self.writes = Path(folder), writes
 
     def write_status(self, state: str, **extra) -> None:
+        if not self.writes:
+            return
         status = {"state": state, "pid": os.getpid(), "heartbeat": time.time(), **extra}
         tmp = self.folder / "status.json.tmp"
         tmp.write_text(json.dumps(status, allow_nan=False), encoding="utf-8")  # strict JSON for any reader
         os.replace(tmp, self.folder / "status.json")
 
     def append(self, name: str, record: dict) -> None:
+        if not self.writes:
+            return
         with open(self.folder / name, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -163,7 +206,7 @@ class Run:
     def truncate_after(self, name: str, step: int) -> None:
         """On resume, drop lines logged after the saved step, so the curve continues cleanly."""
         path = self.folder / name
-        if path.is_file():
+        if self.writes and path.is_file():
             lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l and json.loads(l)["step"] <= step]
             path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
 
@@ -171,8 +214,10 @@ class Run:
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg.check()
-        self.run = Run(cfg.out)
-        self.run.folder.mkdir(parents=True, exist_ok=True)
+        self.world = distributed.world_from_env()  # which process of how many, under torchrun
+        self.run = Run(cfg.out, writes=self.world.is_main)
+        if self.world.is_main:
+            self.run.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._prepare(resume)
         except Exception as exc:  # a short text, a bad tokenizer file: say so where the run is watched
@@ -180,29 +225,69 @@ class Trainer:
             raise
 
     def _prepare(self, resume: bool) -> None:
-        cfg = self.cfg
-        self.device = default_device() if cfg.device == "auto" else cfg.device
+        cfg, world = self.cfg, self.world
+        self.device = distributed.process_device(default_device() if cfg.device == "auto" else cfg.device, world)
+        self.precision = device_precision(cfg.precision, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.stop_requested = False
-        text = read_text(cfg.data)
-        if resume:
-            checkpoint = load_checkpoint(self.run.folder, self.device)
-            self.model, self.tokenizer = checkpoint.model, checkpoint.tokenizer
-        else:
-            torch.manual_seed(cfg.seed)
-            self.tokenizer = build_tokenizer(cfg.tokenizer, text[: int(len(text) * (1 - cfg.val_fraction))])
-            vocab_size = math.ceil(self.tokenizer.vocab_size / 64) * 64  # a multiple of 64 multiplies faster
-            self.model = GPT(cfg.model_config(vocab_size).validate()).to(self.device)
-        ids = encode_corpus(text, self.tokenizer)
-        self.train_ids, self.val_ids = split_tokens(ids, cfg.val_fraction, cfg.block_size)
+        if self.device.startswith("cuda"):  # fp32 matmuls on the tensor cores, in TF32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        distributed.start(self.device, world)
+        self.stop_requested = self.signalled = False  # stop when all processes agree; a signal has come
+        # Process 0 reads the text and builds the tokenizer and the model; the others get them
+        # from it, so only one process downloads, trains a tokenizer or writes caches.
+        task = find_task(cfg.data)
+        shared = None
+        if world.is_main:
+            text = None if task else read_text(cfg.data)
+            if resume:
+                checkpoint = load_checkpoint(self.run.folder)
+                model, tokenizer = checkpoint.model, checkpoint.tokenizer
+            else:
+                torch.manual_seed(cfg.seed)
+                train_text = None if task else text[: int(len(text) * (1 - cfg.val_fraction))]
+                tokenizer = task_tokenizer() if task else build_tokenizer(cfg.tokenizer, train_text)
+                vocab_size = math.ceil(tokenizer.vocab_size / 64) * 64  # a multiple of 64 multiplies faster
+                model = GPT(cfg.model_config(vocab_size).validate())
+            splits = (None, None) if task else split_tokens(encode_corpus(text, tokenizer), cfg.val_fraction, cfg.block_size)
+            shared = (tokenizer, model.config, *splits)
+            shared += (self._read_state() if resume else None,)
+        self.tokenizer, config, self.train_ids, self.val_ids, state = distributed.broadcast(shared, world)
+        self.task_data = TaskData(task, self.tokenizer, cfg.block_size) if task else None  # its batches replace the ids
+        if not world.is_main:
+            torch.manual_seed(cfg.seed + world.rank)  # its own dropout; the weights DDP copies from process 0
+            model = GPT(config)
+        self.model = model.to(self.device)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
-        self.batches = torch.Generator().manual_seed(cfg.seed)
+        self.batches = torch.Generator().manual_seed(cfg.seed)  # alike in every process
         self.step = 0
         self.best_val_loss = float("inf")
         self.val_loss, self.val_step = None, None  # the latest validation loss, and the step it measured
-        if resume:
-            self._load_state()
+        self._build_engine()
+        if state is not None:
+            self._restore(state)
+
+    def _build_engine(self) -> None:
+        """What a training step runs: the model, compiled if asked, inside DDP with several
+        processes; and the gradient scaler fp16 needs (for other precisions it does nothing)."""
+        compiled = torch.compile(self.model) if self.cfg.compile else self.model  # saved weights keep plain names
+        self.engine = distributed.wrap(compiled, self.device, self.world)
+        self.scaler = torch.amp.GradScaler(torch.device(self.device).type, enabled=self.precision.scaled)
+
+    def _autocast(self):
+        dtype = self.precision.dtype
+        return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None)
+
+    def _batch(self, ids, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of batch_size x processes random windows, on its device: every
+        process draws the same windows, so together they train on what one process would."""
+        n = self.cfg.batch_size * self.world.size
+        if self.task_data is not None:  # a task's examples, made as it goes
+            windows = self.task_data.batch(n, generator)
+        else:
+            windows = random_batch(ids, n, self.cfg.block_size, generator)
+        x, y = (to_device(distributed.own_share(t, self.world), self.device) for t in windows)
+        return x, y
 
     # --- the loop ---------------------------------------------------------------
 
@@ -211,9 +296,11 @@ class Trainer:
         cfg, run = self.cfg, self.run
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         run.write_status("running", step=self.step, max_steps=cfg.max_steps)
-        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
+        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * self.world.size
         started, interval_seconds, interval_steps = time.time(), 0.0, 0  # tokens/s counts training steps only
         try:
+            if cfg.snapshot_every and self.step == 0:
+                self.snapshot()  # the heads at initialisation, for the trained ones to be compared with
             while self.step < cfg.max_steps and not self.stop_requested:
                 step_start = time.perf_counter()
                 lr, loss, grad_norm = self._train_step()
@@ -229,14 +316,20 @@ class Trainer:
                     }
                     if evaluate_now:
                         record["val_loss"] = self.evaluate()
+                        if self.task_data is not None:
+                            record["task_accuracy"] = self.task_accuracy
                         self.save()
                     run.append("metrics.jsonl", record)
                     run.write_status("running", step=self.step, max_steps=cfg.max_steps)
                     if progress:
                         progress(record)
                     interval_seconds, interval_steps = 0.0, 0
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
                     run.append("samples.jsonl", {"step": self.step, "text": self.sample()})
+                if cfg.snapshot_every and (self.step % cfg.snapshot_every == 0 or self.step == cfg.max_steps):
+                    self.snapshot()
+            if not distributed.replicas_agree(self.model, self.world):
+                raise TrainingFailed("the processes' copies of the model differ, which DDP should prevent: do not trust this run")
             state = "finished" if self.step >= cfg.max_steps else "stopped"
             if state == "stopped" or self.step % cfg.eval_every:
                 self.save()
@@ -255,52 +348,101 @@ class Trainer:
         lr = learning_rate(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.model.train()
+        self.engine.train()
         total = 0.0
-        for _ in range(cfg.grad_accum):
-            x, y = random_batch(self.train_ids, cfg.batch_size, cfg.block_size, self.batches)
-            loss = self.model(x.to(self.device), y.to(self.device)).loss / cfg.grad_accum
-            loss.backward()
+        for micro in range(cfg.grad_accum):
+            x, y = self._batch(self.train_ids, self.batches)
+            with distributed.no_sync(self.engine, skip=micro < cfg.grad_accum - 1):  # average gradients once, at the end
+                with self._autocast():
+                    loss = self.engine(x, y).loss / cfg.grad_accum
+                self.scaler.scale(loss).backward()
             total += loss.item()
-        if not math.isfinite(total):
+        # The mean loss over all processes, and whether any was signalled: they stop at the same step.
+        total_sum, signalled = distributed.sum_all([total, float(self.signalled)], self.device, self.world)
+        total, self.stop_requested = total_sum / self.world.size, self.stop_requested or signalled > 0
+        if not math.isfinite(total):  # the same on every process, so all of them fail together
             raise TrainingFailed(
                 f"the loss became {total} at step {self.step + 1}: training diverged. Try a lower learning rate "
                 f"(now {cfg.lr:g}; try {cfg.lr / 3:.1g}), gradient clipping (grad_clip 1.0), or a longer warmup."
             )
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # with fp16, skipped when a gradient overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return lr, total, grad_norm
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss on the same validation windows every time, so evaluations compare."""
+        """Mean loss on the same validation windows every time, so evaluations compare; with
+        several processes each measures its share of every batch. A task's held-out examples are
+        few: every process measures them all, and their exact-match accuracy (task_accuracy)."""
         self.model.eval()
-        windows = torch.Generator().manual_seed(self.cfg.seed)
-        losses = [
-            self.model(*(t.to(self.device) for t in random_batch(self.val_ids, self.cfg.batch_size, self.cfg.block_size, windows))).loss.item()
-            for _ in range(self.cfg.eval_batches)
-        ]
-        self.val_loss, self.val_step = sum(losses) / len(losses), self.step
+        if self.task_data is not None:
+            with self._autocast():
+                self.val_loss, self.task_accuracy = self.task_data.evaluate(self.model, self.device)
+        else:
+            windows = torch.Generator().manual_seed(self.cfg.seed)
+            total = 0.0
+            for _ in range(self.cfg.eval_batches):
+                with self._autocast():
+                    total += self.model(*self._batch(self.val_ids, windows)).loss.item()
+            total = distributed.sum_all([total], self.device, self.world)[0]
+            self.val_loss = total / (self.cfg.eval_batches * self.world.size)
+        self.val_step = self.step
         self.best_val_loss = min(self.best_val_loss, self.val_loss)
         return self.val_loss
 
     def sample(self) -> str:
+        """Text the model writes from nothing; for a task, its answers to a few held-out prompts."""
+        if self.task_data is not None:
+            return self.task_data.show_answers(self.model)
         settings = Sampling(temperature=0.8, top_k=40, max_new_tokens=self.cfg.sample_tokens, seed=self.cfg.seed)
         prompt = [] if end_of_text_id(self.tokenizer) is not None else self.tokenizer.encode("\n")
         return "".join(step.text for step in generate(self.model, self.tokenizer, prompt, settings))
+
+    def probe(self) -> list[int]:
+        """The fixed text whose attention snapshots show: a held-out example of a task, else the
+        start of the validation text."""
+        if self.task_data is not None:
+            return self.task_data.probe()
+        return [int(i) for i in self.val_ids[: min(self.cfg.block_size, PROBE_TOKENS)]]
+
+    def snapshot(self) -> None:
+        """attention/step_NNNNNNN.safetensors: every head's attention on the probe ("attention",
+        [n_layer, n_head, T, T], float16); and a line of detectors.jsonl with each head's scores.
+        probe.json ({"ids", "tokens"}) says what the probe is. One short forward pass or three."""
+        if not self.world.is_main:
+            return
+        ids, folder = self.probe(), self.run.folder
+        if not (folder / "probe.json").is_file():
+            tokens = [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+            (folder / "probe.json.tmp").write_text(json.dumps({"ids": ids, "tokens": tokens}), encoding="utf-8")
+            os.replace(folder / "probe.json.tmp", folder / "probe.json")
+        attention = attention_weights(self.model, ids).to(torch.float16)
+        (folder / SNAPSHOTS).mkdir(exist_ok=True)
+        tmp = folder / SNAPSHOTS / "snapshot.tmp"
+        save_file({"attention": attention.contiguous()}, str(tmp))
+        os.replace(tmp, snapshot_path(folder, self.step))
+        vocabulary = self.task_data.vocabulary if self.task_data is not None else None
+        scores = head_scores(self.model, ids, vocabulary=vocabulary)
+        self.run.append("detectors.jsonl", {"step": self.step, "scores": {k: v.tolist() for k, v in scores.items()}})
 
     def _best(self) -> float | None:
         """The best validation loss so far; None (JSON null) before the first evaluation."""
         return None if math.isinf(self.best_val_loss) else self.best_val_loss
 
     def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
+        self.signalled = True  # the next step tells the other processes, and all stop after it
 
     # --- saving and resuming ----------------------------------------------------
 
     def save(self) -> None:
+        """Process 0 writes the checkpoint; every process must call this (it collects their random states)."""
+        rngs = distributed.gather(self._rng_state(), self.world)
+        if not self.world.is_main:
+            return
         training = {
             "config": asdict(self.cfg), "step": self.step,
             "best_val_loss": self._best(),
@@ -309,26 +451,48 @@ class Trainer:
         save_checkpoint(self.run.folder, self.model, self.tokenizer, training)
         state = {
             "step": self.step, "best_val_loss": self.best_val_loss, "optimizer": self.optimizer.state_dict(),
-            "batches": self.batches.get_state(), "torch_rng": torch.get_rng_state(),
+            "batches": self.batches.get_state(), "rngs": rngs, "scaler": self.scaler.state_dict(),
         }
         tmp = self.run.folder / "state.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.run.folder / "state.pt")
 
-    def _load_state(self) -> None:
+    def _rng_state(self) -> dict:
+        """This process's random state (dropout draws from it)."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.startswith("cuda"):
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _read_state(self) -> dict:
         path = self.run.folder / "state.pt"
         if not path.is_file():
             raise DataError(f"{self.run.folder} has no state.pt to resume from")
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only, no code
+        for name in ("metrics.jsonl", "samples.jsonl", "detectors.jsonl"):
+            self.run.truncate_after(name, state["step"])
+        for path in (self.run.folder / SNAPSHOTS).glob("step_*.safetensors"):
+            if snapshot_step(path) > state["step"]:
+                path.unlink()
+        return state
+
+    def _restore(self, state: dict) -> None:
+        """Continue exactly where state.pt was saved, in every process."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.set_state(state["batches"])
-        torch.set_rng_state(state["torch_rng"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state.get("rngs") or [{"cpu": state["torch_rng"]}]  # state.pt written before processes counted
+        if self.world.rank < len(rngs):  # resumed with more processes: a new one keeps its fresh seed
+            torch.set_rng_state(rngs[self.world.rank]["cpu"])
+            if "cuda" in rngs[self.world.rank] and self.device.startswith("cuda"):
+                torch.cuda.set_rng_state(rngs[self.world.rank]["cuda"], self.device)
         self.step, self.best_val_loss = state["step"], state["best_val_loss"]
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            self.run.truncate_after(name, self.step)
 
 
 def resume_config(folder: str | os.PathLike, **overrides) -> TrainConfig:
     """The config a run was started with (for resuming it), with e.g. max_steps raised."""
     _, training = read_config(folder)
+    if not isinstance(training.get("config"), dict):
+        raise DataError(f"{folder} was not written by training (an imported model, say): there is no run to resume")
     return TrainConfig.from_dict({**training["config"], **overrides, "out": str(folder)})

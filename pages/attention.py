@@ -21,6 +21,7 @@ from explorer.training_snapshots import (
 from explorer.url_state import BIND, bind_text
 from explorer.widgets import chart, model_picker
 from lm.detectors import DETECTORS, PROBE_LENGTH, head_scores
+from lm.tasks import probe_vocabulary
 
 DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
 MAX_CHARS = 20_000
@@ -48,8 +49,10 @@ def forward(path: str, stamp: tuple[int, int], ids: tuple[int, ...], _checkpoint
 
 @st.cache_data(max_entries=6, show_spinner="Scoring every head…")
 def detector_scores(path: str, stamp: tuple[int, int], ids: tuple[int, ...], _checkpoint) -> dict[str, np.ndarray]:
-    """lm.detectors.head_scores, cached like `forward`."""
-    return {name: scores.numpy() for name, scores in head_scores(_checkpoint.model, list(ids)).items()}
+    """lm.detectors.head_scores, cached like `forward`; a task's model is probed with its task's symbols."""
+    model = _checkpoint.model
+    vocabulary = probe_vocabulary(_checkpoint.training, _checkpoint.tokenizer, model.config.block_size)
+    return {name: scores.numpy() for name, scores in head_scores(model, list(ids), vocabulary=vocabulary).items()}
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the model with heads switched off…")

@@ -11,14 +11,19 @@ import torch
 from explorer import runs
 from explorer.navigation import PAGES, run_through_app
 from explorer.paths import runs_root
+from explorer.run_archive import export_run, import_run
 from explorer.tokenizers import load_saved, load_tiktoken, saved_tokenizers
+from explorer.training_guide import diagnose
 from explorer.training_view import (
-    STATES, format_bytes, format_duration, grad_norm_figure, loss_figure, lr_figure, overlay_figure, progress_text,
-    runs_table, time_estimate,
+    STATES, accuracy_figure, format_bytes, format_duration, grad_norm_figure, loss_figure, lr_figure, overlay_figure, progress_text,
+    runs_table, has_task_accuracy, time_estimate,
 )
-from explorer.widgets import corpus_input
+from explorer.presenter import control
+from explorer.url_state import BIND
+from explorer.widgets import chart, corpus_input
 from lm.data import CORPORA
-from lm.device import available_devices, describe_device
+from lm.tasks import HELD_OUT, TASK_PREFIX, TASKS, Task, task_tokenizer
+from lm.device import available_devices, default_device, describe_device, max_processes
 from lm.model import parameter_count, training_memory_bytes
 from lm.tokenizer import TokenizerError
 from lm.trainer import TrainConfig
@@ -46,6 +51,8 @@ TRAINING_INPUTS = {  # field: (label, min, max, step)
 }
 LINKED_PAGES = {"pages/attention.py": "Look at its attention", "pages/generate.py": "Generate text with it"}
 CUSTOM = "custom"
+BASIC_INPUTS = ("max_steps", "batch_size", "lr")  # the rest are hidden in presenter view
+TEXT_CHOICE, TASK_CHOICE = "A text", "A synthetic task"
 
 
 @st.cache_resource(show_spinner="Measuring how fast this device trains…", ttl=600)
@@ -60,6 +67,13 @@ def token_count(text: str, spec: str, _tokenizer) -> int:
 
 
 def apply_preset() -> None:
+    """The chosen task's own settings, or the chosen size's (leaving the inputs alone for custom sizes)."""
+    if st.session_state.get("train_what") == TASK_CHOICE:
+        task = TASKS[st.session_state.get("train_task", next(iter(TASKS)))]
+        for name in (*MODEL_FIELDS, *TRAINING_INPUTS, "seed"):  # its seed: the one timed for its preset
+            st.session_state[f"train_{name}"] = task.preset[name]
+        return
+    st.session_state.setdefault("train_preset", next(iter(runs.PRESETS)))
     preset = runs.PRESETS.get(st.session_state["train_preset"])
     if preset is not None:
         for name, value in preset.options.items():
@@ -70,15 +84,24 @@ def sizes_changed() -> None:
     st.session_state["train_preset"] = CUSTOM
 
 
+def preset_options() -> dict:
+    """What the chosen task or size sets (the first size's for custom sizes): the inputs' defaults,
+    so a link lists only the settings changed from them, and reopens with exactly these."""
+    if st.session_state.get("train_what") == TASK_CHOICE:
+        return TASKS[st.session_state.get("train_task", next(iter(TASKS)))].preset
+    preset = runs.PRESETS.get(st.session_state.get("train_preset")) or next(iter(runs.PRESETS.values()))
+    return preset.options
+
+
 # --- choosing what to train ---------------------------------------------------------------
 
 
 def tokenizer_input() -> tuple[str, int, object | None] | None:
     """(the trainer's tokenizer option, the vocabulary size, the tokenizer when it exists already)."""
-    source = st.radio("Tokenizer", [OWN_BPE, SAVED, GPT2_CHOICE], key="train_tok_source")
+    source = st.radio("Tokenizer", [OWN_BPE, SAVED, GPT2_CHOICE], key="train_tok_source", bind=BIND)
     if source == OWN_BPE:
         vocab = st.number_input(
-            "Vocabulary size", min_value=257, max_value=16_384, value=512, step=64, key="train_vocab",
+            "Vocabulary size", min_value=257, max_value=16_384, value=512, step=64, key="train_vocab", bind=BIND,
             help="256 byte tokens + the merges to learn + 1 special token (<|endoftext|>).",
         )
         st.caption("Trained on the text when the run starts (seconds for Tiny Shakespeare).")
@@ -88,7 +111,7 @@ def tokenizer_input() -> tuple[str, int, object | None] | None:
         if not saved:
             st.info("No saved tokenizer yet: train one on the Tokenizer page and save it.")
             return None
-        name = st.selectbox("Saved tokenizer", list(saved), key="train_saved_tok")
+        name = st.selectbox("Saved tokenizer", list(saved), key="train_saved_tok", bind=BIND)
         try:
             tokenizer = load_saved(saved[name])
         except TokenizerError as exc:
@@ -107,43 +130,85 @@ def tokenizer_input() -> tuple[str, int, object | None] | None:
     return GPT2, tokenizer.vocab_size, tokenizer
 
 
-def model_inputs() -> None:
-    if "train_n_layer" not in st.session_state:
-        st.session_state.setdefault("train_preset", next(iter(runs.PRESETS)))
-        apply_preset()
-    names = [*runs.PRESETS, CUSTOM]
-    st.radio(
-        "Size", names, key="train_preset", horizontal=True, on_change=apply_preset,
-        captions=[p.description for p in runs.PRESETS.values()] + ["your own sizes: change any number below"],
+def task_input() -> Task:
+    names = list(TASKS)
+    name = st.radio(
+        "Task", names, key="train_task", bind=BIND, on_change=apply_preset, captions=[TASKS[n].description for n in names],
     )
+    st.caption(
+        f"Examples are made up as training goes, one token per character. The accuracy is the share of "
+        f"{HELD_OUT} held-out examples (never trained on) that the model answers exactly right."
+    )
+    return TASKS[name]
+
+
+def model_inputs(sizes: bool = True) -> None:
+    """The model's size: from a preset (`sizes`), else from the chosen task's settings."""
+    if sizes:
+        names = [*runs.PRESETS, CUSTOM]
+        st.radio(
+            "Size", names, key="train_preset", bind=BIND, horizontal=True, on_change=apply_preset,
+            captions=[p.description for p in runs.PRESETS.values()] + ["your own sizes: change any number below"],
+        )
+    else:
+        st.caption("Set for this task: it learns in about two minutes on a laptop CPU. Change any number below.")
+    if "train_n_layer" not in st.session_state:  # after the radio: a size or task from a link is the one applied
+        apply_preset()
+    defaults = preset_options()
     for column, (name, label) in zip(st.columns(len(MODEL_FIELDS)), MODEL_FIELDS.items()):
         column.number_input(
-            label, min_value=1, max_value=65_536, step=1, key=f"train_{name}", help=HELP[name], on_change=sizes_changed,
+            label, min_value=1, max_value=65_536, value=defaults[name], step=1, key=f"train_{name}", bind=BIND,
+            help=HELP[name], on_change=sizes_changed,
         )
 
 
 def training_inputs() -> None:
-    inputs = list(TRAINING_INPUTS.items())
+    inputs, defaults = list(TRAINING_INPUTS.items()), preset_options()
     for start in range(0, len(inputs), 4):
         for column, (name, (label, low, high, step)) in zip(st.columns(4), inputs[start : start + 4]):
-            column.number_input(
-                label, min_value=low, max_value=high, step=step, format="%g" if isinstance(step, float) else None,
-                key=f"train_{name}", help=HELP[name],
-            )
-    seed, device_column, threads, about = st.columns(4)
-    seed.number_input("Seed", min_value=0, max_value=2**31 - 1, value=1337, step=1, key="train_seed", help=HELP["seed"])
-    device = device_column.selectbox("Device", available_devices(), key="train_device", help=HELP["device"])
+            with column, control(f"train_{name}", advanced=name not in BASIC_INPUTS):
+                st.number_input(
+                    label, min_value=low, max_value=high, value=defaults[name], step=step,
+                    format="%g" if isinstance(step, float) else None, key=f"train_{name}", bind=BIND, help=HELP[name],
+                )
+    seed, device_column, processes_column, threads = st.columns(4)
+    with seed, control("train_seed"):
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=defaults.get("seed", 1337), step=1, key="train_seed", bind=BIND,
+                        help=HELP["seed"])
+    devices = available_devices()
+    with device_column, control("train_device", advanced=True):
+        device = st.selectbox("Device", devices, key="train_device", bind=BIND, help=HELP["device"])
+    limit = max_processes(device)
+    if st.session_state.get("train_processes", 1) > limit:  # another device was chosen
+        st.session_state["train_processes"] = limit
+    with processes_column, control("train_processes", advanced=True):
+        processes = st.number_input(
+            "Processes", min_value=1, max_value=limit, step=1, key="train_processes", bind=BIND, disabled=limit == 1,
+            help="Training processes working together (PyTorch DDP, started by torchrun), at most one per GPU: each "
+            "computes the gradient on its own share of every batch, and they average them.",
+        )
     cores = os.cpu_count() or 1
-    threads.number_input(
-        "CPU threads", min_value=0, max_value=cores, value=max(1, cores - 1), step=1, key="train_threads",
-        help=HELP["threads"] + "; by default one core is left free, so this page stays responsive",
-    )
-    about.caption(f"This machine has {cores} CPU cores." if device == "cpu" else describe_device(device))
+    with threads, control("train_threads", advanced=True):
+        st.number_input(
+            "CPU threads", min_value=0, max_value=cores, value=max(1, cores - 1), step=1, key="train_threads", bind=BIND,
+            help=HELP["threads"] + "; by default one core is left free, so this page stays responsive",
+        )
+    about = "Devices here: " + "; ".join(f"{d} = {describe_device(d)}" for d in devices) + "."
+    if processes > 1:
+        batch = st.session_state["train_batch_size"]
+        about += f" {processes} processes train together: a step learns from {processes} × {batch} = {processes * batch:,} "
+        about += f"sequences, {batch} in each process" + (
+            ", each on its own GPU." if device.startswith("cuda") else ". On the CPU they share its cores: this shows "
+            "how it works, not a speed-up."
+        )
+    st.caption(about)
 
 
 def options(data: str, tokenizer: str) -> dict:
     """The TrainConfig fields the inputs above set."""
     chosen = {name: st.session_state[f"train_{name}"] for name in (*MODEL_FIELDS, *TRAINING_INPUTS, "seed", "device", "threads")}
+    if st.session_state["train_processes"] > 1 and chosen["device"].startswith("cuda"):
+        chosen["device"] = "cuda"  # each process takes the GPU of its rank
     return {**chosen, "min_lr": chosen["lr"] / 10, "data": data, "tokenizer": tokenizer}
 
 
@@ -167,16 +232,30 @@ def show_estimates(cfg: TrainConfig, vocab_size: int) -> None:
 
 
 def setup() -> None:
-    st.subheader("The text and its tokenizer")
-    data_column, tokenizer_column = st.columns(2)
-    with data_column:
-        corpus = corpus_input("train")
-    with tokenizer_column:
-        tokenizer = tokenizer_input()
+    learn = st.radio(
+        "What to learn", [TEXT_CHOICE, TASK_CHOICE], horizontal=True, key="train_what", bind=BIND, on_change=apply_preset,
+        captions=["to write like it", "a small puzzle, to watch how attention solves it"],
+    )
+    if learn == TASK_CHOICE:
+        st.subheader("The task")
+        task = task_input()
+    else:
+        st.subheader("The text and its tokenizer")
+        data_column, tokenizer_column = st.columns(2)
+        with data_column:
+            corpus = corpus_input("train")
+        with tokenizer_column:
+            tokenizer = tokenizer_input()
     st.subheader("The model")
-    model_inputs()
+    model_inputs(sizes=learn != TASK_CHOICE)
     st.subheader("Training")
     training_inputs()
+    if learn == TASK_CHOICE:
+        chosen = {**task.preset, **options(f"{TASK_PREFIX}{task.name}", task.preset["tokenizer"])}
+        cfg = TrainConfig.from_dict(chosen)
+        show_estimates(cfg, task_tokenizer().vocab_size)
+        start_section(cfg, chosen, task_tokenizer().vocab_size, None, task.name)
+        return
     if corpus is None or tokenizer is None:
         st.button("▶ Start training", type="primary", disabled=True, key="train_start")
         return
@@ -187,23 +266,28 @@ def setup() -> None:
     chosen = options(registered.name if registered else runs.DATA_FILE, spec)
     cfg = TrainConfig.from_dict(chosen)
     show_estimates(cfg, vocab_size)
+    corpus_name = registered.name if registered else "upload" if source.startswith("Upload") else "pasted"
+    size = len(text.encode("utf-8")) if tokenizer_object is None else token_count(text, spec, tokenizer_object)
+    start_section(cfg, chosen, vocab_size, None if registered else text, f"{st.session_state['train_preset']}-{corpus_name}",
+                  max_tokens=size, token_bound=tokenizer_object is None)
 
+
+def start_section(cfg: TrainConfig, chosen: dict, vocab_size: int, text: str | None, name_base: str,
+                  max_tokens: int | None = None, token_bound: bool = False) -> None:
+    """The plan's problems, the run's name and the start button. `text` (an upload or a paste)
+    is saved in the run; `max_tokens` is None for a task, which makes its examples as it goes."""
     problem = None
     try:
-        if tokenizer_object is None:
-            runs.check_plan(cfg, vocab_size, len(text.encode("utf-8")), token_bound=True)
-        else:
-            runs.check_plan(cfg, vocab_size, token_count(text, spec, tokenizer_object))
+        runs.check_plan(cfg, vocab_size, max_tokens, token_bound=token_bound)
     except ValueError as exc:
         problem = str(exc)
     if problem:
         st.error(f"This cannot train: {problem}.")
 
     name_column, button_column = st.columns([3, 1], vertical_alignment="bottom")
-    corpus_name = registered.name if registered else "upload" if source.startswith("Upload") else "pasted"
-    suggested = runs.free_name(f"{st.session_state['train_preset']}-{corpus_name}")
+    suggested = runs.free_name(name_base)
     typed = name_column.text_input(
-        "Run name", key="train_name", placeholder=suggested, max_chars=64,
+        "Run name", key="train_name", bind=BIND, placeholder=suggested, max_chars=64,
         help=f"The run's folder inside {runs_root()}/. Empty: {suggested}.",
     )
     name = typed.strip() or suggested
@@ -212,7 +296,7 @@ def setup() -> None:
         name_column.error(bad_name)
     if button_column.button("▶ Start training", type="primary", disabled=bool(problem or bad_name), key="train_start"):
         try:
-            runs.start_run(name, chosen, text=None if registered else text)
+            runs.start_run(name, chosen, text=text, processes=st.session_state["train_processes"])
         except ValueError as exc:
             st.error(f"Not started: {exc}")
             return
@@ -222,6 +306,12 @@ def setup() -> None:
 
 
 # --- watching a run ---------------------------------------------------------------------------
+
+
+def run_device(options: dict) -> str:
+    """The device a run trains on ("auto" is the best this machine has)."""
+    device = options.get("device", "auto")
+    return default_device() if device == "auto" else device
 
 
 def model_links(name: str) -> None:
@@ -250,7 +340,7 @@ def live_view(name: str, was_active: bool) -> None:
     elif stop.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
         del st.query_params["run"]
         st.rerun()
-    metrics = runs.read_metrics(info.folder)
+    metrics, samples = runs.read_metrics(info.folder), runs.read_samples(info.folder)
     if info.max_steps:
         text = progress_text(info.step, info.max_steps, metrics, info.active)
         st.progress(min(1.0, info.step / info.max_steps), text=text)
@@ -260,16 +350,24 @@ def live_view(name: str, was_active: bool) -> None:
         st.info("Stopping: the run saves a checkpoint, then ends.")
     if info.state == "starting":
         st.info("Starting: loading the text, training the tokenizer and building the model…")
+    for flag in diagnose(metrics, samples, info.options, info.state, info.error, run_device(info.options)):
+        st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
     if metrics:
         vocab = runs.model_vocab_size(info.folder)
         uniform = None if vocab is None else math.log(vocab)
-        st.plotly_chart(loss_figure(metrics, uniform), width="stretch", key="train_loss_chart")
+        chart(loss_figure(metrics, uniform), "train_loss_chart", f"{name}-loss")
+        if has_task_accuracy(metrics):  # a synthetic task: how often it answers exactly right
+            chart(accuracy_figure(metrics), "train_accuracy_chart", f"{name}-accuracy")
         left, right = st.columns(2)
-        left.plotly_chart(lr_figure(metrics), width="stretch", key="train_lr_chart")
-        right.plotly_chart(grad_norm_figure(metrics), width="stretch", key="train_grad_chart")
-    samples = runs.read_samples(info.folder)
+        with left:
+            chart(lr_figure(metrics), "train_lr_chart", f"{name}-learning-rate")
+        with right:
+            chart(grad_norm_figure(metrics), "train_grad_chart", f"{name}-gradient-norm")
     if samples:
-        st.markdown(f"**What the model writes at step {samples[-1]['step']:,}**, starting from nothing")
+        if has_task_accuracy(metrics):
+            st.markdown(f"**How the model answers held-out examples at step {samples[-1]['step']:,}** (greedy)")
+        else:
+            st.markdown(f"**What the model writes at step {samples[-1]['step']:,}**, starting from nothing")
         st.code(samples[-1].get("text", ""), language=None, wrap_lines=True)
     if info.has_checkpoint and not info.active:
         model_links(name)
@@ -295,17 +393,38 @@ def runs_section() -> None:
     )
     if compare:
         curves = {n: runs.read_metrics(runs.run_folder(n)) for n in compare}
-        st.plotly_chart(overlay_figure(curves), width="stretch", key="train_overlay")
+        chart(overlay_figure(curves), "train_overlay", "loss-curves")
 
-    pick_column, watch_column, delete_column = st.columns([4, 1, 1], vertical_alignment="bottom")
+    pick_column, watch_column, export_column, delete_column = st.columns([4, 1, 1, 1], vertical_alignment="bottom")
     pick = pick_column.selectbox("Run", names, key="train_pick")
+    picked = next(info for info in infos if info.name == pick)
+    export_column.download_button(
+        "⬇ Export", data=lambda: export_run(picked.folder), file_name=f"{pick}.zip", mime="application/zip",
+        key="train_export", width="stretch", disabled=picked.active, on_click="ignore",
+        help="The run's folder as a zip (model, metrics, samples), to import on another machine and compare curves.",
+    )
     if watch_column.button("📈 Watch", key="train_watch", width="stretch"):
         st.query_params["run"] = pick
         st.rerun()
     if delete_column.button("🗑 Delete…", key="train_delete", width="stretch"):
         st.session_state["train_confirm_delete"] = pick
     if st.session_state.get("train_confirm_delete") == pick:
-        confirm_delete(next(info for info in infos if info.name == pick))
+        confirm_delete(picked)
+
+
+def import_section() -> None:
+    """Bring in a run exported elsewhere (a classmate's), to watch it and overlay its curve."""
+    upload = st.file_uploader("A run exported from the Train page (.zip)", type="zip", key="train_import_file")
+    if upload is None:
+        return
+    name = st.text_input("Name it", value=runs.free_name(Path(upload.name).stem[:50] or "imported"), key="train_import_name")
+    if st.button("Import", key="train_import", type="primary"):
+        try:
+            folder = import_run(upload.getvalue(), name.strip())
+        except runs.RunError as exc:
+            st.error(str(exc))
+            return
+        st.success(f"Imported as **{folder.name}**: it is in the table above, and its curve can be compared.")
 
 
 def confirm_delete(info: runs.RunInfo) -> None:
@@ -347,4 +466,6 @@ if watched_info is not None:
 with st.expander("➕ Start a new run", expanded=watched_info is None):
     setup()
 any_active = any(info.active for info in runs.list_runs())
+with st.expander("📥 Import a run"):  # before the table, so an imported run is in it at once
+    import_section()
 st.fragment(runs_section, run_every=3.0 if any_active else None)()
