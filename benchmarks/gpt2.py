@@ -60,7 +60,7 @@ def memory_mb() -> dict[str, float]:
 
 def measure_load(folder: str) -> None:
     """In a child process: memory before and after load_checkpoint, printed as JSON."""
-    import torch  # noqa: F401
+    import torch
 
     from lm.checkpoint import load_checkpoint
 
@@ -68,7 +68,10 @@ def measure_load(folder: str) -> None:
     start = time.perf_counter()
     checkpoint = load_checkpoint(folder)
     seconds = time.perf_counter() - start
-    print(json.dumps({"before": before, "after": memory_mb(), "seconds": seconds,
+    after = memory_mb()  # the weights are mapped from the file: pages count once they are read
+    with torch.no_grad():
+        checkpoint.model(torch.zeros(1, TOKENS, dtype=torch.long))
+    print(json.dumps({"before": before, "after": after, "in_use": memory_mb(), "seconds": seconds,
                       "parameters": sum(p.numel() for p in checkpoint.model.parameters())}))
 
 
@@ -121,7 +124,7 @@ def time_attention_page(runs: Path, text: str, other_text: str) -> dict[str, flo
     steps = {
         "first open: load the model, run it, draw one head": lambda: None,
         "new text: run the model, draw one head": lambda: at.text_area(key="att_text").set_value(other_text),
-        "another head: draw it (the run is cached)": lambda: at.segmented_control(key="att_head").set_value(7),
+        "another head: draw it (the run is cached)": lambda: at.select_slider(key="att_head").set_value(7),
         "'All heads' tab: the 12 x 12 grid and one head": lambda: at.session_state.__setitem__("att_tab", "All heads"),
     }
     seconds = {}
@@ -200,7 +203,8 @@ def main() -> None:
         grown = load["after"]["rss"] - load["before"]["rss"]
         print(f"2. memory, load_checkpoint in a fresh process: {load['before']['rss']:,.0f} MB before (torch, lm), "
               f"{load['after']['rss']:,.0f} MB after (+{grown:,.0f} MB; the weights are {4 * parameters / 1e6:,.0f} MB), "
-              f"peak {load['after']['peak']:,.0f} MB; loading took {load['seconds']:.1f} s")
+              f"peak {load['after']['peak']:,.0f} MB; loading took {load['seconds']:.1f} s; after a {TOKENS}-token "
+              f"forward pass {load['in_use']['rss']:,.0f} MB (peak {load['in_use']['peak']:,.0f} MB)")
     else:
         print("2. memory: not measured (needs Linux's /proc)")
     print(f"3. Attention page, {TOKENS} tokens; functions, best of {args.repeats}:")
