@@ -13,7 +13,8 @@ from explorer.training_view import eta_seconds, format_duration, series
 MIN_RECORDS = 6  # logged steps needed before judging a trend
 FLAT_DROP = 0.03  # the loss fell by less than 3% of where it started: nothing is being learned
 EXPLODE_RATIO = 1.5  # the loss climbed 50% above its best after the warmup
-OVERFIT_RISE = 0.02  # validation 2% above its best while training still falls
+OVERFIT_RISE = 0.02  # validation 2% above its best while training still falls…
+OVERFIT_MIN_RISE = 0.02  # …and by this many nats: near a loss of 0, 2% is noise
 REPEAT_SHARE = 0.5  # half of a sample's word 3-grams are repeats
 REPEAT_MIN_WORDS = 12
 SLOW_SECONDS = 20 * 60  # more than this left on a CPU
@@ -68,7 +69,7 @@ def overfitting(metrics: list[dict], options: dict) -> Flag | None:
     if len(val) < 3:
         return None
     best_at = min(range(len(val)), key=val.__getitem__)
-    if best_at == len(val) - 1 or val[-1] < (1 + OVERFIT_RISE) * val[best_at]:
+    if best_at == len(val) - 1 or val[-1] - val[best_at] < max(OVERFIT_RISE * val[best_at], OVERFIT_MIN_RISE):
         return None
     train = dict(zip(*series(metrics, "train_loss")))
     then, now = train.get(val_steps[best_at]), train.get(val_steps[-1])

@@ -296,22 +296,21 @@ class Trainer:
         cfg, run = self.cfg, self.run
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         run.write_status("running", step=self.step, max_steps=cfg.max_steps)
-        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * self.world.size
-        started, interval_seconds, interval_steps = time.time(), 0.0, 0  # tokens/s counts training steps only
+        started, interval_seconds, interval_tokens = time.time(), 0.0, 0  # tokens/s counts training steps only
         try:
             if cfg.snapshot_every and self.step == 0:
                 self.snapshot()  # the heads at initialisation, for the trained ones to be compared with
             while self.step < cfg.max_steps and not self.stop_requested:
                 step_start = time.perf_counter()
-                lr, loss, grad_norm = self._train_step()
+                lr, loss, grad_norm, tokens = self._train_step()
                 interval_seconds += time.perf_counter() - step_start
                 self.step += 1
-                interval_steps += 1
+                interval_tokens += tokens
                 evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
                 if evaluate_now or self.step % cfg.log_every == 0:
                     record = {
                         "step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
-                        "tokens_per_s": tokens_per_step * interval_steps / interval_seconds,
+                        "tokens_per_s": interval_tokens / interval_seconds,
                         "elapsed": time.time() - started,
                     }
                     if evaluate_now:
@@ -323,7 +322,7 @@ class Trainer:
                     run.write_status("running", step=self.step, max_steps=cfg.max_steps)
                     if progress:
                         progress(record)
-                    interval_seconds, interval_steps = 0.0, 0
+                    interval_seconds, interval_tokens = 0.0, 0
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
                     run.append("samples.jsonl", {"step": self.step, "text": self.sample()})
                 if cfg.snapshot_every and (self.step % cfg.snapshot_every == 0 or self.step == cfg.max_steps):
@@ -343,15 +342,18 @@ class Trainer:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
 
-    def _train_step(self) -> tuple[float, float, float]:
+    def _train_step(self) -> tuple[float, float, float, int]:
+        """One optimizer step; returns the learning rate, the mean loss, the gradient norm and
+        the tokens all processes read (a task's batches are only as long as their longest example)."""
         cfg = self.cfg
         lr = learning_rate(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.engine.train()
-        total = 0.0
+        total, tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
             x, y = self._batch(self.train_ids, self.batches)
+            tokens += x.numel() * self.world.size
             with distributed.no_sync(self.engine, skip=micro < cfg.grad_accum - 1):  # average gradients once, at the end
                 with self._autocast():
                     loss = self.engine(x, y).loss / cfg.grad_accum
@@ -371,7 +373,7 @@ class Trainer:
         self.scaler.step(self.optimizer)  # with fp16, skipped when a gradient overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return lr, total, grad_norm
+        return lr, total, grad_norm, tokens
 
     @torch.no_grad()
     def evaluate(self) -> float:

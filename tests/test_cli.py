@@ -7,6 +7,7 @@ import tiktoken
 
 from lm.__main__ import main
 from lm.tokenizer import load_tokenizer
+from tests.checkpoints import make_checkpoint
 
 
 def test_tokenize_prints_gpt2_ids(capsys):
@@ -37,3 +38,9 @@ def test_module_runs_as_a_program():
     result = subprocess.run([sys.executable, "-m", "lm", "--help"], capture_output=True, text=True, check=True)
     for command in ("download", "tokenize", "train-tokenizer"):
         assert command in result.stdout
+
+
+def test_resuming_a_folder_that_was_not_trained_says_so(tmp_path, capsys):
+    folder = make_checkpoint(tmp_path / "imported")  # a model folder without a training config, as GPT-2's
+    assert main(["train", "--resume", "--out", str(folder)]) == 1
+    assert "was not written by training" in capsys.readouterr().err

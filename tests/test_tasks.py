@@ -384,3 +384,11 @@ def test_probe_vocabulary_is_the_tasks_letters():
     assert probe_vocabulary({"config": {"data": "task:copy"}}, tokenizer, 16) == [tokenizer.encode(c)[0] for c in LETTERS]
     for training in ({"config": {"data": "tinyshakespeare"}}, {}, {"config": {"data": "task:no-such-task"}}):
         assert probe_vocabulary(training, tokenizer, 16) is None
+
+
+def test_a_task_step_counts_only_the_tokens_of_its_padded_examples(task_config):
+    """Task batches are as long as their longest example, not the context."""
+    trainer = Trainer(task_config(batch_size=4))
+    generator_state = trainer.batches.get_state()
+    x, _ = trainer.task_data.batch(4, torch.Generator().set_state(generator_state))
+    assert trainer._train_step()[3] == x.numel() < 4 * trainer.cfg.block_size

@@ -450,3 +450,8 @@ def test_random_batch_targets_are_the_inputs_shifted_by_one_inside_the_data():
             assert inputs == ids[s : s + 6].tolist() and targets == ids[s + 1 : s + 7].tolist()
             starts.add(s)
     assert starts == set(range(40 - 6))  # every window that has a target for its last token, and no other
+
+
+def test_a_step_counts_the_tokens_it_read(make_config):
+    trainer = Trainer(make_config(batch_size=3, grad_accum=2))
+    assert trainer._train_step()[3] == 3 * 2 * trainer.cfg.block_size
