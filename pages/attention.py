@@ -341,7 +341,7 @@ with tabs["Ablation"]:
                 all_col, off_col, count_col = st.columns(3)
                 all_col.metric("Loss with every head", f"{before.mean_loss:.3f}")
                 off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
-                               delta=f"{after.mean_loss - before.mean_loss:+.3f}", delta_color="inverse")
+                               delta=f"{after.mean_loss - before.mean_loss:+.3f}" if off else None, delta_color="inverse")
                 count_col.metric("Heads switched off", f"{len(off)} of {total}")
                 chart(loss_change_figure(before, after, list(run.labels)), "att_abl_losses", f"{name}-ablation-loss")
             else:
