@@ -28,6 +28,7 @@ from explorer.paths import check_name, runs_root
 from lm.data import DataError, split_tokens
 from lm.device import default_device
 from lm.model import GPT, ConfigError, GPTConfig, flops_per_token, physical_memory_bytes, training_memory_bytes
+from lm.tokenizer import TokenizerError, load_tokenizer
 from lm.trainer import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -348,12 +349,22 @@ def _parse_jsonl(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
     return tuple(records)
 
 
-def model_vocab_size(folder: Path) -> int | None:
-    """The run's model vocabulary, once it has saved a checkpoint."""
-    config = _read_json(folder / "config.json")
+def tokenizer_vocab_size(folder: Path) -> int | None:
+    """How many tokens the run's tokenizer has, once it has saved a checkpoint: a blind guess
+    spreads over these (the model's vocabulary is padded past them, and padding is no token)."""
+    path = folder / "tokenizer.json"
     try:
-        return int(config["model"]["vocab_size"])
-    except (TypeError, KeyError, ValueError):
+        stat = path.stat()
+    except OSError:
+        return None
+    return _vocab_size(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _vocab_size(path: str, mtime_ns: int, size: int) -> int | None:
+    try:
+        return load_tokenizer(path).vocab_size
+    except TokenizerError:
         return None
 
 

@@ -353,7 +353,7 @@ def live_view(name: str, was_active: bool) -> None:
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, run_device(info.options)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
     if metrics:
-        vocab = runs.model_vocab_size(info.folder)
+        vocab = runs.tokenizer_vocab_size(info.folder)
         uniform = None if vocab is None else math.log(vocab)
         chart(loss_figure(metrics, uniform), "train_loss_chart", f"{name}-loss")
         if has_task_accuracy(metrics):  # a synthetic task: how often it answers exactly right

@@ -86,8 +86,10 @@ def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     assert [m["step"] for m in metrics if "val_loss" in m] == [10, 20, 30, 40]
     assert min(m["val_loss"] for m in metrics if "val_loss" in m) == pytest.approx(done.best_val_loss)
     assert [s["step"] for s in runs.read_samples(done.folder)] == [10, 20, 30, 40]
-    assert load_checkpoint(done.folder).model.config.n_embd == 32
-    assert runs.model_vocab_size(done.folder) == runs.padded_vocab_size(300) == 320  # as the trainer pads it
+    config = load_checkpoint(done.folder).model.config
+    assert config.n_embd == 32
+    assert config.vocab_size == runs.padded_vocab_size(300) == 320  # as the trainer pads it
+    assert runs.tokenizer_vocab_size(done.folder) == 300
     assert "finished at step 40" in (done.folder / runs.LOG_FILE).read_text()
 
 

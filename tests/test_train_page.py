@@ -7,6 +7,7 @@ pages that use a model resolve."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -243,3 +244,12 @@ def test_a_pasted_text_is_saved_in_the_run_and_trained_on(app_dirs, shakespeare_
         assert json.loads((folder / runs.CONFIG_FILE).read_text())["data"] == str((folder / runs.DATA_FILE).resolve())
     finally:
         runs.delete_run(name)
+
+
+def test_the_blind_guess_spreads_over_the_tokenizers_tokens_not_the_padding(app_dirs):
+    folder = fake_run(app_dirs / "runs", "padded", state="finished")
+    tokenizer = shakespeare_bpe()
+    make_checkpoint(folder, tokenizer=tokenizer, vocab_size=runs.padded_vocab_size(tokenizer.vocab_size) + 64)
+    at = open_through_app(run="padded")  # a run with a checkpoint links to the other pages
+    loss_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert loss_chart["layout"]["shapes"][0]["y0"] == pytest.approx(math.log(tokenizer.vocab_size))
