@@ -206,6 +206,10 @@ def lesson_builder(page_title: str) -> None:
                    "Open the downloaded file on the Home page.")
         if page_title.lower() in BY_TITLE:
             st.text_input("This step's label", key="lesson_step_label", placeholder=page_title)
+            choices = presenter.drawn_controls()
+            st.session_state["lesson_hide"] = [n for n in st.session_state.get("lesson_hide", presenter.hidden()) if n in choices]
+            st.multiselect("Hide from the students", choices, key="lesson_hide", format_func=control_label,
+                           help="These controls keep the values you set, but students following the lesson do not see them.")
             st.button(f"➕ Add the {page_title} page as step {len(steps) + 1}", key="lesson_add", on_click=_add_step,
                       args=(page_title,))
         else:
@@ -230,5 +234,11 @@ def _add_step(page_title: str) -> None:
     params.pop(presenter.HIDE, None)
     params.pop(presenter.PARAM, None)
     label = st.session_state.get("lesson_step_label", "").strip() or page_title
-    st.session_state[DRAFT].append(Step(page_title, label, params, tuple(presenter.hidden())))
+    hide = tuple(st.session_state.get("lesson_hide", presenter.hidden()))
+    st.session_state[DRAFT].append(Step(page_title, label, params, hide))
+
+
+def control_label(name: str) -> str:
+    """gen_top_k -> "top k": a control's key without its page prefix."""
+    return name.split("_", 1)[-1].replace("_", " ")
 

@@ -17,6 +17,7 @@ from explorer.url_state import BIND
 
 PARAM = "presenter"  # ?presenter=true
 HIDE = "hide"  # ?hide=name,name
+DRAWN = "presenter_drawn_controls"  # session key: the controls this run of the page drew
 ADVANCED_PREFIX, CONTROL_PREFIX = "advanced-", "control-"
 FONT_SIZE = 24  # px, the page's base size in presenter view (the app's usual is 18)
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a widget key; anything else in ?hide= is ignored (it goes into CSS)
@@ -56,8 +57,17 @@ def hidden() -> list[str]:
 
 def control(name: str, advanced: bool = False):
     """A container for one control: hidden when the link lists `name` in ?hide=, and, if
-    `advanced`, in presenter view. Use as `with control("gen_top_k", advanced=True): ...`."""
+    `advanced`, in presenter view. Use as `with control("gen_top_k", advanced=True): ...`.
+    The names drawn in this run are what a lesson step can hide (drawn_controls)."""
+    drawn = st.session_state.setdefault(DRAWN, [])
+    if name not in drawn:
+        drawn.append(name)
     return st.container(key=f"{ADVANCED_PREFIX if advanced else CONTROL_PREFIX}{name}")
+
+
+def drawn_controls() -> list[str]:
+    """The controls the page drew in this run, in order."""
+    return list(st.session_state.get(DRAWN, []))
 
 
 def css(presenting: bool, hide: list[str]) -> str:
@@ -69,7 +79,9 @@ def css(presenting: bool, hide: list[str]) -> str:
 
 
 def apply_style() -> None:
-    """Inject this view's styles; app.py calls it before every page."""
+    """Inject this view's styles; app.py calls it before every page (and so starts the page's
+    list of drawn controls afresh)."""
+    st.session_state[DRAWN] = []
     style = css(is_on(), hidden())
     if style:
         st.html(f"<style>{style}</style>")

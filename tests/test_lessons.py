@@ -94,6 +94,19 @@ def test_the_sidebar_saves_the_current_page_as_a_step(demo_model):
     assert parse_lesson(dumps(lesson).encode(), "heat.json") == lesson
 
 
+def test_the_teacher_picks_the_controls_a_step_hides(demo_model):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/generate.py")
+    at.run()
+    picker = at.multiselect(key="lesson_hide")
+    assert {"temperature", "top k", "top p", "max new", "seed"} <= set(picker.options)  # shown without the page prefix
+    picker.set_value(["gen_top_p", "gen_seed"]).run()
+    at.button(key="lesson_add").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[DRAFT][-1].hide == ("gen_top_p", "gen_seed")
+    assert at.session_state[DRAFT][-1].query_params(False)["hide"] == "gen_top_p,gen_seed"
+
+
 GOOD = {"title": "T", "summary": "S", "steps": [{"page": "Generate", "label": "L", "params": {"gen_top_k": 5}}]}
 
 
