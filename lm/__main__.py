@@ -216,4 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if distributed.world_from_env().size > 1:  # under torchrun
+        distributed.exit_process(code)
+    sys.exit(code)

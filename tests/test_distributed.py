@@ -214,6 +214,7 @@ wrapped = distributed.wrap(model, "cpu", world)  # DDP copies process 0's weight
 answers["agree_in_ddp"] = distributed.replicas_agree(wrapped.module, world)
 distributed.end()
 Path(sys.argv[1], f"{world.rank}.json").write_text(json.dumps(answers))
+distributed.exit_process(0)  # as python -m lm does under torchrun
 """
 
 
