@@ -11,7 +11,6 @@ A run folder holds, beside its checkpoint and metrics.jsonl:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from explorer.charts import PROJECTOR_FONT
 from explorer.runs import read_jsonl
 from explorer.training_view import TRAIN_COLOUR, VAL_COLOUR, downsample_indices, series
 from lm.detectors import DETECTORS
+from lm.trainer import snapshot_path, snapshot_steps
 
-SNAPSHOT_NAME = re.compile(r"step_(\d+)\.safetensors")
 DETECTOR_COLOURS = dict(zip(DETECTORS, ("#2f9e44", "#1098ad", "#c2255c", "#f08c00", "#7048e8")))
 STEP_LINE = "#e8590c"
 
@@ -45,7 +44,7 @@ class Snapshots:
     steps: list[int]
 
     def path(self, step: int) -> Path:
-        return self.folder / "attention" / f"step_{step:07d}.safetensors"
+        return snapshot_path(self.folder, step)
 
 
 def find_snapshots(folder: Path) -> Snapshots | None:
@@ -57,11 +56,7 @@ def find_snapshots(folder: Path) -> Snapshots | None:
         return None
     if not ids or len(ids) != len(tokens):
         return None
-    try:
-        names = [p.name for p in (folder / "attention").iterdir()]
-    except OSError:
-        return None
-    steps = sorted(int(m.group(1)) for m in map(SNAPSHOT_NAME.fullmatch, names) if m)
+    steps = snapshot_steps(folder)
     return Snapshots(folder, ids, tokens, steps) if steps else None
 
 

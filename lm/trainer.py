@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -170,6 +171,7 @@ def read_text(data: str) -> str:
 
 
 SNAPSHOTS = "attention"  # the run folder's attention snapshots: step_0000100.safetensors, ...
+SNAPSHOT_NAME = re.compile(r"step_(\d+)\.safetensors")
 PROBE_TOKENS = 48  # the most of the validation text a text run's snapshots show
 
 
@@ -177,8 +179,10 @@ def snapshot_path(folder: str | os.PathLike, step: int) -> Path:
     return Path(folder) / SNAPSHOTS / f"step_{step:07d}.safetensors"
 
 
-def snapshot_step(path: str | os.PathLike) -> int:
-    return int(Path(path).stem.removeprefix("step_"))
+def snapshot_steps(folder: str | os.PathLike) -> list[int]:
+    """The steps the run folder has an attention snapshot of, in order (other files ignored)."""
+    names = (p.name for p in (Path(folder) / SNAPSHOTS).glob("step_*.safetensors"))
+    return sorted(int(m.group(1)) for m in map(SNAPSHOT_NAME.fullmatch, names) if m)
 
 
 class Run:
@@ -473,9 +477,9 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only, no code
         for name in ("metrics.jsonl", "samples.jsonl", "detectors.jsonl"):
             self.run.truncate_after(name, state["step"])
-        for path in (self.run.folder / SNAPSHOTS).glob("step_*.safetensors"):
-            if snapshot_step(path) > state["step"]:
-                path.unlink()
+        for step in snapshot_steps(self.run.folder):
+            if step > state["step"]:
+                snapshot_path(self.run.folder, step).unlink()
         return state
 
     def _restore(self, state: dict) -> None:

@@ -22,7 +22,7 @@ from lm.detectors import DETECTORS, attention_weights, head_scores
 from lm.generate import Sampling, generate
 from lm.model import GPT, GPTConfig, GPTOutput
 from lm.tasks import HELD_OUT, LETTERS, TASKS, TaskData, TaskError, exact_matches, probe_vocabulary, task_tokenizer
-from lm.trainer import TrainConfig, Trainer, resume_config, snapshot_step
+from lm.trainer import TrainConfig, Trainer, resume_config, snapshot_steps
 from tests.test_train_page import fake_run, open_train, wait_until_ended
 
 EQUALS, END = ord("="), 256  # the tokens of "=" and <|endoftext|> in the one-token-per-byte tokenizer
@@ -176,10 +176,6 @@ def task_config(tmp_path):
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def snapshot_steps(folder: Path) -> list[int]:
-    return sorted(snapshot_step(p) for p in (folder / "attention").glob("step_*.safetensors"))
 
 
 def test_a_task_run_logs_accuracy_and_snapshots_attention(task_config):
