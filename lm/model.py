@@ -60,14 +60,19 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_known_fields(cls, data, "model config fields")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def from_known_fields(cls, data: dict, what: str):
+    """cls(**data) for a dataclass, naming any key it has no field for (a typo in a config
+    file would otherwise end in a bare TypeError)."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return cls(**data)
 
 
 class MLP(nn.Module):

@@ -34,7 +34,7 @@ from lm.data import CORPORA, DataError, encode_corpus, load_corpus, random_batch
 from lm.detectors import attention_weights, head_scores
 from lm.device import PRECISIONS, default_device, device_precision, to_device
 from lm.generate import Sampling, end_of_text_id, generate
-from lm.model import GPT, GPTConfig
+from lm.model import GPT, GPTConfig, from_known_fields
 from lm.tasks import TASKS, TaskData, check_context, find_task, task_tokenizer
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
@@ -129,11 +129,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_known_fields(cls, data, "training options")
 
 
 class TrainingFailed(RuntimeError):
