@@ -119,7 +119,7 @@ def time_attention_page(runs: Path, text: str, other_text: str) -> dict[str, flo
     from streamlit.testing.v1 import AppTest
 
     os.environ |= {"LM_RUNS_DIR": str(runs), "LM_BUNDLED_MODELS": str(runs.parent / "no-bundled-models")}
-    at = AppTest.from_file(str(REPO / "pages" / "attention.py"), default_timeout=600)
+    at = AppTest.from_file(str(REPO / "app_pages" / "attention.py"), default_timeout=600)
     at.session_state["att_text"] = text
     steps = {
         "first open: load the model, run it, draw one head": lambda: None,

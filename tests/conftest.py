@@ -103,8 +103,7 @@ def app_dirs(tmp_path, monkeypatch):
 
 
 def open_page(script: str) -> AppTest:
-    """Run one script headless. Pages are run on their own: AppTest resets Streamlit's
-    pages-folder flag on every run, which would send each rerun through app.py again."""
+    """Run one page script headless, on its own (without app.py's navigation and sidebar)."""
     at = AppTest.from_file(str(REPO / script), default_timeout=120).run()
     assert not at.exception, at.exception
     return at

@@ -19,7 +19,7 @@ from lm.model import parameter_count
 from tests.checkpoints import make_checkpoint
 from tests.conftest import open_page
 
-PAGE = "pages/attention.py"
+PAGE = "app_pages/attention.py"
 TEXT = "To be, or not to be: that is the question."
 
 

@@ -33,7 +33,7 @@ def test_demo_validation_loss_is_what_its_config_records(demo, shakespeare_text)
     assert demo.training["val_loss"] < 4.0  # a blind guess over 1,024 tokens scores ln(1024) = 6.9
 
 
-@pytest.mark.parametrize("page", ["pages/generate.py", "pages/attention.py"])
+@pytest.mark.parametrize("page", ["app_pages/generate.py", "app_pages/attention.py"])
 def test_pages_open_the_demo_by_default(app_dirs, monkeypatch, page):
     monkeypatch.setenv("LM_BUNDLED_MODELS", str(DEMO.parent))
     at = open_page(page)

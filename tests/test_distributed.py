@@ -171,7 +171,7 @@ def test_the_train_page_starts_a_run_in_several_processes(app_dirs, monkeypatch)
         raise runs.RunError("recorded instead of started")
 
     monkeypatch.setattr(runs, "start_run", record)
-    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(REPO / "app_pages" / "train.py"), default_timeout=120).run()
     assert "cpu = CPU (" in " ".join(c.value for c in at.caption)
     assert at.number_input(key="train_processes").value == 1
     at.number_input(key="train_processes").set_value(2).run()

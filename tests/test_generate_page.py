@@ -18,7 +18,7 @@ from lm.tokenizer import BPETokenizer
 from tests.checkpoints import make_checkpoint
 from tests.conftest import open_page
 
-PAGE = "pages/generate.py"
+PAGE = "app_pages/generate.py"
 
 
 def peaked_checkpoint(folder, **config):

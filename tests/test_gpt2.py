@@ -285,7 +285,7 @@ def test_imported_gpt2_attention_on_the_attention_page_is_transformers(small_sav
     """The Attention page shows the imported model's heads, equal to transformers' own attention."""
     hf, folder = small_saved
     import_gpt2(source=folder, out=app_dirs / "runs" / "gpt2-tiny")
-    at = open_page("pages/attention.py")
+    at = open_page("app_pages/attention.py")
     at.selectbox(key="att_model").set_value("gpt2-tiny").run()
     text = "To be, or not to be: that is the question."
     at.text_area(key="att_text").set_value(text).run()

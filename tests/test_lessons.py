@@ -80,7 +80,7 @@ def test_a_lesson_reads_back_unchanged_after_saving():
 
 def test_the_sidebar_saves_the_current_page_as_a_step(demo_model):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     at.query_params.update({"gen_temperature": "1.5", "hide": "gen_top_k"})
     at.run()
     at.text_input(key="lesson_step_label").set_value("Hot")
@@ -96,7 +96,7 @@ def test_the_sidebar_saves_the_current_page_as_a_step(demo_model):
 
 def test_the_teacher_picks_the_controls_a_step_hides(demo_model):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     at.run()
     picker = at.multiselect(key="lesson_hide")
     assert {"temperature", "top k", "top p", "max new", "seed"} <= set(picker.options)  # shown without the page prefix

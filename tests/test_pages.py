@@ -33,7 +33,7 @@ def test_home_lists_pages_device_and_models(app_dirs):
 
 
 def test_tokenizer_page_counts_match_tiktoken(app_dirs):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     text = at.text_area(key="tok_text").value
     for label, name in (("GPT-2 (r50k_base)", "r50k_base"), ("GPT-4 (cl100k_base)", "cl100k_base")):
         count = len(tiktoken.get_encoding(name).encode(text))
@@ -46,7 +46,7 @@ def test_tokenizer_page_counts_match_tiktoken(app_dirs):
 
 
 def test_empty_text_asks_for_text(app_dirs):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.text_area(key="tok_text").set_value("").run()
     assert not at.exception
     assert any("Type or paste" in i.value for i in at.info)
@@ -57,7 +57,7 @@ def test_missing_tiktoken_files_give_a_message_not_a_traceback(app_dirs, monkeyp
         raise TokenizerError(f"{name} is not cached here; set TIKTOKEN_CACHE_DIR")
 
     monkeypatch.setattr("explorer.tokenizers.load_tiktoken", offline)
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     warnings = texts(at.warning)
     assert len(warnings) == 2 and all("TIKTOKEN_CACHE_DIR" in w for w in warnings)
 
@@ -70,7 +70,7 @@ def train(at: AppTest, vocab_size: int = 300) -> AppTest:
 
 
 def test_train_on_shakespeare_then_compare_and_save(app_dirs):
-    at = train(open_page("pages/tokenizer.py"))
+    at = train(open_page("app_pages/tokenizer.py"))
     assert "Learned 43 merges from Tiny Shakespeare" in at.success[0].value
     assert "Own BPE (just trained)" in at.multiselect(key="tok_chosen").value
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -93,7 +93,7 @@ def test_train_on_shakespeare_then_compare_and_save(app_dirs):
 
 
 def test_pasted_text_too_short_for_the_vocabulary_warns(app_dirs):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.radio(key="bpe_source").set_value("Paste text").run()
     assert at.button[0].disabled
     at.text_area(key="bpe_paste").set_value("abc abc abd").run()
@@ -110,7 +110,7 @@ def test_pasted_text_too_short_for_the_vocabulary_warns(app_dirs):
     ],
 )
 def test_bad_uploads_are_refused_with_a_message(app_dirs, content, message):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.radio(key="bpe_source").set_value("Upload a file").run()
     at.file_uploader(key="bpe_upload").set_value(("bad.txt", content, "text/plain")).run()
     assert not at.exception
@@ -119,7 +119,7 @@ def test_bad_uploads_are_refused_with_a_message(app_dirs, content, message):
 
 
 def test_non_utf8_upload_lets_the_user_choose_an_encoding(app_dirs):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.radio(key="bpe_source").set_value("Upload a file").run()
     latin = "Café crème, déjà vu. " * 50
     at.file_uploader(key="bpe_upload").set_value(("notes.txt", latin.encode("cp1252"), "text/plain")).run()
@@ -132,7 +132,7 @@ def test_non_utf8_upload_lets_the_user_choose_an_encoding(app_dirs):
 
 def test_oversized_upload_is_refused_on_the_server(app_dirs, monkeypatch):
     monkeypatch.setattr("explorer.widgets.MAX_TEXT_BYTES", 1_000)
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.radio(key="bpe_source").set_value("Upload a file").run()
     at.file_uploader(key="bpe_upload").set_value(("big.txt", b"x" * 5_000, "text/plain")).run()
     assert "the limit is" in at.error[0].value

@@ -29,7 +29,7 @@ TINY_TRAINING = {
 
 
 def open_train(**query) -> AppTest:
-    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app_pages" / "train.py"), default_timeout=120)
     at.query_params.update(query)
     at.run()
     assert not at.exception, at.exception
@@ -38,7 +38,7 @@ def open_train(**query) -> AppTest:
 
 def open_through_app(**query) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.query_params.update(query)
     at.run()
     assert not at.exception, at.exception
@@ -202,7 +202,7 @@ def test_a_finished_run_links_to_the_pages_that_use_it(app_dirs, monkeypatch):
     """Links only to pages this app has: here every one of them that exists, registered."""
     folder = fake_run(app_dirs / "runs", "done", state="finished")
     make_checkpoint(folder)
-    linked = [p for p in ("pages/attention.py", "pages/generate.py") if (REPO / p).exists()]
+    linked = [p for p in ("app_pages/attention.py", "app_pages/generate.py") if (REPO / p).exists()]
     monkeypatch.setattr("explorer.navigation.PAGES", PAGES + [PageInfo(p, p, "🔗", "") for p in linked if p not in {q.path for q in PAGES}])
     at = open_through_app(run="done")
     links = at.get("page_link")

@@ -73,7 +73,7 @@ def test_tokenizer_page_opens_with_the_linked_settings(app_dirs):
         "tok_tab": "Train your own BPE",
         "bpe_pattern": "GPT-2 regex",  # a selectbox is linked by the label it shows
     }
-    at = open_with("pages/tokenizer.py", params)
+    at = open_with("app_pages/tokenizer.py", params)
     assert widget_values(at, params) == {
         "tok_text": "Кот спит. The cat sleeps.", "tok_chosen": ["GPT-4o (o200k_base)", "GPT-2 (r50k_base)"],
         "tok_show_ids": True, "bpe_source": "Paste text", "bpe_vocab": 300, "bpe_pattern": "gpt2",
@@ -89,7 +89,7 @@ def test_generate_page_opens_with_the_linked_settings(two_models):
         "gen_model": "beta", "gen_prompt": "To be", "gen_temperature": "1.5", "gen_top_k": "0", "gen_top_p": "0.9",
         "gen_max_new": "7", "gen_seed": "42", "gen_stepwise": "true", "score_text": "Hello there", "gen_tab": "Score a text",
     }
-    at = open_with("pages/generate.py", params)
+    at = open_with("app_pages/generate.py", params)
     assert widget_values(at, params) == {
         "gen_model": "beta", "gen_prompt": "To be", "gen_temperature": 1.5, "gen_top_k": 0, "gen_top_p": 0.9,
         "gen_max_new": 7, "gen_seed": 42, "gen_stepwise": True, "score_text": "Hello there", "gen_tab": "Score a text",
@@ -98,7 +98,7 @@ def test_generate_page_opens_with_the_linked_settings(two_models):
 
 
 def test_the_model_param_from_other_pages_still_preselects(two_models):
-    at = open_with("pages/generate.py", {"model": "beta"})
+    at = open_with("app_pages/generate.py", {"model": "beta"})
     assert at.selectbox(key="gen_model").value == "beta"
 
 
@@ -107,7 +107,7 @@ def test_attention_page_opens_with_the_linked_settings(two_models):
         "att_model": "beta", "att_compare": "true", "att_model_b": "alpha", "att_text": "abc abc abc",
         "att_layer": "1", "att_head": "1", "att_tab": "Head detectors", "att_detector": "induction",
     }
-    at = open_with("pages/attention.py", params)
+    at = open_with("app_pages/attention.py", params)
     values = widget_values(at, [k for k in params if k != "att_tab"])
     assert values == {
         "att_model": "beta", "att_compare": True, "att_model_b": "alpha", "att_text": "abc abc abc",
@@ -125,7 +125,7 @@ def test_home_page_opens_with_the_linked_settings(app_dirs):
 
 def test_malformed_values_fall_back_to_the_defaults(two_models):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     for key, value in {
         "gen_model": "no-such-model", "gen_temperature": "hot", "gen_top_k": "-5", "gen_top_p": "7",
         "gen_stepwise": "maybe", "gen_max_new": "", "gen_seed": "1e999",  # crashes Streamlit itself: app.py drops it
@@ -143,7 +143,7 @@ def test_malformed_values_fall_back_to_the_defaults(two_models):
 
 
 def test_a_long_text_stays_out_of_the_link(app_dirs):
-    at = open_page("pages/tokenizer.py")
+    at = open_page("app_pages/tokenizer.py")
     at.text_area(key="tok_text").set_value("x" * (MAX_TEXT_IN_LINK + 1)).run()
     assert "tok_text" not in bound_keys(at)
     assert at.session_state[LEFT_OUT] == ["the text to tokenize"]
@@ -178,7 +178,7 @@ def test_presenter_view_styles_the_app_and_hides_advanced_controls(two_models):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params["presenter"] = "true"
     at.run()
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     at.query_params["hide"] = "gen_temperature,bad}name"
     at.run()
     assert not at.exception, at.exception

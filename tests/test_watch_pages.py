@@ -16,7 +16,7 @@ from tests.checkpoints import make_checkpoint, write_snapshots
 from tests.conftest import open_page
 from tests.test_attention_page import TEXT, as_array, attention, charts, heatmap, show_tab
 
-ATTENTION, GENERATE = "pages/attention.py", "pages/generate.py"
+ATTENTION, GENERATE = "app_pages/attention.py", "app_pages/generate.py"
 
 
 @pytest.fixture

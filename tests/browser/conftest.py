@@ -4,6 +4,7 @@ Screenshots go to test-artifacts/ in the repository root, to look at after a run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -38,11 +39,11 @@ def app_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("app-home")
 
 
-@pytest.fixture(scope="session")
-def app_url(app_home) -> str:
-    """Start `streamlit run app.py` with its own runs and tokenizers folders; stop it afterwards."""
-    home = app_home
-    (home / "data" / "corpora").mkdir(parents=True)
+@contextlib.contextmanager
+def serve_app(home: Path):
+    """`streamlit run app.py` on a free port with its own runs, tokenizers and data folders
+    under `home`; yields its address, stops it afterwards."""
+    (home / "data" / "corpora").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(SHAKESPEARE_FILE, home / "data" / "corpora" / SHAKESPEARE_FILE.name)  # "downloaded" already
     env = {
         **os.environ,
@@ -57,23 +58,34 @@ def app_url(app_home) -> str:
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/_stcore/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None:
+                pytest.fail(f"the app exited early:\n{(home / 'streamlit.log').read_text()}")
+            time.sleep(0.3)
+        else:
+            pytest.fail("the app did not answer /_stcore/health within 60 s")
+        yield url
+    finally:
+        server.terminate()
         try:
-            if requests.get(f"{url}/_stcore/health", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        if server.poll() is not None:
-            pytest.fail(f"the app exited early:\n{(home / 'streamlit.log').read_text()}")
-        time.sleep(0.3)
-    else:
-        server.kill()
-        pytest.fail("the app did not answer /_stcore/health within 60 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_home) -> str:
+    """The app shared by the browser tests."""
+    with serve_app(app_home) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

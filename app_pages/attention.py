@@ -11,7 +11,6 @@ from explorer.attention_view import (
     size_estimates, top_heads, uniform_entropy, value_mix, value_mix_figure, weights_figure,
 )
 from explorer.generation_view import label_of
-from explorer.navigation import run_through_app
 from explorer.presenter import control
 from explorer.runs import read_metrics
 from explorer.token_view import chips_html, describe_tokens, token_label
@@ -31,7 +30,6 @@ TABS = ["Attention map", "All heads", "Head detectors", "Across training", "Abla
 MAX_BUTTONS = 8  # layers or heads shown as a row of buttons; more get a slider
 TOP_HEADS = 4  # buttons that open the best-scoring heads
 
-run_through_app()
 st.title("🎯 Attention")
 st.write(
     "Inside each block of a GPT, every token asks a question (its query), compares it with what "

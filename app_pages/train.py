@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from explorer import runs
-from explorer.navigation import PAGES, run_through_app
+from explorer.navigation import PAGES
 from explorer.paths import runs_root
 from explorer.run_archive import export_run, import_run
 from explorer.tokenizers import load_saved, load_tiktoken, saved_tokenizers
@@ -27,8 +27,6 @@ from lm.device import available_devices, default_device, describe_device, max_pr
 from lm.model import parameter_count, training_memory_bytes
 from lm.tokenizer import TokenizerError
 from lm.trainer import TrainConfig
-
-run_through_app()
 
 HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
 HELP["lr"] += "; this page decays it to a tenth of that by the last step"
@@ -49,7 +47,7 @@ TRAINING_INPUTS = {  # field: (label, min, max, step)
     "sample_every": ("Sample every (steps)", 0, 1_000_000, 10),
     "log_every": ("Log every (steps)", 1, 10_000, 1),
 }
-LINKED_PAGES = {"pages/attention.py": "Look at its attention", "pages/generate.py": "Generate text with it"}
+LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
 CUSTOM = "custom"
 BASIC_INPUTS = ("max_steps", "batch_size", "lr")  # the rest are hidden in presenter view
 TEXT_CHOICE, TASK_CHOICE = "A text", "A synthetic task"

@@ -7,7 +7,7 @@ import streamlit as st
 from explorer.gpt2_import import ImportJob, find_import, running_imports, start_import
 from explorer.lessons import MAX_LESSON_BYTES, LessonError, lesson_card, parse_lesson, shipped_lessons
 from explorer.models import find_models
-from explorer.navigation import PAGES, run_through_app
+from explorer.navigation import PAGES
 from explorer.paths import runs_root
 from explorer.url_state import BIND
 from lm.device import default_device, describe_device
@@ -16,11 +16,10 @@ from lm.model import parameter_count
 
 FROM_HUB, FROM_DISK = "Download from Hugging Face", "A file or folder on this machine"
 MODEL_LINKS = [
-    ("pages/attention.py", "See its attention maps", "🎯"),
-    ("pages/generate.py", "Let it write", "✍️"),
+    ("app_pages/attention.py", "See its attention maps", "🎯"),
+    ("app_pages/generate.py", "Let it write", "✍️"),
 ]
 
-run_through_app()
 st.title("🔬 LLM Explorer")
 st.markdown(
     "Build a small GPT from scratch and look inside it: turn text into tokens, train a model "

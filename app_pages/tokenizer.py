@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from explorer.charts import compression_figure
-from explorer.navigation import run_through_app
 from explorer.paths import tokenizers_dir
 from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats, token_label, vocabulary_rows
@@ -23,7 +22,6 @@ DEFAULT_TEXT = (
 MAX_CHARS = 200_000
 JUST_TRAINED = "Own BPE (just trained)"
 
-run_through_app()
 st.title("🔤 Tokenizer")
 st.write("A language model reads numbers, not letters. A tokenizer turns text into a list of token ids and back.")
 tokenize_tab, train_tab = st.tabs(["Tokenize text", "Train your own BPE"], key="tok_tab", bind=BIND)

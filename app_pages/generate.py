@@ -10,7 +10,6 @@ from explorer.generation_view import (
     Generation, Stepper, attention_row_figure, distribution_bars, distribution_figure, draw_next, generation_html,
     label_of, loss_legend, probability_legend, score_html, score_ids,
 )
-from explorer.navigation import run_through_app
 from explorer.presenter import control
 from explorer.token_view import token_label
 from explorer.url_state import BIND, bind_text
@@ -22,7 +21,6 @@ DEFAULT_SCORE_TEXT = "To be, or not to be, that is the question."
 MAX_CHARS = 10_000
 REDRAW_SECONDS = 0.1  # while streaming, redraw the text at most this often
 
-run_through_app()
 st.title("✍️ Generate")
 st.write(
     "A model writes by predicting a probability for every possible next token, drawing one, "
