@@ -8,9 +8,9 @@ How the own BPE works, in the order the code below does it:
 
 1. Pre-split: a regex cuts the text into chunks (words with their leading space,
    numbers, punctuation runs, whitespace), so no merge ever crosses a chunk edge.
-2. Train: every chunk starts as its UTF-8 bytes (ids 0..255). Count every adjacent
-   pair, weighted by how often the chunk occurs; merge the most frequent pair
-   into a new token; repeat until the vocabulary is full. Ties go to the pair
+2. Train (lm.bpe): every chunk starts as its UTF-8 bytes (ids 0..255). Count every
+   adjacent pair, weighted by how often the chunk occurs; merge the most frequent
+   pair into a new token; repeat until the vocabulary is full. Ties go to the pair
    with the smallest (left id, right id), so training is deterministic.
 3. Encode: a token's id is its rank. Within a chunk, repeatedly join the adjacent
    pair whose joined bytes have the lowest rank (leftmost first), exactly as
@@ -20,16 +20,16 @@ How the own BPE works, in the order the code below does it:
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import regex
 import tiktoken
+
+from lm.bpe import Merge, train_merges
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -65,87 +65,6 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
     def token_bytes(self, token_id: int) -> bytes: ...
     def save(self, path: str | os.PathLike) -> None: ...
-
-
-@dataclass(frozen=True)
-class Merge:
-    """One training step: `pair` was joined into token `id`; it occurred `count` times."""
-
-    pair: tuple[int, int]
-    id: int
-    count: int
-
-
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every non-overlapping occurrence of `pair`, left to right, by `new_id`."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def train_merges(
-    chunk_counts: dict[bytes, int],
-    num_merges: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Merge]:
-    """Learn up to `num_merges` merges from chunks and how often each occurs.
-
-    Pairs are counted once over the unique chunks; after a merge only the chunks
-    that contained the pair are recounted, and a heap (with stale entries skipped)
-    finds the next most frequent pair. If the best pair's bytes already form a
-    token (two different splits of the same string), its occurrences are joined
-    into that token and no duplicate is added.
-    """
-    words = [list(chunk) for chunk in chunk_counts]
-    freqs = list(chunk_counts.values())
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for i, word in enumerate(words):
-        for pair in zip(word, word[1:]):
-            counts[pair] += freqs[i]
-            where[pair].add(i)
-    heap = [(-count, pair) for pair, count in counts.items()]
-    heapq.heapify(heap)
-
-    vocab = [bytes([b]) for b in range(256)]
-    id_of = {token: i for i, token in enumerate(vocab)}
-    merges: list[Merge] = []
-    while len(merges) < num_merges and heap:
-        neg_count, pair = heapq.heappop(heap)
-        if counts.get(pair) != -neg_count:
-            continue  # stale: the count changed after this entry was pushed
-        joined = vocab[pair[0]] + vocab[pair[1]]
-        new_id = id_of.get(joined)
-        if new_id is None:
-            new_id = id_of[joined] = len(vocab)
-            vocab.append(joined)
-            merges.append(Merge(pair, new_id, -neg_count))
-            if progress and (len(merges) % 16 == 0 or len(merges) == num_merges):
-                progress(len(merges), num_merges)
-        changed = set()
-        for i in where.pop(pair):
-            word, freq = words[i], freqs[i]
-            for old in zip(word, word[1:]):
-                counts[old] -= freq
-                changed.add(old)
-            word = words[i] = merge_pair(word, pair, new_id)
-            for new in zip(word, word[1:]):
-                counts[new] += freq
-                where[new].add(i)
-                changed.add(new)
-        for p in changed:
-            if counts[p] > 0:
-                heapq.heappush(heap, (-counts[p], p))
-            else:
-                del counts[p]
-                where.pop(p, None)
-    return merges
 
 
 class BPETokenizer:

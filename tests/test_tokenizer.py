@@ -1,10 +1,9 @@
-"""Tests for lm.tokenizer: the own byte-level BPE (training, encoding, saving) and
+"""Tests for lm.tokenizer and lm.bpe: the own byte-level BPE (training, encoding, saving) and
 OpenAI's encodings through tiktoken, all offline."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from functools import lru_cache
 
 import pytest
@@ -14,12 +13,12 @@ import tiktoken.registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lm.bpe import Merge, train_merges_reference
 from lm.tokenizer import (
     ENDOFTEXT,
     MAX_VOCAB_SIZE,
     SPLIT_PATTERNS,
     BPETokenizer,
-    Merge,
     TiktokenTokenizer,
     TokenizerError,
     load_tokenizer,
@@ -73,45 +72,6 @@ def assert_contiguous_ids(tok: BPETokenizer) -> None:
         tok.token_bytes(token_id)  # every id in range is a token
     with pytest.raises(TokenizerError):
         tok.token_bytes(tok.vocab_size)
-
-
-# --- a from-scratch BPE trainer to check the fast one against ------------------
-
-
-def naive_merge(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    out: list[int] = []
-    i = 0
-    while i < len(word):
-        if tuple(word[i : i + 2]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
-
-
-def naive_train(text: str, pattern: str, num_merges: int) -> list[Merge]:
-    """Recount every pair from scratch at each step; the most frequent pair wins,
-    ties going to the smallest (left, right). A pair whose bytes are already a
-    token is joined into that token without a new merge."""
-    words = [list(chunk.encode("utf-8")) for chunk in regex.findall(SPLIT_PATTERNS[pattern], text)]
-    vocab = [bytes([b]) for b in range(256)]
-    merges: list[Merge] = []
-    while len(merges) < num_merges:
-        counts = Counter(pair for word in words for pair in zip(word, word[1:]))
-        if not counts:
-            break
-        pair, count = min(counts.items(), key=lambda item: (-item[1], item[0]))
-        joined = vocab[pair[0]] + vocab[pair[1]]
-        if joined in vocab:
-            new_id = vocab.index(joined)
-        else:
-            new_id = len(vocab)
-            vocab.append(joined)
-            merges.append(Merge(pair, new_id, count))
-        words = [naive_merge(word, pair, new_id) for word in words]
-    return merges
 
 
 # --- round trips and the fast path against the reference -----------------------
@@ -244,12 +204,27 @@ def test_training_on_small_alphabets_gives_a_sound_vocab(text, pattern, vocab_si
     assert tok.encode(text) == tok.encode_reference(text)
 
 
+def reference_merges(text: str, pattern: str, num_merges: int) -> list[Merge]:
+    """The reference trainer's merges on the same regex pre-split as BPETokenizer.train."""
+    return train_merges_reference(regex.findall(SPLIT_PATTERNS[pattern], text), num_merges)
+
+
+def test_reference_trainer_on_the_textbook_example():
+    """Wikipedia's "aaabdaaabac": aa first (4 overlapping pairs), then a tie at 2 between
+    (a, b) and (aa, a) that goes to the smaller pair, then aa + ab."""
+    a, b, c = 97, 98, 99
+    merges = train_merges_reference(["aaabdaaabac"], 4)
+    assert merges == [Merge((a, a), 256, 4), Merge((a, b), 257, 2), Merge((256, 257), 258, 2), Merge((a, c), 259, 1)]
+    assert train_merges_reference(["aaabdaaabac"], 2) == merges[:2]
+    assert train_merges_reference(["ab", "ba", "a"], 9) == [Merge((a, b), 256, 1), Merge((b, a), 257, 1)]
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_merges_match_a_naive_trainer_on_shakespeare(pattern, shakespeare_text):
+def test_merges_match_the_reference_trainer_on_shakespeare(pattern, shakespeare_text):
     text = shakespeare_text[:20_000]
     num_merges = 150
     tok = BPETokenizer.train(text, 256 + num_merges, pattern=pattern, special_tokens=())
-    assert tok.merges == naive_train(text, pattern, num_merges)
+    assert tok.merges == reference_merges(text, pattern, num_merges)  # pairs, ids and counts
 
 
 @settings(max_examples=200, deadline=None)
@@ -258,9 +233,9 @@ def test_merges_match_a_naive_trainer_on_shakespeare(pattern, shakespeare_text):
     pattern=st.sampled_from(PATTERNS),
     num_merges=st.integers(0, 80),
 )
-def test_merges_match_a_naive_trainer_on_random_text(text, pattern, num_merges):
+def test_merges_match_the_reference_trainer_on_random_text(text, pattern, num_merges):
     tok = BPETokenizer.train(text, 256 + num_merges, pattern=pattern, special_tokens=())
-    assert tok.merges == naive_train(text, pattern, num_merges)
+    assert tok.merges == reference_merges(text, pattern, num_merges)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
