@@ -1,4 +1,5 @@
-"""Tests for explorer.generation_view: colours checked with the WCAG luminance formula,
+"""Tests for the Generate page's views (explorer.generation_view, next_token_charts,
+generate_stream): colours checked with the WCAG luminance formula,
 chart data against sampling_distribution on a plain forward pass, and losses and
 perplexity against cross-entropy computed here token by token."""
 
@@ -11,13 +12,15 @@ import re
 import pytest
 import torch
 
+from explorer.generate_stream import Generation
 from explorer.generation_view import (
-    Bar, Generation, confidence_colour, describe_settings, distribution_bars, distribution_figure,
-    generation_html, label_of, loss_confidence, loss_legend, probability_confidence, probability_legend, score_html,
-    score_ids,
+    confidence_colour, generation_html, label_of, loss_confidence, loss_legend, probability_confidence,
+    probability_legend, score_html,
 )
+from explorer.next_token_charts import Bar, describe_settings, distribution_bars, distribution_figure
 from explorer.token_view import token_label
 from lm.generate import Sampling, Step, generate, sampling_distribution
+from lm.inspect import score_ids
 from lm.model import GPT, GPTConfig
 from tests.checkpoints import shakespeare_bpe
 

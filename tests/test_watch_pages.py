@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.generation_view import step_seed
+from explorer.generate_stepwise import step_seed
+from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
 from lm.detectors import head_scores
 from lm.generate import Sampling, generate
@@ -103,7 +104,7 @@ def test_ablation_changes_the_loss_and_the_next_token(runs):
 
     def losses(mask=None):
         with torch.no_grad():
-            logits = model(idx, head_mask=mask).logits[0]
+            logits = model(idx, probe=Probe(head_mask=mask)).logits[0]
         return F.cross_entropy(logits[:-1], idx[0, 1:], reduction="none").numpy(), logits[-1].softmax(-1).numpy()
 
     at = show_tab(attention_page(), "Ablation")
@@ -150,7 +151,7 @@ def test_stepper_draws_one_token_per_press(runs):
     bars, rows = charts(at)
     assert bars["layout"]["title"]["text"].startswith("Token 2:")
     with torch.no_grad():
-        looked = checkpoint.model(torch.tensor([ids[:-1]]), explain=True).attention
+        looked = checkpoint.model(torch.tensor([ids[:-1]]), probe=Probe(explain=True)).attention
     expected = np.stack([steps.weights[0, :, -1].mean(0).numpy() for steps in looked])
     np.testing.assert_allclose(as_array(rows["data"][0]["z"]), expected, atol=1e-6)  # a row per layer
     at.toggle(key="gen_step_heads").set_value(True).run()

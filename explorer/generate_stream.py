@@ -1,0 +1,97 @@
+"""Generate all at once: the text streams in as the model writes it, then any token can be
+picked to see the distribution it was drawn from. The result stays in the session, so a
+rerun shows it again without sampling again."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from explorer.generation_view import generation_html, probability_legend
+from explorer.next_token_charts import describe_settings, distribution_bars, distribution_figure
+from explorer.token_view import token_label
+from explorer.widgets import chart
+from lm.checkpoint import Checkpoint
+from lm.generate import Sampling, Step, generate
+
+REDRAW_SECONDS = 0.1  # while streaming, redraw the text at most this often
+
+
+@dataclass
+class Generation:
+    """One press of Generate, kept in the session so reruns show it without sampling again;
+    steps grow while it streams, and stay if a rerun interrupts it."""
+
+    model: str  # the checkpoint folder
+    prompt_ids: list[int]  # what the model continued (<|endoftext|> for an empty prompt)
+    settings: Sampling
+    steps: list[Step] = field(default_factory=list)
+    seconds: float = 0.0
+    finished: bool = False
+
+    def summary(self, end_id: int | None) -> str:
+        speed = f" · {len(self.steps) / self.seconds:,.1f} tokens/s" if self.seconds > 0 else ""
+        ending = ""
+        if not self.finished:
+            ending = " · interrupted"
+        elif self.steps and self.steps[-1].token_id == end_id:
+            ending = " · stopped at <|endoftext|>"
+        return (
+            f"{len(self.steps):,} new tokens in {self.seconds:.2f} s{speed} · "
+            f"{describe_settings(self.settings)} · seed {self.settings.seed}{ending}"
+        )
+
+
+def write_at_once(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampling, end_id: int | None) -> None:
+    """The Generate button, the text it writes, and the last generation of this model explained."""
+    clicked = st.button("Generate", type="primary", disabled=not prompt_ids, key="gen_button")
+    st.html(probability_legend())
+    status, box = st.empty(), st.empty()
+    if clicked:
+        stream(checkpoint, prompt_ids, settings, status, box)
+    gen = st.session_state.get("gen")
+    if gen is not None and gen.model == str(checkpoint.path) and gen.steps:
+        explain(gen, checkpoint.tokenizer, end_id, status, box)
+
+
+def stream(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampling, status, box) -> None:
+    """Sample into the session state, redrawing the text as tokens arrive."""
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    gen = Generation(str(checkpoint.path), prompt_ids, settings)
+    st.session_state["gen"] = gen
+    st.session_state["gen_position"] = 0
+    prompt = tokenizer.decode(prompt_ids)
+    started, drawn = time.perf_counter(), 0.0  # the first token is drawn at once
+    for step in generate(model, tokenizer, prompt_ids, settings):
+        gen.steps.append(step)
+        now = time.perf_counter()
+        gen.seconds = now - started
+        if now - drawn >= REDRAW_SECONDS:
+            box.html(generation_html(prompt, gen.steps))
+            status.caption(f"Writing… {len(gen.steps):,} tokens, {len(gen.steps) / gen.seconds:,.1f} tokens/s")
+            drawn = now
+    gen.finished = True
+
+
+def explain(gen: Generation, tokenizer, end_id: int | None, status, box) -> None:
+    """The generated text with one token picked out, and the distribution that token was drawn from."""
+    status.caption(gen.summary(end_id))
+    steps = gen.steps
+    st.subheader("Why this token?")
+    position = 0
+    if len(steps) > 1:
+        position = st.select_slider(
+            "Pick a generated token", options=range(len(steps)), key="gen_position",
+            format_func=lambda i: f"{i + 1}: {token_label(steps[i].token_bytes)}",
+        )
+    box.html(generation_html(tokenizer.decode(gen.prompt_ids), steps, selected=position))
+    bars = distribution_bars(steps[position], tokenizer)
+    chart(distribution_figure(bars, gen.settings, position + 1), "gen_chart", f"next-token-{position + 1}")
+    st.caption(
+        "Grey: the model's own probabilities (softmax of its logits). Blue: the same after temperature, top-k "
+        "and top-p, the distribution the token was actually drawn from. The shaded row is the token drawn."
+    )
+    with st.expander("The generated text on its own"):
+        st.code("".join(s.text for s in steps), language=None, wrap_lines=True)
