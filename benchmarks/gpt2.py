@@ -154,7 +154,8 @@ def main() -> None:
         sys.exit("error: --threads, --repeats and --new-tokens must be at least 1")
     offline_tiktoken_cache()
     import torch
-    from explorer.attention_view import attention_figure, head_grid_figure, run_attention
+    from explorer.attention_maps import attention_figure, head_grid_figure
+    from explorer.attention_view import run_attention
     from lm.checkpoint import load_checkpoint
     from lm.generate import Sampling, generate
     from lm.gpt2 import import_gpt2

@@ -18,6 +18,7 @@ from lm.data import (
     load_corpus,
 )
 
+TABLE_ROW = 36  # pixels: a table row's height, fixed so a table's height can be set from its rows
 SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
 
 
@@ -122,6 +123,12 @@ def chart(fig: go.Figure, key: str, name: str) -> None:
         "⬇ HTML", data=lambda: figure_html(fig), file_name=f"{filename}.html", mime="text/html", key=f"{key}_html",
         type="tertiary", on_click="ignore", help="The interactive chart as a web page of its own, for slides.",
     )
+
+
+def table(data, max_height: int, **options) -> None:
+    """st.dataframe without its index, as tall as its rows up to `max_height`, so a short table is shown whole."""
+    st.dataframe(data, hide_index=True, row_height=TABLE_ROW, height=min(max_height, TABLE_ROW * (len(data) + 1) + 3),
+                 **options)
 
 
 def figure_html(fig: go.Figure) -> str:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer import attention_view
+from explorer.attention_tabs import inputs
 from explorer.attention_view import run_attention
+from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
-from lm.model import parameter_count
+from lm.sizing import parameter_count
 from tests.checkpoints import make_checkpoint
 from tests.conftest import open_page
 
@@ -28,7 +29,7 @@ def attention(folder: Path, text: str, layer: int, head: int) -> np.ndarray:
     checkpoint = load_checkpoint(folder)
     ids = checkpoint.tokenizer.encode(text)[-checkpoint.model.config.block_size :]
     with torch.no_grad():
-        return checkpoint.model(torch.tensor([ids]), explain=True).attention[layer].weights[0, head].numpy()
+        return checkpoint.model(torch.tensor([ids]), probe=Probe(explain=True)).attention[layer].weights[0, head].numpy()
 
 
 def as_array(value) -> np.ndarray:
@@ -95,7 +96,7 @@ def test_the_forward_pass_is_cached_until_the_checkpoint_changes(runs, monkeypat
         calls.append(ids)
         return run_attention(model, tokenizer, ids)
 
-    monkeypatch.setattr(attention_view, "run_attention", counted)
+    monkeypatch.setattr(inputs, "run_attention", counted)
     folder = make_checkpoint(runs / "tiny")
     at = open_page(PAGE)
     at.text_area(key="att_text").set_value(TEXT).run()

@@ -1,6 +1,6 @@
-"""Tests for explorer.attention_view: the forward pass against the model and against a
-hand computation, head statistics on attention patterns with known answers, the
-step-through arithmetic, and figures whose data must be the model's numbers."""
+"""Tests for explorer.attention_view and the figures drawn from it: the forward pass against
+the model and against a hand computation, head statistics on attention patterns with known
+answers, the step-through arithmetic, and figures whose data must be the model's numbers."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.attention_view import (
-    GRID_CELLS, MAX_TOKENS, attention_figure, block_diagram_html, config_rows, context_window, head_grid_figure,
-    head_statistics, parameter_figure, pool_max, query_rows, run_attention, scores_figure, si, size_estimates,
-    uniform_entropy, value_mix, value_mix_figure,
-)
-from lm.model import GPT, GPTConfig, flops_per_token, parameter_count, training_memory_bytes
+from explorer.attention_maps import GRID_CELLS, attention_figure, head_grid_figure, pool_max, scores_figure
+from explorer.attention_view import MAX_TOKENS, context_window, run_attention
+from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
+from explorer.head_statistics import head_statistics, uniform_entropy
+from explorer.model_view import block_diagram_html, config_rows, parameter_figure, si, size_estimates
+from lm.attention import Probe
+from lm.model import GPT, GPTConfig
+from lm.sizing import flops_per_token, parameter_count, training_memory_bytes
 from lm.tokenizer import BPETokenizer
 
 BYTES = BPETokenizer([])  # 256 byte tokens + <|endoftext|>: each character of an ASCII text is a token
@@ -57,7 +59,7 @@ def test_run_attention_equals_the_models_own_forward_pass(model):
     run = run_attention(model, BYTES, ids)
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())  # a shared model: untouched
     with torch.no_grad():
-        steps = model(torch.tensor([ids]), explain=True).attention
+        steps = model(torch.tensor([ids]), probe=Probe(explain=True)).attention
     for layer, step in enumerate(steps):
         np.testing.assert_allclose(run.scores[layer], step.scores[0].numpy(), rtol=0, atol=1e-6)
         np.testing.assert_allclose(run.weights[layer], step.weights[0].numpy(), rtol=0, atol=1e-6)
@@ -315,7 +317,7 @@ CONFIG = GPTConfig(vocab_size=320, block_size=256, n_layer=6, n_head=6, n_embd=3
 
 def test_parameter_chart_adds_up_to_the_real_parameter_count(monkeypatch):
     fig = parameter_figure(CONFIG)
-    monkeypatch.setattr("lm.model.physical_memory_bytes", lambda: None)
+    monkeypatch.setattr("lm.sizing.physical_memory_bytes", lambda: None)
     with torch.device("meta"):
         real = sum(p.numel() for p in GPT(CONFIG).parameters())
     assert sum(fig.data[0].x) == parameter_count(CONFIG) == real

@@ -1,0 +1,86 @@
+"""The "Step through one head" tab: the chosen head's arithmetic for one query token, with
+the model's real numbers: scores, the causal mask, softmax, and the mix of values."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer.attention_maps import ANNOTATE_MAX, attention_figure, scores_figure
+from explorer.attention_tabs.view import AttentionView
+from explorer.attention_view import AttentionRun
+from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
+from explorer.presenter import control
+from explorer.widgets import chart, table
+
+
+def render_step_through(view: AttentionView) -> None:
+    name = view.pick_model("att_step")
+    st.markdown(f"**{name}**, layer {view.layer}, head {view.head}: the real numbers for your text.")
+    run = view.models[name].run
+    query = choose_query(run)
+    if len(run.ids) > ANNOTATE_MAX:
+        st.caption(f"The maps write their numbers in for texts of up to {ANNOTATE_MAX} tokens; here, hover a cell.")
+    rows = query_rows(run, view.layer, view.head, query)
+    for number, (explanation, figure) in enumerate(steps(run, view.layer, view.head, query, rows)):
+        text_col, figure_col = st.columns([1, 2])
+        text_col.markdown(explanation)
+        with figure_col:
+            chart(figure, f"att_step_{number}", f"layer{view.layer}-head{view.head}-query{query}-step{number + 1}")
+    d = run.head_size
+    st.markdown(
+        f"**Query #{query}, key by key:** score = q·k / √{d}, weight = e^(score − max) / Σ e^(score − max)"
+    )
+    with control("att_step_table", advanced=True):
+        table(pd.DataFrame(rows), 460,
+              column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "key"})
+    mix = value_mix(run, view.layer, view.head, query)
+    st.markdown(
+        f"#### 4 · Mixing the values\n"
+        f"The output for query #{query} is the sum of every value vector times its weight: "
+        f"{len(mix.labels)} rows below add up to the last one. This is what the head passes on."
+    )
+    chart(value_mix_figure(mix), "att_mix", f"layer{view.layer}-head{view.head}-query{query}-value-mix")
+    st.caption(
+        f"Σ weight × value matches the model's own output for this head to within {mix.error:.1e} (float rounding)."
+    )
+
+
+def choose_query(run: AttentionRun) -> int:
+    """The token whose attention is followed: the last one until another is picked."""
+    T = len(run.ids)
+    st.session_state.setdefault("att_query", T - 1)
+    if st.session_state["att_query"] >= T:
+        st.session_state["att_query"] = T - 1
+    return st.select_slider(
+        "Query token: the token whose attention you follow", list(range(T)), key="att_query",
+        format_func=lambda i: f"#{i} {run.labels[i]}",
+    )
+
+
+def steps(run: AttentionRun, layer: int, head: int, query: int, rows: list[dict]) -> list[tuple[str, object]]:
+    """Steps 1 to 3, each an explanation and its figure: scores, the mask, softmax."""
+    best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
+    d = run.head_size
+    return [
+        (
+            f"#### 1 · Scores: how well each query matches each key\n"
+            f"Each token's vector is turned into a query q, a key k and a value v of {d} numbers. "
+            f"Query #{query} with key #{best}: q·k / √{d} = "
+            f"{rows[best]['q·k']:.3f} / {d ** 0.5:.2f} = **{rows[best]['score']:.3f}**.\n\n"
+            f"Dividing by √{d} keeps the scores small enough for softmax not to saturate.",
+            scores_figure(run, layer, head, query),
+        ),
+        (
+            "#### 2 · The causal mask\n"
+            "A token may not look at tokens after it: while the model writes, they do not exist yet. "
+            "Their scores become −∞ (grey), and e^−∞ = 0.",
+            scores_figure(run, layer, head, query, masked=True),
+        ),
+        (
+            "#### 3 · Softmax: scores become weights\n"
+            "Each row: e^(score − the row's largest score), divided by the row's sum. "
+            "Positive numbers that add up to 1.",
+            attention_figure(run, layer, head, "weights: the softmax of each row", highlight_row=query, compact=True),
+        ),
+    ]

@@ -1,0 +1,61 @@
+"""Computations on a checkpoint, cached for the whole server. A model object cannot be
+hashed and is shared between sessions, so the cache key is its weights file's stamp
+(path, mtime, size) instead: a checkpoint rewritten by training is computed afresh."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import streamlit as st
+
+from lm.checkpoint import Checkpoint
+
+WEIGHTS_FILE = "model.safetensors"
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file's version: it changes whenever the file is rewritten."""
+
+    path: str
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> FileStamp:
+        """OSError if the file is gone."""
+        stat = Path(path).stat()
+        return cls(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def cached_on_checkpoint(
+    *, max_entries: int, spinner: str | bool = False
+) -> Callable[[Callable[..., Result]], Callable[..., Result | None]]:
+    """Decorate `compute(checkpoint, *args)` (args hashable) to run once per weights version
+    and args. The decorated call shows an error and returns None when the weights are gone."""
+
+    def decorate(compute: Callable[..., Result]) -> Callable[..., Result | None]:
+        def cached(stamp: FileStamp, args: tuple, _checkpoint: Checkpoint) -> Result:
+            return compute(_checkpoint, *args)
+
+        # streamlit keeps one cache per module and name: without these, every computation would share one
+        cached.__module__, cached.__qualname__ = compute.__module__, compute.__qualname__
+        cached = st.cache_data(max_entries=max_entries, show_spinner=spinner)(cached)
+
+        @functools.wraps(compute)
+        def call(checkpoint: Checkpoint, *args) -> Result | None:
+            try:
+                stamp = FileStamp.of(checkpoint.path / WEIGHTS_FILE)
+            except OSError:
+                st.error(f"{checkpoint.path.name} has disappeared from disk; choose another model.")
+                return None
+            return cached(stamp, args, checkpoint)
+
+        return call
+
+    return decorate
