@@ -19,11 +19,25 @@ def default_device() -> str:
     return "cpu"
 
 
+def resolve_device(name: str) -> str:
+    """The device a setting names: "auto" is the best this machine has, anything else itself."""
+    return default_device() if name == "auto" else name
+
+
 def available_devices() -> list[str]:
     devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     if torch.backends.mps.is_available():
         devices.append("mps")
     return devices + ["cpu"]
+
+
+def use_threads_for_server() -> int:
+    """Set PyTorch's threads for a process that serves the app, and return how many: one core
+    is left to the server itself and to runs training in the background. On a 2-core machine
+    two PyTorch threads made the pages several times slower, not faster."""
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def describe_device(device: str) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import tiktoken
+import torch
 from streamlit.testing.v1 import AppTest
 
+from lm.device import use_threads_for_server
 from lm.tokenizer import TokenizerError
 from tests.conftest import open_page
 
@@ -137,3 +140,10 @@ def test_oversized_upload_is_refused_on_the_server(app_dirs, monkeypatch):
     at.file_uploader(key="bpe_upload").set_value(("big.txt", b"x" * 5_000, "text/plain")).run()
     assert "the limit is" in at.error[0].value
     assert at.button[0].disabled
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(8, 7), (2, 1), (1, 1), (None, 1)])
+def test_the_server_leaves_a_core_free_for_itself_and_training_runs(monkeypatch, cores, threads):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert use_threads_for_server() == threads
+    assert torch.get_num_threads() == threads
