@@ -17,19 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from explorer.paths import check_name, runs_root
-from lm.data import DataError, split_tokens
-from lm.device import default_device
-from lm.model import GPT, ConfigError, GPTConfig, flops_per_token, physical_memory_bytes, training_memory_bytes
+from lm.plan import RunPlan
 from lm.tokenizer import TokenizerError, load_tokenizer
-from lm.trainer import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE, LAUNCH_FILE, STATUS_FILE, LOG_FILE, DATA_FILE = (
@@ -41,33 +35,6 @@ STALE_AFTER_S = 600  # only where the process cannot be checked (no /proc): a he
 
 class RunError(ValueError):
     """A run that cannot be started, found or deleted; the message says why."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    description: str
-    options: dict  # TrainConfig fields
-
-
-# Timed on a 2-core CPU with one training thread and a 512-token BPE on Tiny Shakespeare:
-# tiny about 30 ms a step (a minute in all), small about 250 ms (ten minutes).
-PRESETS = {
-    "tiny": Preset(
-        "2 layers, 64 wide: about a minute on a laptop CPU",
-        dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, max_steps=2000, lr=2e-3,
-             warmup_steps=100, dropout=0.0, log_every=5, eval_every=200, sample_every=200),
-    ),
-    "small": Preset(
-        "4 layers, 128 wide: about ten minutes on a laptop CPU",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=16, max_steps=2500, lr=1e-3,
-             warmup_steps=100, dropout=0.0, log_every=10, eval_every=250, sample_every=250),
-    ),
-    "medium": Preset(
-        "6 layers, 384 wide (nanoGPT's Shakespeare size): for a GPU; hours on a CPU",
-        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=32, max_steps=3000, lr=1e-3,
-             warmup_steps=200, dropout=0.1, log_every=10, eval_every=250, sample_every=250),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -90,82 +57,6 @@ class RunInfo:
     @property
     def has_checkpoint(self) -> bool:
         return (self.folder / "config.json").is_file() and (self.folder / "model.safetensors").is_file()
-
-
-# --- planning a run ---------------------------------------------------------------
-
-
-def padded_vocab_size(vocab_size: int) -> int:
-    """The model's vocabulary as the trainer builds it: rounded up to a multiple of 64."""
-    return -(-vocab_size // 64) * 64
-
-
-def device_memory_bytes(device: str) -> int | None:
-    kind = torch.device(device)
-    if kind.type == "cuda":
-        return torch.cuda.get_device_properties(kind.index or 0).total_memory
-    return physical_memory_bytes()
-
-
-def check_plan(cfg: TrainConfig, vocab_size: int, max_tokens: int | None, token_bound: bool = False) -> GPTConfig:
-    """Refuse what cannot work before any process starts: the trainer's own checks, a model
-    whose training (with one batch) does not fit the device's memory, and a text too short
-    for the context. `max_tokens` is the text's token count, or with `token_bound` an upper
-    bound on it (its length in bytes, for a BPE not trained yet); None for a synthetic task, whose
-    examples are made as training goes. Raises ValueError."""
-    cfg.check()
-    device = default_device() if cfg.device == "auto" else cfg.device
-    memory = device_memory_bytes(device)
-    model = cfg.model_config(padded_vocab_size(vocab_size)).validate(memory)
-    needed = training_memory_bytes(model, cfg.batch_size)  # accumulated micro-batches run one after another
-    if memory and needed > memory:
-        raise ConfigError(
-            f"with a batch of {cfg.batch_size} sequences this needs about {needed / 2**30:.1f} GiB to train but "
-            f"{device} has {memory / 2**30:.1f} GiB; use a smaller batch, context or model"
-        )
-    if max_tokens is None:
-        return model
-    try:  # the trainer's own split, on a stand-in of the right length (no memory: a broadcast view)
-        split_tokens(np.broadcast_to(np.uint8(0), (max_tokens,)), cfg.val_fraction, cfg.block_size)
-    except DataError as exc:
-        if token_bound:
-            raise DataError(f"{exc} (even counting every byte as a token, the most a byte-level BPE makes)") from None
-        raise
-    return model
-
-
-def measure_training_flops(device: str, threads: int = 0, steps: int = 5) -> float:
-    """FLOP/s this device reaches on a training step of a small reference GPT (4 layers,
-    128 wide, context 128, batch 8), to turn a config's FLOPs into a rough time per step.
-    The fastest of a few steps (other programs only ever slow a step down), with the CPU
-    threads the run will use (0: PyTorch's default): on a busy CPU, more threads than free
-    cores can make a step many times slower."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _fastest_step_flops(device, steps)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _fastest_step_flops(device: str, steps: int) -> float:
-    config = GPTConfig(vocab_size=512, block_size=128, n_layer=4, n_head=4, n_embd=128)
-    model = GPT(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters())
-    batch = torch.randint(0, config.vocab_size, (8, config.block_size), device=device)
-
-    def step() -> float:
-        started = time.perf_counter()
-        model(batch, batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - started
-
-    step()  # the first step allocates and warms up
-    return flops_per_token(config) * batch.numel() / min(step() for _ in range(steps))
 
 
 # --- starting, finding, stopping, deleting ------------------------------------------
@@ -197,20 +88,19 @@ def free_name(base: str) -> str:
     return f"{base}-{number}"
 
 
-def start_run(name: str, options: dict, text: str | None = None, processes: int = 1) -> RunInfo:
-    """Start training in a new folder `name` under the runs root. `options` are TrainConfig
-    fields; `text` (an upload or a paste) is saved in the folder and trained on. With several
-    `processes`, torchrun starts them on this machine and they train together (DDP)."""
-    if processes < 1:
-        raise RunError(f"a run needs at least one process, not {processes}")
+def start_run(name: str, plan: RunPlan) -> RunInfo:
+    """Start training `plan` (lm.plan.plan_run) in a new folder `name` under the runs root: its
+    config as it is, told where the folder is (and the text kept in it, if the plan has one);
+    torchrun starts several processes, which train together (DDP)."""
+    if plan.problem:
+        raise RunError(plan.problem)
     problem = name_problem(name)
     if problem:
         raise RunError(problem)
     folder = run_folder(name)
-    options = {**options, "out": str(folder.resolve())}
-    if text is not None:
-        options["data"] = str((folder / DATA_FILE).resolve())
-    cfg = TrainConfig.from_dict(options).check()
+    data = str((folder / DATA_FILE).resolve()) if plan.text is not None else plan.config.data
+    cfg = replace(plan.config, out=str(folder.resolve()), data=data)
+    text, processes = plan.text, plan.processes
     try:
         folder.mkdir(parents=True)
     except FileExistsError:  # another session took the name a moment ago

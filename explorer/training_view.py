@@ -13,8 +13,9 @@ import plotly.colors
 import plotly.graph_objects as go
 
 from explorer.charts import PROJECTOR_FONT
-from lm.model import GPTConfig, flops_per_token
-from lm.trainer import TrainConfig
+from lm.model import GPTConfig
+from lm.sizing import flops_per_token
+from lm.train_config import TrainConfig
 
 MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"

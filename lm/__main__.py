@@ -17,9 +17,10 @@ from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
 from lm.device import default_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
-from lm.model import parameter_count
-from lm.tasks import find_task
-from lm.trainer import TrainConfig, Trainer, TrainingFailed, resume_config
+from lm.plan import with_preset
+from lm.sizing import parameter_count
+from lm.train_config import TrainConfig
+from lm.trainer import Trainer, TrainingFailed, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 
 
@@ -84,8 +85,7 @@ def cmd_train(args) -> None:
         cfg = resume_config(args.out, **overrides)
     else:
         options = {**(read_config_file(args.config) if args.config else {}), **overrides}
-        task = find_task(options.get("data", ""))  # a task brings its own sizes and schedule, which flags override
-        cfg = TrainConfig.from_dict({**(task.preset if task else {}), **options})
+        cfg = TrainConfig.from_dict(with_preset(options))  # a task brings its own sizes and schedule, which flags override
     try:
         train_and_report(cfg, args.resume)
     except BaseException:

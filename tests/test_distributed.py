@@ -23,6 +23,7 @@ from lm import distributed
 from lm.__main__ import build_parser
 from lm.device import Precision, choose_precision, max_processes
 from lm.distributed import World
+from lm.plan import RunChoice, RunPlan, plan_run
 from lm.trainer import TrainConfig, Trainer
 from tests.checkpoints import shakespeare_bpe
 
@@ -59,6 +60,11 @@ def run_to_end(command: list[str]) -> subprocess.CompletedProcess:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def two_process_plan(options: dict) -> RunPlan:
+    """A run planned as the Train page plans one in two processes."""
+    return plan_run(RunChoice(options, vocab_size=shakespeare_bpe().vocab_size, processes=2))
 
 
 def wait_until(condition, timeout: float = 120.0) -> None:
@@ -112,7 +118,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(two_process_run, 
 def test_a_two_process_run_stopped_from_the_app_resumes_on_the_same_curve(two_process_run, data, tmp_path, monkeypatch):
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
     # Started as the Train page does, with a max_steps far off: it is stopped long before.
-    info = runs.start_run("stopped", {**TINY, **data, "max_steps": 10**6}, processes=2)
+    info = runs.start_run("stopped", two_process_plan({**TINY, **data, "max_steps": 10**6}))
     launch = json.loads((info.folder / runs.LAUNCH_FILE).read_text())
     assert "torch.distributed.run" in launch["command"] and launch["processes"] == 2
     wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
@@ -153,7 +159,7 @@ def test_deleting_a_two_process_run_kills_every_process(data, tmp_path, monkeypa
     """torchrun starts each process in its own session, out of reach of a signal to its group;
     SIGKILL to torchrun (a deleted run) must still end them, or they would train on."""
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
-    info = runs.start_run("doomed", {**TINY, **data, "max_steps": 10**6}, processes=2)
+    info = runs.start_run("doomed", two_process_plan({**TINY, **data, "max_steps": 10**6}))
     launcher = json.loads((info.folder / runs.LAUNCH_FILE).read_text())["pid"]
     wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
     workers = child_pids(launcher)
@@ -166,8 +172,8 @@ def test_deleting_a_two_process_run_kills_every_process(data, tmp_path, monkeypa
 def test_the_train_page_starts_a_run_in_several_processes(app_dirs, monkeypatch):
     started = []
 
-    def record(name, options, text=None, processes=1):
-        started.append((options["device"], processes))
+    def record(name, plan):
+        started.append((plan.config.device, plan.processes))
         raise runs.RunError("recorded instead of started")
 
     monkeypatch.setattr(runs, "start_run", record)

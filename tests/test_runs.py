@@ -15,9 +15,8 @@ import pytest
 
 from explorer import runs
 from lm.checkpoint import load_checkpoint, read_config
-from lm.data import DataError
-from lm.model import ConfigError, GPTConfig, parameter_count
-from lm.trainer import TrainConfig
+from lm.plan import RunChoice, RunPlan, plan_run
+from lm.train_config import padded_vocab_size
 
 TINY = dict(
     tokenizer="bpe:320", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=40, warmup_steps=5,
@@ -34,6 +33,11 @@ def root(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def text(shakespeare_text) -> str:
     return shakespeare_text[:60_000]
+
+
+def plan(options: dict, text: str | None = None) -> RunPlan:
+    """A run planned as the Train page plans it (TINY's BPE has 320 tokens)."""
+    return plan_run(RunChoice(options, vocab_size=320, text=text))
 
 
 def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
@@ -61,7 +65,7 @@ def training(name: str, min_step: int = 1) -> runs.RunInfo | None:
 
 
 def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
-    info = runs.start_run("tiny", {**TINY, "tokenizer": "bpe:300"}, text=text)
+    info = runs.start_run("tiny", plan({**TINY, "tokenizer": "bpe:300"}, text=text))
     assert info.state == "starting"  # the child is still importing torch
     assert (root / "tiny" / runs.DATA_FILE).read_text(encoding="utf-8") == text
     config = json.loads((root / "tiny" / runs.CONFIG_FILE).read_text())
@@ -88,13 +92,13 @@ def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     assert [s["step"] for s in runs.read_samples(done.folder)] == [10, 20, 30, 40]
     config = load_checkpoint(done.folder).model.config
     assert config.n_embd == 32
-    assert config.vocab_size == runs.padded_vocab_size(300) == 320  # as the trainer pads it
+    assert config.vocab_size == padded_vocab_size(300) == 320  # as the trainer pads it
     assert runs.tokenizer_vocab_size(done.folder) == 300
     assert "finished at step 40" in (done.folder / runs.LOG_FILE).read_text()
 
 
 def test_stop_saves_a_loadable_checkpoint_and_ends_stopped(root, text):
-    runs.start_run("long", {**TINY, "max_steps": 100_000, "eval_every": 1_000}, text=text)
+    runs.start_run("long", plan({**TINY, "max_steps": 100_000, "eval_every": 1_000}, text=text))
     wait_for(lambda: training("long", min_step=4))
     assert runs.stop_run("long")
     assert state_of("long").stop_requested
@@ -106,13 +110,13 @@ def test_stop_saves_a_loadable_checkpoint_and_ends_stopped(root, text):
 
 
 def test_a_run_stopped_while_starting_ends_stopped(root, text):
-    runs.start_run("early", TINY, text=text)
+    runs.start_run("early", plan(TINY, text=text))
     assert runs.stop_run("early")
     assert wait_for(lambda: state_of("early").state == "stopped")
 
 
 def test_a_killed_process_is_reported_as_died(root, text):
-    runs.start_run("victim", {**TINY, "max_steps": 100_000}, text=text)
+    runs.start_run("victim", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("victim"))
     os.killpg(launched_pid("victim"), signal.SIGKILL)  # no chance to write its status
     died = wait_for(lambda: (i := state_of("victim")).state == "died" and i)
@@ -138,22 +142,22 @@ def test_a_status_that_says_running_is_checked_against_the_process(root):
 
 
 def test_a_failure_before_training_shows_the_trainers_message(root):
-    info = runs.start_run("short", TINY, text="To be, or not to be. " * 20)  # far fewer tokens than it needs
+    info = runs.start_run("short", plan(TINY, text="To be, or not to be. " * 20))  # far fewer tokens than it needs
     failed = wait_for(lambda: (i := state_of("short")).state == "failed" and i)
     assert "not more than the context of 32" in failed.error  # from status.json, or the log when it has none
     assert failed.folder == info.folder
 
 
 def test_several_runs_train_at_once(root, text, shakespeare_path):
-    runs.start_run("one", TINY, text=text)
-    runs.start_run("two", {**TINY, "data": str(shakespeare_path), "max_steps": 20})
+    runs.start_run("one", plan(TINY, text=text))
+    runs.start_run("two", plan({**TINY, "data": str(shakespeare_path), "max_steps": 20}))
     finished = wait_for(lambda: all(i.state == "finished" for i in runs.list_runs()) and runs.list_runs())
     assert sorted((i.name, i.step) for i in finished) == [("one", 40), ("two", 20)]
     assert json.loads((root / "two" / runs.CONFIG_FILE).read_text())["data"] == str(shakespeare_path)
 
 
 def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, tmp_path):
-    runs.start_run("doomed", {**TINY, "max_steps": 100_000}, text=text)
+    runs.start_run("doomed", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("doomed"))
     pid = launched_pid("doomed")
     runs.delete_run("doomed")
@@ -178,7 +182,7 @@ def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65, "a..b"])
 def test_bad_run_names_are_refused_before_anything_is_written(root, name):
     with pytest.raises(runs.RunError, match="not a usable run name"):
-        runs.start_run(name, TINY)
+        runs.start_run(name, plan(TINY))
     assert not root.exists() or not any(root.iterdir())
 
 
@@ -189,11 +193,11 @@ def test_an_existing_name_or_an_impossible_config_is_refused(root, text):
     assert runs.name_problem("fresh") is None and "not a usable run name" in runs.name_problem("a/b")
     assert runs.free_name("tiny-pasted") == "tiny-pasted-2"
     with pytest.raises(runs.RunError, match="already exists"):
-        runs.start_run("taken", TINY, text=text)
-    with pytest.raises(ConfigError, match="divisible by n_head"):
-        runs.start_run("odd", {**TINY, "n_embd": 100, "n_head": 3}, text=text)
+        runs.start_run("taken", plan(TINY, text=text))
+    with pytest.raises(runs.RunError, match="divisible by n_head"):
+        runs.start_run("odd", plan({**TINY, "n_embd": 100, "n_head": 3}, text=text))
     with pytest.raises(ValueError, match="unknown training options"):
-        runs.start_run("typo", {**TINY, "layers": 3}, text=text)
+        runs.start_run("typo", plan({**TINY, "layers": 3}, text=text))
     assert sorted(p.name for p in root.iterdir()) == ["taken", "tiny-pasted-1"]
 
 
@@ -205,34 +209,6 @@ def test_metrics_reader_skips_a_line_being_written(tmp_path):
         f.write('n_loss": 4.1}\nnot json\n{"step": 4, "train_loss": 4.0}\n')
     assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2, 3, 4]  # the finished line, and past garbage
     assert runs.read_jsonl(tmp_path / "missing.jsonl") == []
-
-
-def test_check_plan_refuses_what_cannot_train():
-    tiny = TrainConfig.from_dict(TINY)
-    model = runs.check_plan(tiny, vocab_size=300, max_tokens=10_000)
-    assert model.vocab_size == 320 and parameter_count(model) == parameter_count(GPTConfig(320, 32, 1, 2, 32))
-    with pytest.raises(DataError, match="validation part of the text has 32 tokens"):
-        runs.check_plan(tiny, vocab_size=320, max_tokens=320)  # 10% held out: 32 tokens, not more than 32
-    with pytest.raises(DataError, match="even counting every byte"):
-        runs.check_plan(tiny, vocab_size=320, max_tokens=320, token_bound=True)
-    with pytest.raises(ConfigError, match="divisible"):
-        runs.check_plan(TrainConfig.from_dict({**TINY, "n_embd": 100, "n_head": 3}), 320, 10_000)
-    with pytest.raises(ConfigError, match="GiB to train"):
-        runs.check_plan(TrainConfig.from_dict({**TINY, "n_layer": 48, "n_embd": 8192, "n_head": 64}), 320, 10_000)
-    with pytest.raises(ConfigError, match="with a batch of 200000"):
-        runs.check_plan(TrainConfig.from_dict({**TINY, "batch_size": 200_000, "block_size": 1024}), 50_257, 10**7)
-
-
-def test_padded_vocab_size_matches_the_trainer():
-    assert [runs.padded_vocab_size(v) for v in (64, 300, 320, 321, 50_257)] == [64, 320, 320, 384, 50_304]
-
-
-def test_measured_device_speed_is_a_plausible_flop_rate_and_leaves_the_threads_alone():
-    import torch
-
-    threads = torch.get_num_threads()
-    assert 1e7 < runs.measure_training_flops("cpu", threads=1, steps=1) < 1e14
-    assert torch.get_num_threads() == threads
 
 
 def test_a_process_that_ended_before_training_is_failed_with_its_last_words_or_stopped(root):

@@ -16,7 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import runs
 from explorer.training_view import format_bytes
-from lm.model import GPTConfig, parameter_count, training_memory_bytes
+from lm.model import GPTConfig
+from lm.plan import PRESETS
+from lm.sizing import parameter_count, training_memory_bytes
+from lm.train_config import padded_vocab_size
 from explorer.navigation import PAGES, PageInfo
 from tests.checkpoints import make_checkpoint, shakespeare_bpe
 
@@ -68,11 +71,11 @@ def run_folders(app_dirs: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
 
-@pytest.mark.parametrize("preset", list(runs.PRESETS))
+@pytest.mark.parametrize("preset", list(PRESETS))
 def test_presets_show_the_models_parameter_count_and_memory(app_dirs, preset):
     at = open_train()
     at.radio(key="train_preset").set_value(preset).run()
-    options = runs.PRESETS[preset].options
+    options = PRESETS[preset].options
     model = GPTConfig(512, options["block_size"], options["n_layer"], options["n_head"], options["n_embd"])
     assert metric(at, "Parameters") == f"{parameter_count(model):,}"
     assert metric(at, "Memory to train") == format_bytes(training_memory_bytes(model, options["batch_size"]))
@@ -219,7 +222,7 @@ def test_the_tokenizer_choice_sets_the_vocabulary(app_dirs):
     shakespeare_bpe(320).save(app_dirs / "tokenizers" / "mine.json")
     at.run()
     assert at.selectbox(key="train_saved_tok").value == "mine"
-    tiny = runs.PRESETS["tiny"].options
+    tiny = PRESETS["tiny"].options
     sizes = (tiny["block_size"], tiny["n_layer"], tiny["n_head"], tiny["n_embd"])
     assert metric(at, "Parameters") == f"{parameter_count(GPTConfig(320, *sizes)):,}"
 
@@ -249,7 +252,7 @@ def test_a_pasted_text_is_saved_in_the_run_and_trained_on(app_dirs, shakespeare_
 def test_the_blind_guess_spreads_over_the_tokenizers_tokens_not_the_padding(app_dirs):
     folder = fake_run(app_dirs / "runs", "padded", state="finished")
     tokenizer = shakespeare_bpe()
-    make_checkpoint(folder, tokenizer=tokenizer, vocab_size=runs.padded_vocab_size(tokenizer.vocab_size) + 64)
+    make_checkpoint(folder, tokenizer=tokenizer, vocab_size=padded_vocab_size(tokenizer.vocab_size) + 64)
     at = open_through_app(run="padded")  # a run with a checkpoint links to the other pages
     loss_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert loss_chart["layout"]["shapes"][0]["y0"] == pytest.approx(math.log(tokenizer.vocab_size))

@@ -1,0 +1,89 @@
+"""The Train page's runs: the table of every run, their loss curves overlaid, and for one
+run watch, export (a zip) or delete (after asking); and importing a run exported elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from explorer import runs
+from explorer.paths import runs_root
+from explorer.run_archive import export_run, import_run
+from explorer.training_view import overlay_figure, runs_table
+from explorer.widgets import chart
+
+
+def runs_section() -> None:
+    st.header("All runs")
+    infos = runs.list_runs()
+    if not infos:
+        st.caption(f"No training runs yet in `{runs_root()}/`.")
+        return
+    st.dataframe(runs_table(infos), hide_index=True, width="stretch")
+    compare_curves(infos)
+    pick_column, watch_column, export_column, delete_column = st.columns([4, 1, 1, 1], vertical_alignment="bottom")
+    pick = pick_column.selectbox("Run", [info.name for info in infos], key="train_pick")
+    picked = next(info for info in infos if info.name == pick)
+    export_column.download_button(
+        "⬇ Export", data=lambda: export_run(picked.folder), file_name=f"{pick}.zip", mime="application/zip",
+        key="train_export", width="stretch", disabled=picked.active, on_click="ignore",
+        help="The run's folder as a zip (model, metrics, samples), to import on another machine and compare curves.",
+    )
+    if watch_column.button("📈 Watch", key="train_watch", width="stretch"):
+        st.query_params["run"] = pick
+        st.rerun()
+    if delete_column.button("🗑 Delete…", key="train_delete", width="stretch"):
+        st.session_state["train_confirm_delete"] = pick
+    if st.session_state.get("train_confirm_delete") == pick:
+        confirm_delete(picked)
+
+
+def compare_curves(infos: list[runs.RunInfo]) -> None:
+    """The chosen runs' losses on one chart: the three newest until someone chooses."""
+    with_metrics = [info.name for info in infos if runs.read_metrics(info.folder)]
+    previous = st.session_state.get("train_compare") if st.session_state.get("train_compare_chosen") else None
+    st.session_state["train_compare"] = [n for n in previous if n in with_metrics] if previous else with_metrics[:3]
+    compare = st.multiselect(
+        "Compare the loss curves of", with_metrics, key="train_compare",
+        on_change=lambda: st.session_state.update(train_compare_chosen=True),
+    )
+    if compare:
+        curves = {n: runs.read_metrics(runs.run_folder(n)) for n in compare}
+        chart(overlay_figure(curves), "train_overlay", "loss-curves")
+
+
+def import_section() -> None:
+    """Bring in a run exported elsewhere (a classmate's), to watch it and overlay its curve."""
+    upload = st.file_uploader("A run exported from the Train page (.zip)", type="zip", key="train_import_file")
+    if upload is None:
+        return
+    name = st.text_input("Name it", value=runs.free_name(Path(upload.name).stem[:50] or "imported"), key="train_import_name")
+    if st.button("Import", key="train_import", type="primary"):
+        try:
+            folder = import_run(upload.getvalue(), name.strip())
+        except runs.RunError as exc:
+            st.error(str(exc))
+            return
+        st.success(f"Imported as **{folder.name}**: it is in the table above, and its curve can be compared.")
+
+
+def confirm_delete(info: runs.RunInfo) -> None:
+    still = " It is still training: it will be stopped." if info.active else ""
+    st.warning(
+        f"Delete the run **{info.name}** and everything in it (model, metrics, samples)?{still} This cannot be undone."
+    )
+    yes, no, _ = st.columns([1, 1, 3])
+    if yes.button("Yes, delete it", type="primary", key="train_delete_yes"):
+        try:
+            runs.delete_run(info.name)
+        except runs.RunError as exc:
+            st.error(str(exc))
+            return
+        st.session_state.pop("train_confirm_delete", None)
+        if st.query_params.get("run") == info.name:
+            del st.query_params["run"]
+        st.rerun()
+    if no.button("Cancel", key="train_delete_no"):
+        st.session_state.pop("train_confirm_delete", None)
+        st.rerun()

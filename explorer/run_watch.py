@@ -1,0 +1,105 @@
+"""The Train page's view of one run (the one named in the address, ?run=NAME): its state,
+progress, the training guide's flags, its curves and latest sample, redrawn every second
+while it trains; and, once it has a model, links to the pages that use it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from explorer import runs
+from explorer.navigation import PAGES
+from explorer.training_guide import diagnose
+from explorer.training_view import (
+    STATES, accuracy_figure, grad_norm_figure, has_task_accuracy, loss_figure, lr_figure, progress_text,
+)
+from explorer.widgets import chart
+from lm.device import resolve_device
+
+REPO = Path(__file__).resolve().parents[1]
+LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
+
+
+def watched_run() -> runs.RunInfo | None:
+    """The run the address names, if any; an unknown or unusable name is a warning, dropped from the address."""
+    name = st.query_params.get("run")
+    if not name:
+        return None
+    try:
+        return runs.run_info(runs.run_folder(name))
+    except runs.RunError as exc:
+        st.warning(str(exc))
+        del st.query_params["run"]
+        return None
+
+
+def model_links(name: str) -> None:
+    """To the pages that use a model, where they exist in this app; they preselect it."""
+    registered = {page.path for page in PAGES}
+    links = [(path, label) for path, label in LINKED_PAGES.items() if path in registered and (REPO / path).exists()]
+    for column, (path, label) in zip(st.columns(max(1, len(links))), links):
+        column.page_link(path, label=f"{label} ➡️", query_params={"model": name})
+
+
+def live_view(name: str, was_active: bool) -> None:
+    """Run as a fragment every second while the run trains: it rereads the folder the trainer writes."""
+    try:
+        info = runs.run_info(runs.run_folder(name))
+    except runs.RunError as exc:
+        st.warning(str(exc))
+        return
+    if was_active and not info.active:
+        st.rerun()  # it just ended: redraw the whole page (the table, the links) and stop the timer
+    title_bar(info)
+    metrics, samples = runs.read_metrics(info.folder), runs.read_samples(info.folder)
+    if info.max_steps:
+        text = progress_text(info.step, info.max_steps, metrics, info.active)
+        st.progress(min(1.0, info.step / info.max_steps), text=text)
+    if info.error:
+        st.error(f"The run {info.state}: {info.error}")
+    if info.stop_requested and info.active:
+        st.info("Stopping: the run saves a checkpoint, then ends.")
+    if info.state == "starting":
+        st.info("Starting: loading the text, training the tokenizer and building the model…")
+    device = resolve_device(info.options.get("device", "auto"))
+    for flag in diagnose(metrics, samples, info.options, info.state, info.error, device):
+        st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
+    if metrics:
+        charts(name, info.folder, metrics)
+    if samples:
+        if has_task_accuracy(metrics):
+            st.markdown(f"**How the model answers held-out examples at step {samples[-1]['step']:,}** (greedy)")
+        else:
+            st.markdown(f"**What the model writes at step {samples[-1]['step']:,}**, starting from nothing")
+        st.code(samples[-1].get("text", ""), language=None, wrap_lines=True)
+    if info.has_checkpoint and not info.active:
+        model_links(name)
+
+
+def title_bar(info: runs.RunInfo) -> None:
+    """The run's name and state, with Stop while it trains, Close after."""
+    label, colour = STATES.get(info.state, (info.state, "gray"))
+    title, stop = st.columns([5, 1], vertical_alignment="center")
+    title.subheader(f"Run {info.name} :{colour}-badge[{label}]")
+    if info.active:
+        stop.button("⏹ Stop", key="train_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
+                    help="The run saves a checkpoint, then ends; you keep the model trained so far.")
+    elif stop.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
+        del st.query_params["run"]
+        st.rerun()
+
+
+def charts(name: str, folder: Path, metrics: list[dict]) -> None:
+    """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm."""
+    vocab = runs.tokenizer_vocab_size(folder)
+    uniform = None if vocab is None else math.log(vocab)
+    chart(loss_figure(metrics, uniform), "train_loss_chart", f"{name}-loss")
+    if has_task_accuracy(metrics):  # a synthetic task: how often it answers exactly right
+        chart(accuracy_figure(metrics), "train_accuracy_chart", f"{name}-accuracy")
+    left, right = st.columns(2)
+    with left:
+        chart(lr_figure(metrics), "train_lr_chart", f"{name}-learning-rate")
+    with right:
+        chart(grad_norm_figure(metrics), "train_grad_chart", f"{name}-gradient-norm")
