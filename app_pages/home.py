@@ -12,7 +12,7 @@ from explorer.paths import runs_root
 from explorer.url_state import BIND
 from lm.device import default_device, describe_device
 from lm.gpt2 import SIZES, default_folder
-from lm.model import parameter_count
+from lm.sizing import parameter_count
 
 FROM_HUB, FROM_DISK = "Download from Hugging Face", "A file or folder on this machine"
 MODEL_LINKS = [

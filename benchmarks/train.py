@@ -52,7 +52,8 @@ sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchm
 
 from lm.device import Precision  # noqa: E402
 from lm.distributed import World  # noqa: E402
-from lm.model import GPT, flops_per_token, parameter_count  # noqa: E402
+from lm.model import GPT  # noqa: E402
+from lm.sizing import flops_per_token, parameter_count  # noqa: E402
 from lm.trainer import TrainConfig, Trainer, make_optimizer  # noqa: E402
 from common import transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 

@@ -1,61 +1,19 @@
-"""Ablation: switch heads off and see what the model loses. A head is silenced by
-zeroing its output before the heads are mixed (GPT.forward's head_mask), so the rest of
-the model runs as it is; comparing the loss on a text and the next-token probabilities
-with and without those heads shows what they were doing."""
+"""Ablation's figures: what switching heads off (lm.inspect.predict) did to the loss on a
+text and to the next-token probabilities, drawn against the model with all its heads."""
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
-import torch.nn.functional as F
 
 from explorer.charts import PROJECTOR_FONT
-from lm.model import GPT
+from lm.inspect import Prediction
 
 KEPT_COLOUR, ABLATED_COLOUR = "#adb5bd", "#e8590c"
 WORSE, BETTER = "#e03131", "#2f9e44"
-
-
-def head_mask(n_layer: int, n_head: int, heads_off=(), layers_off=()) -> torch.Tensor:
-    """[n_layer, n_head] of ones, with 0 for each (layer, head) in `heads_off` and every head of `layers_off`."""
-    mask = torch.ones(n_layer, n_head)
-    for layer, head in heads_off:
-        mask[layer, head] = 0.0
-    for layer in layers_off:
-        mask[layer] = 0.0
-    return mask
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One forward pass over a text: each token's loss given those before it, and the
-    probabilities of the token after the text."""
-
-    losses: np.ndarray  # [T − 1]: losses[j] = −ln p(ids[j + 1] | ids[:j + 1])
-    next_probs: np.ndarray  # [tokenizer vocabulary]
-
-    @property
-    def mean_loss(self) -> float:
-        return float(self.losses.mean()) if len(self.losses) else float("nan")
-
-
-@torch.no_grad()
-def predict(model: GPT, ids: list[int], n_tokens: int, mask: torch.Tensor | None = None) -> Prediction:
-    """The model on `ids` (at most block_size of them) with `mask` switching heads off. The
-    next-token probabilities are over the tokenizer's `n_tokens` ids (a model's padded rows are no token).
-    The model is only read: the mask is an argument, never a change to it."""
-    if not 0 < len(ids) <= model.config.block_size:
-        raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
-    device = next(model.parameters()).device
-    idx = torch.tensor([ids], device=device)
-    logits = model(idx, head_mask=None if mask is None else mask.to(device)).logits[0, :, :n_tokens].float()
-    losses = F.cross_entropy(logits[:-1], idx[0, 1:], reduction="none")
-    return Prediction(losses.cpu().numpy(), torch.softmax(logits[-1], dim=-1).cpu().numpy())
 
 
 def top_tokens(before: Prediction, after: Prediction, count: int = 8) -> list[int]:

@@ -20,9 +20,13 @@ import torch.nn.functional as F
 
 @dataclass
 class AttentionSteps:
-    """Every stage of one attention computation, shaped [batch, heads, T_query, T_key]
-    (output: [batch, heads, T_query, head_dim])."""
+    """Every stage of one attention computation. q and output are [batch, heads, T_query,
+    head_dim]; k and v [batch, heads, T_key, head_dim] (with a cache, every position so far);
+    the rest [batch, heads, T_query, T_key]."""
 
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
     scores: torch.Tensor  # QKᵀ/√d
     masked: torch.Tensor  # scores with future positions set to -inf
     weights: torch.Tensor  # softmax of each row
@@ -40,7 +44,7 @@ def attention_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: 
     masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
     weights = F.softmax(masked, dim=-1)
     output = (dropout(weights) if dropout is not None else weights) @ v
-    return AttentionSteps(scores, masked, weights, output)
+    return AttentionSteps(q, k, v, scores, masked, weights, output)
 
 
 class KVCache:
@@ -72,6 +76,18 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """What a forward pass does besides computing the logits, handed down to every
+    attention layer as one argument. The default asks for nothing, so training and
+    generation take the fused kernel and keep nothing."""
+
+    explain: bool = False  # take the step-by-step path and keep each layer's AttentionSteps
+    residuals: bool = False  # keep the residual stream after each block
+    head_mask: torch.Tensor | None = None  # [n_layer, n_head]: 1 keeps a head, 0 silences it
+    cache: KVCache | None = None  # continue from the positions it holds, and add these
+
+
 class Linear(nn.Module):
     """y = x·W + b with W stored [in, out]: the layout of OpenAI's GPT-2 checkpoints (their
     "Conv1D"), so those weights load as they are. On a CPU a one-token generation step also
@@ -89,9 +105,10 @@ class Linear(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, layer: int = 0):
         super().__init__()
         self.n_head = n_head
+        self.layer = layer  # its place in the model: which cache slot and head-mask row are its own
         self.c_attn = Linear(n_embd, 3 * n_embd, bias=bias)  # query, key, value in one matmul
         self.c_proj = Linear(n_embd, n_embd, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
@@ -104,22 +121,14 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        explain: bool = False,
-        head_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, AttentionSteps | None]:
-        """`explain` takes the step-by-step path and returns its AttentionSteps;
-        `head_mask` ([heads], 1 keeps a head, 0 silences it) is for ablation."""
+    def forward(self, x: torch.Tensor, probe: Probe = Probe()) -> tuple[torch.Tensor, AttentionSteps | None]:
+        """The layer's output, and its AttentionSteps when the probe asks to explain."""
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
-        if cache is not None:
-            k, v = cache.extend(layer, k, v)
+        if probe.cache is not None:
+            k, v = probe.cache.extend(self.layer, k, v)
         steps = None
-        if explain:
+        if probe.explain:
             steps = attention_steps(q, k, v, self.attn_dropout if self.training else None)
             y = steps.output
         else:
@@ -131,7 +140,7 @@ class CausalSelfAttention(nn.Module):
                 dropout_p=self.dropout if self.training else 0.0,
                 is_causal=q.size(-2) == k.size(-2) and q.size(-2) > 1,
             )
-        if head_mask is not None:
-            y = y * head_mask.view(1, -1, 1, 1).to(y.dtype)
+        if probe.head_mask is not None:  # ablation: a silenced head passes on zeros
+            y = y * probe.head_mask[self.layer].view(1, -1, 1, 1).to(y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), steps

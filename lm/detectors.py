@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from lm import inspect
 from lm.model import GPT
 
 DETECTORS: dict[str, str] = {
@@ -105,19 +106,16 @@ def repeated_random_tokens(vocabulary: int | list[int], length: int, seed: int =
     return half.tolist() * 2
 
 
-@torch.no_grad()
 def attention_weights(model: GPT, ids: list[int]) -> torch.Tensor:
     """[n_layer, n_head, T, T] attention weights of `model` on `ids` (the last block_size
-    of them), in eval mode (no dropout); the model's mode is restored afterwards."""
-    ids = ids[-model.config.block_size :]
-    device = next(model.parameters()).device
+    of them), in eval mode (no dropout): the trainer asks mid-training, and the model's
+    mode is restored afterwards."""
     was_training = model.training
     model.eval()
     try:
-        out = model(torch.tensor([ids], device=device), explain=True)
+        return inspect.attention_weights(model, ids)
     finally:
         model.train(was_training)
-    return torch.stack([steps.weights[0] for steps in out.attention]).float().cpu()
 
 
 def scores_from_weights(

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from lm.attention import KVCache
+from lm.attention import KVCache, Probe
 from lm.model import GPT
 from lm.tokenizer import ENDOFTEXT
 
@@ -143,7 +143,7 @@ def readout(model: GPT, n_tokens: int) -> torch.Tensor:
 
 def next_logits(model: GPT, head: torch.Tensor, ids: list[int], cache: KVCache | None) -> torch.Tensor:
     """Logits for the token after `ids`: only the last position goes through the head."""
-    x, _ = model.hidden(torch.tensor([ids], device=head.device), cache=cache)
+    x, _, _ = model.hidden(torch.tensor([ids], device=head.device), Probe(cache=cache))
     return x[0, -1] @ head
 
 

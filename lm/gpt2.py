@@ -32,7 +32,8 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from lm.checkpoint import TIED, save_checkpoint
-from lm.model import GPT, GPTConfig, inference_memory_bytes, parameter_count, physical_memory_bytes
+from lm.model import GPT, GPTConfig
+from lm.sizing import inference_memory_bytes, parameter_count, physical_memory_bytes
 from lm.tokenizer import TiktokenTokenizer
 
 VOCAB_SIZE = 50_257  # r50k_base: 50,000 merges + 256 bytes + <|endoftext|>

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lm.attention import KVCache, causal_mask
+from lm.attention import KVCache, Probe, causal_mask
 from lm.model import GPT, GPTConfig
 
 ATOL = 1e-5
@@ -71,7 +71,7 @@ def test_explained_path_matches_fused_kernel(batch, T, n_head, n_embd, bias):
     idx = tokens(model, batch, T)
     _, fused_layers = capture_attention(model)
     fused = model(idx)
-    explained = model(idx, explain=True)
+    explained = model(idx, probe=Probe(explain=True))
     explained_layers = fused_layers[model.config.n_layer :]
     assert fused.attention is None
     assert len(explained.attention) == model.config.n_layer
@@ -85,7 +85,7 @@ def test_explained_path_matches_fused_kernel(batch, T, n_head, n_embd, bias):
 def test_stages_match_a_computation_by_hand(batch, T, n_head, n_embd, bias):
     model = tiny_gpt(n_head=n_head, n_embd=n_embd, bias=bias)
     inputs, _ = capture_attention(model)
-    out = model(tokens(model, batch, T), explain=True)
+    out = model(tokens(model, batch, T), probe=Probe(explain=True))
     d = n_embd // n_head
     below = torch.tensor([[j <= i for j in range(T)] for i in range(T)])
     for block, x, steps in zip(model.transformer.h, inputs, out.attention, strict=True):
@@ -119,15 +119,20 @@ def test_causal_mask_for_cached_queries(t_query, t_key):
 def test_cached_chunks_give_the_full_forward(chunks, explain):
     model = tiny_gpt(n_layer=3, n_head=3, n_embd=24)
     idx = tokens(model, 2, sum(chunks))
-    full = model(idx, explain=True)
+    full = model(idx, probe=Probe(explain=True))
     cache, start, logits = KVCache(model.config.n_layer, model.config.block_size), 0, []
     for size in chunks:
-        out = model(idx[:, start : start + size], cache=cache, explain=explain)
+        out = model(idx[:, start : start + size], probe=Probe(explain=explain, cache=cache))
         logits.append(out.logits)
         if explain:  # each chunk's weight rows are the full forward's rows for those positions
             for layer_full, layer_chunk in zip(full.attention, out.attention, strict=True):
                 expected = layer_full.weights[:, :, start : start + size, : start + size]
                 torch.testing.assert_close(layer_chunk.weights, expected, atol=ATOL, rtol=0)
+                # q is the chunk's; k and v are every position so far, the cached ones included
+                torch.testing.assert_close(layer_chunk.q, layer_full.q[:, :, start : start + size], atol=ATOL, rtol=0)
+                for part in ("k", "v"):
+                    expected = getattr(layer_full, part)[:, :, : start + size]
+                    torch.testing.assert_close(getattr(layer_chunk, part), expected, atol=ATOL, rtol=0)
         start += size
         assert len(cache) == start
     torch.testing.assert_close(torch.cat(logits, dim=1), full.logits, atol=ATOL, rtol=0)
@@ -156,19 +161,19 @@ def test_head_mask(bias, explain):
     model = tiny_gpt(n_layer=2, n_head=3, n_embd=24, bias=bias)
     L, H = model.config.n_layer, model.config.n_head
     idx = tokens(model, 2, 11)
-    baseline = model(idx, explain=explain).logits
+    baseline = model(idx, probe=Probe(explain=explain)).logits
 
-    ones = model(idx, explain=explain, head_mask=torch.ones(L, H)).logits
+    ones = model(idx, probe=Probe(explain=explain, head_mask=torch.ones(L, H))).logits
     torch.testing.assert_close(ones, baseline, atol=0, rtol=0)
 
     one_off = torch.ones(L, H)
     one_off[0, 2] = 0
-    assert (model(idx, explain=explain, head_mask=one_off).logits - baseline).abs().max() > 1e-3
+    assert (model(idx, probe=Probe(explain=explain, head_mask=one_off)).logits - baseline).abs().max() > 1e-3
 
     layer_off = torch.ones(L, H)
     layer_off[1] = 0
     _, outputs = capture_attention(model)
-    model(idx, explain=explain, head_mask=layer_off)
+    model(idx, probe=Probe(explain=explain, head_mask=layer_off))
     proj_bias = model.transformer.h[1].attn.c_proj.bias
     expected = torch.zeros_like(outputs[1]) + (proj_bias if bias else 0)
     assert torch.equal(outputs[1], expected)  # a silenced layer adds only its output projection's bias
@@ -180,7 +185,7 @@ def test_head_mask_zeroes_exactly_the_masked_heads_slices():
     model = tiny_gpt(n_layer=2, n_head=3, n_embd=24)
     mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     _, outputs = capture_attention(model)
-    out = model(tokens(model, 2, 9), explain=True, head_mask=mask)
+    out = model(tokens(model, 2, 9), probe=Probe(explain=True, head_mask=mask))
     for block, steps, got, layer_mask in zip(model.transformer.h, out.attention, outputs, mask, strict=True):
         kept = steps.output * layer_mask.view(1, -1, 1, 1)
         torch.testing.assert_close(got, block.attn.c_proj(_merge_heads(kept)), atol=ATOL, rtol=0)

@@ -65,6 +65,9 @@ def test_run_attention_equals_the_models_own_forward_pass(model):
         np.testing.assert_allclose(run.weights[layer], step.weights[0].numpy(), rtol=0, atol=1e-6)
         np.testing.assert_allclose(run.outputs[layer], step.output[0].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(run.weights @ run.values, run.outputs, atol=1e-5)  # v is the v the model mixed
+    for layer, step in enumerate(steps):  # the page's numpy mask is the model's own
+        for head in range(3):
+            np.testing.assert_array_equal(run.masked(layer, head) == -np.inf, step.masked[0, head].numpy() == -np.inf)
     assert run.labels[:4] == ("t", "h", "e", "·")
     assert run.weights.shape == (2, 3, len(ids), len(ids)) and run.head_size == 8
     assert not model.training and all(p.grad is None for p in model.parameters())

@@ -4,6 +4,7 @@ plain-loop reference on random patterns, and on a tiny random model."""
 import pytest
 import torch
 
+from lm.attention import Probe
 from lm.detectors import (
     DETECTORS, PROBE_LENGTH, duplicate_token_score, first_token_score, head_scores, induction_score,
     previous_token_score, repeated_random_tokens, self_score,
@@ -161,13 +162,13 @@ def test_head_scores_on_a_tiny_model():
     with torch.no_grad():
         model.eval()
         last = torch.tensor([ids[-16:]])
-        weights = torch.stack([s.weights[0] for s in model(last, explain=True).attention])
+        weights = torch.stack([s.weights[0] for s in model(last, probe=Probe(explain=True)).attention])
     assert torch.allclose(result["previous_token"], previous_token_score(weights))
     assert torch.allclose(result["duplicate_token"], duplicate_token_score(weights, ids[-16:]))
     assert PROBE_LENGTH > 8  # so the probe here was cut to half the context
     probe = repeated_random_tokens(50, 8, seed=0)
     with torch.no_grad():
-        probe_weights = torch.stack([s.weights[0] for s in model(torch.tensor([probe]), explain=True).attention])
+        probe_weights = torch.stack([s.weights[0] for s in model(torch.tensor([probe]), probe=Probe(explain=True)).attention])
     assert torch.allclose(result["induction"], induction_score(probe_weights, probe))
     with pytest.raises(ValueError):
         head_scores(model, [])

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from explorer.models import find_models
 from lm.__main__ import main
+from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, GPT2ImportError, import_gpt2, infer_config, load_gpt2
@@ -84,7 +85,7 @@ def test_logits_match_transformers(saved):
         for ids in inputs:
             expected = hf(ids).logits
             np.testing.assert_allclose(ours(ids).logits, expected, atol=1e-4, rtol=0)
-            np.testing.assert_allclose(ours(ids, explain=True).logits, expected, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(ours(ids, probe=Probe(explain=True)).logits, expected, atol=1e-4, rtol=0)
 
 
 def test_greedy_continuation_matches_transformers(saved):

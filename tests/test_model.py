@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from lm.attention import KVCache
-from lm.model import GPT, ConfigError, GPTConfig, flops_per_token, parameter_breakdown, parameter_count
+from lm.attention import KVCache, Probe
+from lm.model import GPT, ConfigError, GPTConfig
+from lm.sizing import flops_per_token, parameter_breakdown, parameter_count
 
 GPT2_SMALL = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
 GPT2_SMALL_PARAMETERS = 124_439_808  # the published figure for GPT-2 small (tied head, with wpe)
@@ -25,7 +26,7 @@ def module_parameters(module: torch.nn.Module) -> int:
 
 def test_gpt2_small_parameter_count(monkeypatch):
     assert parameter_count(GPT2_SMALL) == GPT2_SMALL_PARAMETERS
-    monkeypatch.setattr("lm.model.physical_memory_bytes", lambda: None)  # GPT() checks training memory
+    monkeypatch.setattr("lm.sizing.physical_memory_bytes", lambda: None)  # GPT() checks training memory
     with torch.device("meta"):  # the real module, without allocating or initialising 500 MB
         model = GPT(GPT2_SMALL)
     assert module_parameters(model) == GPT2_SMALL_PARAMETERS
@@ -103,9 +104,9 @@ def test_context_longer_than_block_size_is_refused():
     with pytest.raises(ValueError, match="9 positions exceed the context length of 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
     cache = KVCache(model.config.n_layer, model.config.block_size)
-    model(torch.zeros(1, 6, dtype=torch.long), cache=cache)
+    model(torch.zeros(1, 6, dtype=torch.long), probe=Probe(cache=cache))
     with pytest.raises(ValueError, match="context length of 8"):
-        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+        model(torch.zeros(1, 3, dtype=torch.long), probe=Probe(cache=cache))
 
 
 def test_validate_refuses_n_embd_not_divisible_by_n_head():

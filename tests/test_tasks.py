@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from explorer import runs
 from explorer.training_view import accuracy_figure, has_task_accuracy
 from lm.__main__ import main
+from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
 from lm.detectors import DETECTORS, attention_weights, head_scores
 from lm.generate import Sampling, generate
@@ -306,7 +307,7 @@ def test_training_the_copy_task_grows_an_induction_head_it_relies_on(copy_run):
     with torch.no_grad():
         intact = copy_run.model(x, y).loss.item()
         mask[layer, head] = 0
-        ablated = copy_run.model(x, y, head_mask=mask).loss.item()
+        ablated = copy_run.model(x, y, probe=Probe(head_mask=mask)).loss.item()
     assert ablated > intact + 1.0, (intact, ablated)
 
 

@@ -15,7 +15,7 @@ from explorer.training_view import (
     downsample_indices, eta_seconds, format_bytes, format_duration, grad_norm_figure, loss_figure, lr_figure,
     overlay_figure, progress_text, runs_table, series, steps_per_second, time_estimate,
 )
-from lm.model import flops_per_token
+from lm.sizing import flops_per_token
 from lm.trainer import TrainConfig
 
 
