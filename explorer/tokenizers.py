@@ -3,14 +3,16 @@ on disk, loaded once per server and shared by every session."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
 from explorer.paths import check_name, tokenizers_dir
-from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
+from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, Tokenizer, load_tokenizer
 
 TIKTOKEN_CHOICES = {f"{title} ({name})": name for name, title in TIKTOKEN_ENCODINGS.items()}
+JUST_TRAINED = "Own BPE (just trained)"
 
 
 @st.cache_resource(show_spinner="Loading tokenizer…")
@@ -21,6 +23,17 @@ def load_tiktoken(encoding_name: str) -> TiktokenTokenizer:
 @st.cache_resource(show_spinner="Loading tokenizer…")
 def _load_file(path: str, mtime_ns: int, size: int) -> BPETokenizer | TiktokenTokenizer:
     return load_tokenizer(path)
+
+
+def tokenizer_choices(just_trained: BPETokenizer | None = None) -> dict[str, Callable[[], Tokenizer]]:
+    """Label -> a function that loads it (lazily: a missing GPT-4 file only matters if chosen):
+    OpenAI's, the BPE just trained on the page if any, and the saved ones."""
+    choices = {label: (lambda name=name: load_tiktoken(name)) for label, name in TIKTOKEN_CHOICES.items()}
+    if just_trained is not None:
+        choices[JUST_TRAINED] = lambda: just_trained
+    for name, path in saved_tokenizers().items():
+        choices[f"Saved: {name}"] = lambda path=path: load_saved(path)
+    return choices
 
 
 def load_saved(path: Path) -> BPETokenizer | TiktokenTokenizer:

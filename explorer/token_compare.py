@@ -1,0 +1,75 @@
+"""The Tokenizer page's "Tokenize text" tab: one text cut into tokens by several tokenizers side
+by side, with their counts in a table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from explorer.presenter import control
+from explorer.token_view import chips_html, describe_tokens, text_stats
+from explorer.tokenizers import JUST_TRAINED
+from explorer.url_state import BIND, bind_text
+from lm.tokenizer import Tokenizer, TokenizerError
+
+DEFAULT_TEXT = (
+    "Hello world! A tokenizer cuts text into tokens, and a model only ever sees their ids.\n"
+    "Numbers: 2026, 3.14159 and 1234567.   Code: for i in range(10): print(i)\n"
+    "Emoji 🦙🎉 and other scripts: 日本語, Ελληνικά, русский, हिन्दी."
+)
+MAX_CHARS = 200_000
+
+
+def text_input() -> str:
+    return st.text_area("Text to tokenize", DEFAULT_TEXT, height=140, max_chars=MAX_CHARS, key="tok_text",
+                        bind=bind_text("tok_text", "the text to tokenize"))
+
+
+def compare_controls(choices: dict[str, Callable[[], Tokenizer]], add_just_trained: bool) -> tuple[list[str], bool]:
+    """The tokenizers to compare and whether to show ids. A choice no longer offered is dropped;
+    a tokenizer just trained is added if `add_just_trained`."""
+    if "tok_chosen" in st.session_state:
+        previous = st.session_state["tok_chosen"] + ([JUST_TRAINED] if add_just_trained else [])
+        still = list(dict.fromkeys(c for c in previous if c in choices))
+        if still != st.session_state["tok_chosen"]:
+            st.session_state["tok_chosen"] = still
+    with control("tok_chosen"):
+        chosen = st.multiselect(
+            "Tokenizers to compare", list(choices), default=[c for c in choices if c.startswith(("GPT-2", "GPT-4 ("))],
+            key="tok_chosen", bind=BIND,
+        )
+    with control("tok_show_ids"):
+        show_ids = st.toggle("Show token ids under the tokens", key="tok_show_ids", bind=BIND)
+    return chosen, show_ids
+
+
+def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[], Tokenizer]], show_ids: bool) -> None:
+    """The text's size, then each chosen tokenizer's tokens, two to a row, and a table of counts."""
+    st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
+    if not text:
+        st.info("Type or paste some text above to see its tokens.")
+        return
+    chars, nbytes = st.columns(2)
+    chars.metric("Characters", f"{len(text):,}")
+    nbytes.metric("Bytes (UTF-8)", f"{len(text.encode('utf-8')):,}")
+    rows = []
+    for start in range(0, len(chosen), 2):
+        for column, label in zip(st.columns(2), chosen[start : start + 2]):
+            with column:
+                try:
+                    rows.append(show_tokens(label, choices[label](), text, show_ids))
+                except TokenizerError as exc:
+                    st.warning(f"{label} is not available: {exc}")
+    if len(rows) > 1:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def show_tokens(label: str, tokenizer: Tokenizer, text: str, show_ids: bool) -> dict:
+    """One tokenizer's tokens as chips; returns its row of the table of counts."""
+    ids = tokenizer.encode(text)
+    stats = text_stats(text, ids)
+    st.markdown(f"**{label}** · {stats.tokens:,} tokens · {stats.chars_per_token:.2f} characters per token")
+    st.html(chips_html(describe_tokens(tokenizer, ids), show_ids=show_ids))
+    return {"tokenizer": label, "vocabulary": tokenizer.vocab_size, "tokens": stats.tokens, "characters per token": round(stats.chars_per_token, 2)}
