@@ -3,7 +3,7 @@
 import streamlit as st
 
 from explorer import presenter, url_state
-from explorer.lessons import lesson_builder
+from explorer.lesson_widgets import lesson_builder
 from explorer.navigation import HOME, PAGES
 from lm.device import use_threads_for_server
 

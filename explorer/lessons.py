@@ -13,7 +13,8 @@ and the controls to hide from the students:
     params = { gen_temperature = 0.0 }
     hide = ["gen_top_k"]                 # optional
 
-Reading one only parses data (tomllib, json): nothing in a file is ever run.
+Reading one only parses data (tomllib, json): nothing in a file is ever run. The widgets that
+show lessons and build new ones are in explorer.lesson_widgets.
 """
 
 from __future__ import annotations
@@ -24,19 +25,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import streamlit as st
-
 from explorer import presenter
 from explorer.navigation import PAGES, PageInfo
-from explorer.url_state import current_params
-from explorer.widgets import file_stem
 
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"  # the lessons shipped with the app
 MAX_LESSON_BYTES = 64 * 1024
 MAX_STEPS = 20
 KEY = re.compile(r"[A-Za-z0-9_-]+")
 BY_TITLE = {page.title.lower(): page for page in PAGES}
-DRAFT = "lesson_draft"  # session key: the steps collected so far by lesson_builder
 
 
 class LessonError(ValueError):
@@ -71,8 +67,6 @@ class Lesson:
     steps: tuple[Step, ...]
     presenter: bool = False
 
-
-# --- reading and writing ------------------------------------------------------------------
 
 
 def parse_lesson(data: bytes, filename: str) -> Lesson:
@@ -183,62 +177,3 @@ def shipped_lessons(folder: Path = LESSONS_DIR) -> dict[str, Lesson]:
         except LessonError as exc:
             raise LessonError(f"{path.name}: {exc}") from None
     return lessons
-
-
-# --- in the app -------------------------------------------------------------------------------
-
-
-def lesson_card(lesson: Lesson) -> None:
-    """Title, what the class will see, and a link per step that opens its page set up."""
-    with st.container(border=True):
-        st.subheader(f"🎓 {lesson.title}")
-        st.write(lesson.summary)
-        for number, step in enumerate(lesson.steps, 1):
-            st.page_link(step.info.path, label=f"{number}. {step.label}", icon=step.info.icon,
-                         query_params=step.query_params(lesson.presenter))
-
-
-def lesson_builder(page_title: str) -> None:
-    """Sidebar: collect pages with their current settings as steps, then download the lesson."""
-    steps: list[Step] = st.session_state.setdefault(DRAFT, [])
-    with st.popover(f"🎓 Save as a lesson ({len(steps)} steps)" if steps else "🎓 Save as a lesson", width="stretch"):
-        st.caption("Set a page up as the class should see it, add it as a step, go on to the next page. "
-                   "Open the downloaded file on the Home page.")
-        if page_title.lower() in BY_TITLE:
-            st.text_input("This step's label", key="lesson_step_label", placeholder=page_title)
-            choices = presenter.drawn_controls()
-            st.session_state["lesson_hide"] = [n for n in st.session_state.get("lesson_hide", presenter.hidden()) if n in choices]
-            st.multiselect("Hide from the students", choices, key="lesson_hide", format_func=control_label,
-                           help="These controls keep the values you set, but students following the lesson do not see them.")
-            st.button(f"➕ Add the {page_title} page as step {len(steps) + 1}", key="lesson_add", on_click=_add_step,
-                      args=(page_title,))
-        else:
-            st.caption("Steps are the other pages: open one to add it.")
-        for number, step in enumerate(steps, 1):
-            st.markdown(f"{number}. **{step.label}** ({step.page}, {len(step.params)} settings)")
-        title = st.text_input("Lesson title", key="lesson_title", max_chars=120)
-        summary = st.text_area("What the class will see", key="lesson_summary", max_chars=2000)
-        ready = bool(steps and title.strip() and summary.strip())
-        data = dumps(Lesson(title.strip(), summary.strip(), tuple(steps), presenter.is_on())) if ready else ""
-        st.download_button("⬇ Download the lesson", data=data, file_name=f"{file_stem(title.lower()) if title.strip() else 'lesson'}.json",
-                           mime="application/json", disabled=not ready, key="lesson_download", on_click="ignore")
-        if not ready:
-            st.caption("A lesson needs a title, a description and at least one step.")
-        if steps:
-            st.button("Start over", key="lesson_clear", on_click=steps.clear)
-
-
-def _add_step(page_title: str) -> None:
-    """The add button's callback (it runs before the page, so the count above is already right)."""
-    params = current_params()
-    params.pop(presenter.HIDE, None)
-    params.pop(presenter.PARAM, None)
-    label = st.session_state.get("lesson_step_label", "").strip() or page_title
-    hide = tuple(st.session_state.get("lesson_hide", presenter.hidden()))
-    st.session_state[DRAFT].append(Step(page_title, label, params, hide))
-
-
-def control_label(name: str) -> str:
-    """gen_top_k -> "top k": a control's key without its page prefix."""
-    return name.split("_", 1)[-1].replace("_", " ")
-

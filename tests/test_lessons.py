@@ -11,7 +11,8 @@ from urllib.parse import parse_qs
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.lessons import DRAFT, Lesson, LessonError, Step, dumps, parse_lesson, shipped_lessons
+from explorer.lesson_widgets import DRAFT
+from explorer.lessons import Lesson, LessonError, Step, dumps, parse_lesson, shipped_lessons
 from explorer.models import find_models
 from tests.conftest import REPO
 
