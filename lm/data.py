@@ -17,6 +17,8 @@ import pooch
 import requests
 import torch
 
+from lm.atomic import atomic_path, exclusive
+
 MAX_TEXT_BYTES = 50 * 1024 * 1024
 TEXT_ENCODINGS = ("utf-8", "cp1252", "latin-1", "utf-16")
 
@@ -174,18 +176,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def encode_corpus(text: str, tokenizer) -> np.ndarray:
-    """The whole text as token ids, encoded once and cached under data_dir()/tokens."""
+    """The whole text as token ids, encoded once and cached under data_dir()/tokens. Runs
+    that start together on the same text and tokenizer encode it once: the others wait
+    for the cache entry."""
     key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] + "-" + tokenizer_fingerprint(tokenizer)
     path = data_dir() / "tokens" / f"{key}.npy"
-    if path.is_file():
-        return np.load(path, allow_pickle=False)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    ids = np.asarray(tokenizer.encode(text), dtype=dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, ids)
-    os.replace(tmp, path)
-    return ids
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(path):
+            if not path.is_file():
+                dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+                ids = np.asarray(tokenizer.encode(text), dtype=dtype)
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, ids)
+                return ids
+    return np.load(path, allow_pickle=False)
 
 
 def split_tokens(ids: np.ndarray, val_fraction: float, block_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Protocol
 import regex
 import tiktoken
 
+from lm.atomic import write_json
 from lm.bpe import Merge, train_merges
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -197,7 +198,7 @@ class BPETokenizer:
             raise TokenizerError(f"tokenizer file is malformed: {exc!r}") from exc
 
     def save(self, path: str | os.PathLike) -> None:
-        _write_json_atomic(Path(path), self.to_dict())
+        write_json(path, self.to_dict())
 
 
 class TiktokenTokenizer:
@@ -234,7 +235,7 @@ class TiktokenTokenizer:
             raise TokenizerError(f"token id {token_id} is not in {self.name}'s vocabulary") from exc
 
     def save(self, path: str | os.PathLike) -> None:
-        _write_json_atomic(Path(path), {"tiktoken": self.encoding_name})
+        write_json(path, {"tiktoken": self.encoding_name})
 
 
 def load_tokenizer(path: str | os.PathLike) -> BPETokenizer | TiktokenTokenizer:
@@ -271,9 +272,3 @@ def _check_specials(special_tokens: Iterable[str]) -> list[str]:
 def _special_regex(special_tokens: Iterable[str]):
     specials = list(special_tokens)
     return regex.compile("(" + "|".join(map(regex.escape, specials)) + ")") if specials else None
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import multiprocessing
+import os
 import shutil
 import socket
 import threading
 from pathlib import Path
 
+import numpy as np
 import platformdirs
 import pytest
 
@@ -21,6 +24,7 @@ from lm.data import (
     NotUTF8Error,
     data_dir,
     decode_text,
+    encode_corpus,
     fetch_corpus,
     is_cached,
     load_corpus,
@@ -300,3 +304,45 @@ def test_load_corpus_offline_without_a_cache_says_what_to_do(fresh_data_dir, no_
         load_corpus("tinyshakespeare")
     assert str(fresh_data_dir / SHAKESPEARE.filename) in str(info.value)
     assert not is_cached(SHAKESPEARE)
+
+
+# --- the token cache ------------------------------------------------------------------
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte: quick, so two runs reach the cache write together."""
+
+    encoding_name = "bytes-for-a-test"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+
+def encode_as_a_run(text: str, start, results) -> None:
+    start.wait()  # both runs begin at once
+    try:
+        results.put(encode_corpus(text, ByteTokenizer()).tobytes())
+    except Exception as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="starts the runs by forking")
+def test_runs_starting_together_on_one_corpus_share_its_token_cache(tmp_path, monkeypatch):
+    """Two runs on the same text and tokenizer, started at the same moment, thirty times over
+    with an empty cache: each gets the whole token array, and only the cache entry is left
+    (no temporary file, no lock). One shared temporary name failed about one round in ten."""
+    text = "To be, or not to be: that is the question. " * 1000
+    expected = np.frombuffer(text.encode(), np.uint8).astype(np.uint16).tobytes()
+    processes = multiprocessing.get_context("fork")
+    for round in range(30):
+        monkeypatch.setenv("LM_DATA_DIR", str(tmp_path / str(round)))
+        start, results = processes.Barrier(2), processes.Queue()
+        runs = [processes.Process(target=encode_as_a_run, args=(text, start, results)) for _ in range(2)]
+        for run in runs:
+            run.start()
+        outcomes = [results.get(timeout=60) for _ in runs]
+        for run in runs:
+            run.join()
+        assert outcomes == [expected, expected], f"round {round}: {[o for o in outcomes if o != expected][0]}"
+        assert [p.suffix for p in (data_dir() / "tokens").iterdir()] == [".npy"]
