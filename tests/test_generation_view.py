@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 
 from explorer.generate_stream import Generation
 from explorer.generation_view import (
@@ -240,3 +241,22 @@ def test_score_html_colours_each_token_by_its_loss(model, tokenizer):
         assert f"background:{confidence_colour(probability_confidence(math.exp(-loss)))};" in attrs
         assert f"loss {loss:.2f} nats · probability {math.exp(-loss):.1%}" in attrs
         assert html.escape(token_label(tokenizer.token_bytes(guess))) in attrs
+
+
+def score_tab_alone(model, tokenizer):
+    """The Score tab as a script of its own: its arguments are all it needs, no page around it."""
+    from explorer.score_view import score_a_text
+
+    score_a_text(model, tokenizer)
+
+
+def test_the_score_tab_renders_from_its_arguments_alone(model, tokenizer):
+    at = AppTest.from_function(score_tab_alone, args=(model, tokenizer), default_timeout=60).run()
+    at.text_area(key="score_text").set_value(TEXT).run()
+    assert not at.exception and not at.warning, at.exception
+    score = score_ids(model, tokenizer.encode(TEXT))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Perplexity"] == f"{score.perplexity:,.1f}"
+    assert metrics["Tokens scored"] == f"{len(score.losses):,}"
+    assert f"read in {score.windows} overlapping windows" in at.info[0].value
+    assert score_html(score, tokenizer) in [h.value for h in at.html]

@@ -10,8 +10,9 @@ import tiktoken
 import torch
 from streamlit.testing.v1 import AppTest
 
+from explorer.tokenizers import JUST_TRAINED, TIKTOKEN_CHOICES, save_tokenizer, tokenizer_choices
 from lm.device import use_threads_for_server
-from lm.tokenizer import TokenizerError
+from lm.tokenizer import SPLIT_PATTERNS, BPETokenizer, TokenizerError
 from tests.conftest import open_page
 
 
@@ -147,3 +148,14 @@ def test_the_server_leaves_a_core_free_for_itself_and_training_runs(monkeypatch,
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     assert use_threads_for_server() == threads
     assert torch.get_num_threads() == threads
+
+
+def test_tokenizer_choices_offer_openais_the_one_just_trained_and_the_saved_ones(app_dirs):
+    trained = BPETokenizer.train("abc abc abd, abc abd! " * 20, 260, next(iter(SPLIT_PATTERNS)))
+    saved = BPETokenizer.train("hello hello help " * 20, 260, next(iter(SPLIT_PATTERNS)))
+    save_tokenizer(saved, "mine")
+    choices = tokenizer_choices(trained)
+    assert list(choices) == [*TIKTOKEN_CHOICES, JUST_TRAINED, "Saved: mine"]
+    assert choices[JUST_TRAINED]() is trained
+    assert choices["Saved: mine"]().encode("hello help") == saved.encode("hello help")
+    assert list(tokenizer_choices()) == [*TIKTOKEN_CHOICES, "Saved: mine"]
