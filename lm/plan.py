@@ -6,7 +6,7 @@ the device's memory, a text too short for the context. The run manager starts a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -93,11 +93,11 @@ class RunPlan:
 def plan_run(choice: RunChoice) -> RunPlan:
     """The run a choice makes. One that cannot train says why in `problem`, its config still
     whole, to estimate from; a setting TrainConfig does not have raises ValueError."""
-    options = with_preset(choice.settings, choice.size)
-    device = resolve_device(options.get("device", "auto"))
+    config = TrainConfig.from_dict(with_preset(choice.settings, choice.size))
+    device = resolve_device(config.device)
     if choice.processes > 1 and device.startswith("cuda"):
         device = "cuda"  # each process takes the GPU of its rank
-    config = TrainConfig.from_dict({**options, "device": device})
+    config = replace(config, device=device)
     task = find_task(config.data)
     vocab_size = task_tokenizer().vocab_size if task else choice.vocab_size
     if vocab_size is None:
