@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import tiktoken
 
 from lm.__main__ import main
@@ -34,6 +35,7 @@ def test_bad_input_exits_1_with_a_message(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_program():
     result = subprocess.run([sys.executable, "-m", "lm", "--help"], capture_output=True, text=True, check=True)
     for command in ("download", "tokenize", "train-tokenizer"):

@@ -21,6 +21,7 @@ def test_demo_is_small_enough_for_the_repository():
     assert sum(f.stat().st_size for f in DEMO.iterdir()) <= 10 * 2**20
 
 
+@pytest.mark.slow
 def test_demo_validation_loss_is_what_its_config_records(demo, shakespeare_text):
     """Recomputed the trainer's way: the same held-out windows (seeded), in eval mode."""
     cfg = TrainConfig.from_dict(demo.training["config"])

@@ -98,6 +98,7 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_the_same_global_batch(two_process_run, data, tmp_path):
     out, stdout = two_process_run
     single = TrainConfig(**{**TINY, "batch_size": 8}, **data, out=str(tmp_path / "one"), max_steps=STEPS)
@@ -115,6 +116,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(two_process_run, 
     assert stdout.count("finished at step 20") == 1 and "2 processes" in stdout
 
 
+@pytest.mark.slow
 def test_a_two_process_run_stopped_from_the_app_resumes_on_the_same_curve(two_process_run, data, tmp_path, monkeypatch):
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
     # Started as the Train page does, with a max_steps far off: it is stopped long before.
@@ -155,6 +157,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and Linux's parent-death signal")
+@pytest.mark.slow
 def test_deleting_a_two_process_run_kills_every_process(data, tmp_path, monkeypatch):
     """torchrun starts each process in its own session, out of reach of a signal to its group;
     SIGKILL to torchrun (a deleted run) must still end them, or they would train on."""
@@ -224,6 +227,7 @@ distributed.exit_process(0)  # as python -m lm does under torchrun
 """
 
 
+@pytest.mark.slow
 def test_collective_helpers_in_two_processes(tmp_path):
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
     processes = [

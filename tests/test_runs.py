@@ -64,6 +64,7 @@ def training(name: str, min_step: int = 1) -> runs.RunInfo | None:
     return info if info.state == "running" and info.step >= min_step else None
 
 
+@pytest.mark.slow
 def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     info = runs.start_run("tiny", plan({**TINY, "tokenizer": "bpe:300"}, text=text))
     assert info.state == "starting"  # the child is still importing torch
@@ -97,6 +98,7 @@ def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     assert "finished at step 40" in (done.folder / runs.LOG_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_stop_saves_a_loadable_checkpoint_and_ends_stopped(root, text):
     runs.start_run("long", plan({**TINY, "max_steps": 100_000, "eval_every": 1_000}, text=text))
     wait_for(lambda: training("long", min_step=4))
@@ -109,12 +111,14 @@ def test_stop_saves_a_loadable_checkpoint_and_ends_stopped(root, text):
     assert not runs.stop_run("long")  # nothing left to stop
 
 
+@pytest.mark.slow
 def test_a_run_stopped_while_starting_ends_stopped(root, text):
     runs.start_run("early", plan(TINY, text=text))
     assert runs.stop_run("early")
     assert wait_for(lambda: state_of("early").state == "stopped")
 
 
+@pytest.mark.slow
 def test_a_killed_process_is_reported_as_died(root, text):
     runs.start_run("victim", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("victim"))
@@ -141,6 +145,7 @@ def test_a_status_that_says_running_is_checked_against_the_process(root):
     assert states["broke"] == ("failed", "the loss became nan at step 3")
 
 
+@pytest.mark.slow
 def test_a_failure_before_training_shows_the_trainers_message(root):
     info = runs.start_run("short", plan(TINY, text="To be, or not to be. " * 20))  # far fewer tokens than it needs
     failed = wait_for(lambda: (i := state_of("short")).state == "failed" and i)
@@ -148,6 +153,7 @@ def test_a_failure_before_training_shows_the_trainers_message(root):
     assert failed.folder == info.folder
 
 
+@pytest.mark.slow
 def test_several_runs_train_at_once(root, text, shakespeare_path):
     runs.start_run("one", plan(TINY, text=text))
     runs.start_run("two", plan({**TINY, "data": str(shakespeare_path), "max_steps": 20}))
@@ -156,6 +162,7 @@ def test_several_runs_train_at_once(root, text, shakespeare_path):
     assert json.loads((root / "two" / runs.CONFIG_FILE).read_text())["data"] == str(shakespeare_path)
 
 
+@pytest.mark.slow
 def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, tmp_path):
     runs.start_run("doomed", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("doomed"))

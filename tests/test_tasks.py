@@ -293,6 +293,7 @@ def copy_run(tmp_path_factory):
     return trainer
 
 
+@pytest.mark.slow
 def test_training_the_copy_task_grows_an_induction_head_it_relies_on(copy_run):
     detectors = read_jsonl(Path(copy_run.cfg.out) / "detectors.jsonl")
     at_init = torch.tensor(detectors[0]["scores"]["induction"])
@@ -311,6 +312,7 @@ def test_training_the_copy_task_grows_an_induction_head_it_relies_on(copy_run):
     assert ablated > intact + 1.0, (intact, ablated)
 
 
+@pytest.mark.slow
 def test_accuracy_is_what_greedy_generation_gets_right(copy_run):
     data, model = copy_run.task_data, copy_run.model
     _, accuracy = data.evaluate(model)
@@ -333,6 +335,7 @@ def test_accuracy_chart_draws_the_evaluations_in_percent():
     assert has_task_accuracy(metrics) and not has_task_accuracy(metrics[:1])
 
 
+@pytest.mark.slow
 def test_the_train_page_offers_the_tasks_with_their_presets(app_dirs):
     at = open_train()
     at.radio(key="train_what").set_value("A synthetic task").run()

@@ -220,6 +220,7 @@ def test_reference_trainer_on_the_textbook_example():
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.slow
 def test_merges_match_the_reference_trainer_on_shakespeare(pattern, shakespeare_text):
     text = shakespeare_text[:20_000]
     num_merges = 150

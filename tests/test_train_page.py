@@ -129,6 +129,7 @@ def wait_until_ended(name: str, timeout: float = 180) -> runs.RunInfo:
     raise AssertionError(f"{name} still training after {timeout} s")
 
 
+@pytest.mark.slow
 def test_starting_a_tiny_run_trains_it_and_shows_its_curves(app_dirs):
     at = set_inputs(open_train(), TINY_PAGE)
     set_inputs(at, TINY_TRAINING)
@@ -231,6 +232,7 @@ def test_the_tokenizer_choice_sets_the_vocabulary(app_dirs):
     assert any(c.value.startswith("50,257 tokens") for c in at.caption)
 
 
+@pytest.mark.slow
 def test_a_pasted_text_is_saved_in_the_run_and_trained_on(app_dirs, shakespeare_text):
     at = open_train()
     at.radio(key="train_source").set_value("Paste text").run()

@@ -142,6 +142,7 @@ def test_weight_decay_shrinks_matrices_and_spares_biases_and_norms():
 # --- training ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_repeated_text(tmp_path, shakespeare_text, make_config):
     text = tmp_path / "repeated.txt"
     text.write_text(shakespeare_text[:500] * 4, encoding="utf-8")  # 2 kB: 500 characters, four times
@@ -388,6 +389,7 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 120) -> None
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_cli_run_with_a_loadable_checkpoint(tmp_path, corpus):
     out = tmp_path / "run"
     command = cli(**TINY, data=corpus, tokenizer="bpe:300", out=out, max_steps=10**6, eval_every=10**6, log_every=1)
@@ -408,6 +410,7 @@ def test_sigterm_stops_a_cli_run_with_a_loadable_checkpoint(tmp_path, corpus):
     assert f"stopped at step {status['step']}" in (tmp_path / "stdout").read_text()
 
 
+@pytest.mark.slow
 def test_cli_reports_a_diverging_run_and_exits_non_zero(tmp_path, corpus, tokenizer_file):
     out = tmp_path / "run"
     command = cli(**TINY, data=corpus, tokenizer=tokenizer_file, out=out, max_steps=50, lr=1e6, min_lr=0, warmup_steps=0)
