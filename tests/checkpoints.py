@@ -21,13 +21,23 @@ def shakespeare_bpe(vocab_size: int = 320) -> BPETokenizer:
     return BPETokenizer.train(SHAKESPEARE_FILE.read_text(encoding="utf-8")[:60_000], vocab_size)
 
 
-def make_checkpoint(folder: Path, seed: int = 0, tokenizer=None, **config) -> Path:
-    """A randomly initialised GPT (default 2 layers, 2 heads, 32 wide, context 32) saved with
-    a small Shakespeare BPE, or with `tokenizer` (e.g. a TiktokenTokenizer)."""
-    tokenizer = tokenizer or shakespeare_bpe()
-    settings = dict(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32) | config
+def tiny_gpt(vocab_size: int, seed: int = 0, sharpen: float = 1.0, **config) -> GPT:
+    """A randomly initialised GPT in eval mode (default 2 layers, 2 heads, 32 wide, context 32).
+    `sharpen` scales its final LayerNorm, spreading its next-token distributions (at 1 they
+    are almost uniform)."""
+    settings = dict(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32) | config
     torch.manual_seed(seed)
-    return save_checkpoint(folder, GPT(GPTConfig(**settings)), tokenizer, {"note": "random weights, for tests"})
+    model = GPT(GPTConfig(**settings)).eval()
+    with torch.no_grad():
+        model.transformer.ln_f.weight.mul_(sharpen)
+    return model
+
+
+def make_checkpoint(folder: Path, seed: int = 0, tokenizer=None, **config) -> Path:
+    """`tiny_gpt` saved with a small Shakespeare BPE, or with `tokenizer` (e.g. a TiktokenTokenizer)."""
+    tokenizer = tokenizer or shakespeare_bpe()
+    model = tiny_gpt(**{"vocab_size": tokenizer.vocab_size} | config, seed=seed)  # a test may ask for a smaller one
+    return save_checkpoint(folder, model, tokenizer, {"note": "random weights, for tests"})
 
 
 def write_snapshots(folder: Path, steps=(0, 50, 100), n_layer: int = 2, n_head: int = 2) -> list[torch.Tensor]:

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lm.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
-from lm.model import GPT, GPTConfig
+from lm.model import GPT
 from lm.tokenizer import TiktokenTokenizer
-from tests.checkpoints import make_checkpoint, shakespeare_bpe
+from tests.checkpoints import make_checkpoint, shakespeare_bpe, tiny_gpt
 
 TEXT = "To be, or not to be: naïve café 🙂<|endoftext|>That is the question."
 FILES = ["config.json", "model.safetensors", "tokenizer.json"]
@@ -27,13 +27,11 @@ TOKENIZERS = {"own-bpe": shakespeare_bpe, "r50k_base": lambda: TiktokenTokenizer
 def random_model(vocab_size: int, seed: int = 0, **config) -> GPT:
     """A GPT whose every parameter (biases and LayerNorms included) is random, so a
     tensor that failed to load could not match by coincidence."""
-    torch.manual_seed(seed)
-    settings = dict(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32) | config
-    model = GPT(GPTConfig(**settings))
+    model = tiny_gpt(vocab_size, seed, **config)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.1)
-    return model.eval()
+    return model
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import torch
 
 import lm.generate
 from lm.generate import Sampling, Step, end_of_text_id, generate, sampling_distribution
-from lm.model import GPT, GPTConfig
+from lm.model import GPT
 from lm.tokenizer import BPETokenizer, TiktokenTokenizer
-from tests.checkpoints import shakespeare_bpe
+from tests.checkpoints import shakespeare_bpe, tiny_gpt
 
 BLOCK = 16
 EMOJI_PROMPT = "Thou art naïve, café 🙂 señor"
@@ -25,20 +25,15 @@ def tokenizer() -> BPETokenizer:
     return shakespeare_bpe()
 
 
-def random_gpt(vocab_size: int, seed: int = 0, **config) -> GPT:
-    torch.manual_seed(seed)
-    settings = dict(vocab_size=vocab_size, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32) | config
-    return GPT(GPTConfig(**settings)).eval()
+def random_gpt(vocab_size: int, **config) -> GPT:
+    return tiny_gpt(vocab_size, block_size=BLOCK, **config)
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer) -> GPT:
-    """A random GPT whose final LayerNorm is scaled up, so its next-token distributions
-    are spread (logits with a standard deviation near 1) rather than almost uniform."""
-    model = random_gpt(tokenizer.vocab_size)
-    with torch.no_grad():
-        model.transformer.ln_f.weight.mul_(8)
-    return model
+    """A random GPT whose next-token distributions are spread (logits with a standard
+    deviation near 1) rather than almost uniform."""
+    return random_gpt(tokenizer.vocab_size, sharpen=8)
 
 
 def run(model, tokenizer, prompt, use_cache=True, alternatives=10, **settings) -> list[Step]:

@@ -22,8 +22,8 @@ from explorer.next_token_charts import Bar, describe_settings, distribution_bars
 from explorer.token_view import token_label
 from lm.generate import Sampling, Step, generate, sampling_distribution
 from lm.inspect import score_ids
-from lm.model import GPT, GPTConfig
-from tests.checkpoints import shakespeare_bpe
+from lm.model import GPT
+from tests.checkpoints import shakespeare_bpe, tiny_gpt
 
 BLOCK = 16
 TEXT = (
@@ -37,19 +37,9 @@ def tokenizer():
     return shakespeare_bpe()
 
 
-def random_gpt(vocab_size: int, sharpen: float = 1.0) -> GPT:
-    """A random GPT; `sharpen` scales its final LayerNorm, spreading its next-token
-    distributions (at 1 they are almost uniform)."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32)).eval()
-    with torch.no_grad():
-        model.transformer.ln_f.weight.mul_(sharpen)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model(tokenizer) -> GPT:
-    return random_gpt(tokenizer.vocab_size, sharpen=8)
+    return tiny_gpt(tokenizer.vocab_size, sharpen=8, block_size=BLOCK)
 
 
 def luminance(colour: str) -> float:
@@ -220,7 +210,7 @@ def test_long_text_is_scored_in_overlapping_windows(model, tokenizer):
 
 def test_random_model_perplexity_is_about_the_vocabulary_size(tokenizer):
     vocab = tokenizer.vocab_size
-    score = score_ids(random_gpt(vocab), tokenizer.encode(TEXT))
+    score = score_ids(tiny_gpt(vocab, block_size=BLOCK), tokenizer.encode(TEXT))
     assert vocab / 1.5 < score.perplexity < vocab * 1.5
 
 
