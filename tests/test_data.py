@@ -328,6 +328,7 @@ def encode_as_a_run(text: str, start, results) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="starts the runs by forking")
+@pytest.mark.slow
 def test_runs_starting_together_on_one_corpus_share_its_token_cache(tmp_path, monkeypatch):
     """Two runs on the same text and tokenizer, started at the same moment, thirty times over
     with an empty cache: each gets the whole token array, and only the cache entry is left
