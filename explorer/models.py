@@ -8,9 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.paths import bundled_models_dir, runs_root
-from lm.checkpoint import Checkpoint, load_checkpoint
-
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
+from lm.checkpoint import WEIGHTS_FILE, Checkpoint, has_checkpoint, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,8 @@ def find_models(root: Path | None = None) -> list[ModelEntry]:
     for folder in roots:
         if folder.is_dir():
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                if all((sub / f).is_file() for f in CHECKPOINT_FILES):
-                    found.append(ModelEntry(sub.name, sub, (sub / "model.safetensors").stat().st_size))
+                if has_checkpoint(sub):
+                    found.append(ModelEntry(sub.name, sub, (sub / WEIGHTS_FILE).stat().st_size))
     return found
 
 
@@ -40,5 +38,5 @@ def _load(path: str, mtime_ns: int, size: int) -> Checkpoint:
 def load_model(entry: ModelEntry) -> Checkpoint:
     """Loaded once per server and shared by every session (so never modify it): cached
     on path, modification time and size, so a checkpoint rewritten by training is re-read."""
-    stat = (entry.path / "model.safetensors").stat()
+    stat = (entry.path / WEIGHTS_FILE).stat()
     return _load(str(entry.path), stat.st_mtime_ns, stat.st_size)

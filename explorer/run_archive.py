@@ -14,12 +14,14 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from explorer.paths import runs_root
-from explorer.runs import LAUNCH_FILE, STATUS_FILE, RunError, name_problem, run_folder
-from lm.checkpoint import CheckpointError, load_checkpoint
+from explorer.runs import RunError, name_problem, run_folder
+from lm.atomic import is_temporary
+from lm.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
+from lm.run_folder import LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE
 
 MAX_UNPACKED_BYTES = 2 * 2**30
 LEFT_OUT = {LAUNCH_FILE}  # how this machine started the process; its pid means nothing elsewhere
-RUN_FILES = {"metrics.jsonl", "model.safetensors"}  # an archive with neither is not a run
+RUN_FILES = {METRICS_FILE, WEIGHTS_FILE}  # an archive with neither is not a run
 
 
 def export_run(folder: Path) -> bytes:
@@ -28,7 +30,7 @@ def export_run(folder: Path) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
-            if path.is_file() and not path.is_symlink() and relative.name not in LEFT_OUT and path.suffix != ".tmp":
+            if path.is_file() and not path.is_symlink() and relative.name not in LEFT_OUT and not is_temporary(path):
                 archive.write(path, relative.as_posix())
     return buffer.getvalue()
 
@@ -88,12 +90,12 @@ def _checked_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, Pu
 
 def _check_run(folder: Path) -> None:
     """The checkpoint loads and the records parse, or the import is refused."""
-    if (folder / "model.safetensors").is_file():
+    if (folder / WEIGHTS_FILE).is_file():
         try:
             load_checkpoint(folder, "cpu")
         except CheckpointError as exc:
             raise RunError(f"the run's checkpoint is damaged: {exc}") from None
-    for records in ("metrics.jsonl", "samples.jsonl", STATUS_FILE):
+    for records in (METRICS_FILE, SAMPLES_FILE, STATUS_FILE):
         path = folder / records
         if path.is_file():
             try:

@@ -12,6 +12,7 @@ from explorer.paths import runs_root
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
 from explorer.widgets import chart
+from lm.run_folder import read_metrics
 
 
 def runs_section() -> None:
@@ -41,7 +42,7 @@ def runs_section() -> None:
 
 def compare_curves(infos: list[runs.RunInfo]) -> None:
     """The chosen runs' losses on one chart: the three newest until someone chooses."""
-    with_metrics = [info.name for info in infos if runs.read_metrics(info.folder)]
+    with_metrics = [info.name for info in infos if read_metrics(info.folder)]
     previous = st.session_state.get("train_compare") if st.session_state.get("train_compare_chosen") else None
     st.session_state["train_compare"] = [n for n in previous if n in with_metrics] if previous else with_metrics[:3]
     compare = st.multiselect(
@@ -49,7 +50,7 @@ def compare_curves(infos: list[runs.RunInfo]) -> None:
         on_change=lambda: st.session_state.update(train_compare_chosen=True),
     )
     if compare:
-        curves = {n: runs.read_metrics(runs.run_folder(n)) for n in compare}
+        curves = {n: read_metrics(runs.run_folder(n)) for n in compare}
         chart(overlay_figure(curves), "train_overlay", "loss-curves")
 
 

@@ -17,6 +17,7 @@ from explorer.training_view import (
 )
 from explorer.widgets import chart
 from lm.device import resolve_device
+from lm.run_folder import read_metrics, read_samples, tokenizer_vocab_size
 
 REPO = Path(__file__).resolve().parents[1]
 LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
@@ -53,7 +54,7 @@ def live_view(name: str, was_active: bool) -> None:
     if was_active and not info.active:
         st.rerun()  # it just ended: redraw the whole page (the table, the links) and stop the timer
     title_bar(info)
-    metrics, samples = runs.read_metrics(info.folder), runs.read_samples(info.folder)
+    metrics, samples = read_metrics(info.folder), read_samples(info.folder)
     if info.max_steps:
         text = progress_text(info.step, info.max_steps, metrics, info.active)
         st.progress(min(1.0, info.step / info.max_steps), text=text)
@@ -93,7 +94,7 @@ def title_bar(info: runs.RunInfo) -> None:
 
 def charts(name: str, folder: Path, metrics: list[dict]) -> None:
     """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm."""
-    vocab = runs.tokenizer_vocab_size(folder)
+    vocab = tokenizer_vocab_size(folder)
     uniform = None if vocab is None else math.log(vocab)
     chart(loss_figure(metrics, uniform), "train_loss_chart", f"{name}-loss")
     if has_task_accuracy(metrics):  # a synthetic task: how often it answers exactly right

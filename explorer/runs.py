@@ -10,7 +10,6 @@ error), died (status says running but the process is gone)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,19 +17,19 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 
+import psutil
+
 from explorer.paths import check_name, runs_root
+from lm.atomic import write_json, write_text
+from lm.checkpoint import WEIGHTS_FILE, has_checkpoint
 from lm.plan import RunPlan
-from lm.tokenizer import TokenizerError, load_tokenizer
+from lm.run_folder import DATA_FILE, LAUNCH_FILE, LOG_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, is_training_run, read_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_FILE, LAUNCH_FILE, STATUS_FILE, LOG_FILE, DATA_FILE = (
-    "train_config.json", "launch.json", "status.json", "train.log", "data.txt",
-)
 ACTIVE_STATES = ("starting", "running")
-STALE_AFTER_S = 600  # only where the process cannot be checked (no /proc): a heartbeat this old means gone
+START_TOLERANCE_S = 1.0  # a process's start time, read twice, agrees far closer; a pid reused later does not
 
 
 class RunError(ValueError):
@@ -56,7 +55,7 @@ class RunInfo:
 
     @property
     def has_checkpoint(self) -> bool:
-        return (self.folder / "config.json").is_file() and (self.folder / "model.safetensors").is_file()
+        return has_checkpoint(self.folder)
 
 
 # --- starting, finding, stopping, deleting ------------------------------------------
@@ -106,9 +105,9 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
     except FileExistsError:  # another session took the name a moment ago
         raise RunError(f"a run named {name!r} already exists: choose another name") from None
     if text is not None:
-        (folder / DATA_FILE).write_text(text, encoding="utf-8")
-    config_path = folder / CONFIG_FILE
-    config_path.write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+        write_text(folder / DATA_FILE, text)
+    config_path = folder / TRAIN_CONFIG_FILE
+    write_json(config_path, asdict(cfg), indent=2)
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     command = [sys.executable, *launcher, "-m", "lm", "train", "--config", str(config_path.resolve()), "--out", cfg.out]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -122,7 +121,8 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
         shutil.rmtree(folder, ignore_errors=True)
         raise RunError(f"could not start the training process: {exc}") from None
     _children[process.pid] = process
-    _write_json(folder / LAUNCH_FILE, {"pid": process.pid, "started": time.time(), "command": command, "processes": processes})
+    launch = {"pid": process.pid, "started": _start_time(process.pid), "command": command, "processes": processes}
+    write_json(folder / LAUNCH_FILE, launch)
     return run_info(folder)
 
 
@@ -133,7 +133,7 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
         return []
     found = []
     for folder in root.iterdir():
-        if (folder / LAUNCH_FILE).is_file() or (folder / STATUS_FILE).is_file():
+        if is_training_run(folder):
             try:
                 found.append(run_info(folder))
             except RunError:  # deleted meanwhile
@@ -144,19 +144,19 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
 def run_info(folder: Path) -> RunInfo:
     if not folder.is_dir():
         raise RunError(f"there is no run named {folder.name!r} (any more)")
-    launch = _read_json(folder / LAUNCH_FILE) or {}
-    status = _read_json(folder / STATUS_FILE)
+    launch = read_record(folder / LAUNCH_FILE) or {}
+    status = read_record(folder / STATUS_FILE)
     error = None
     if status is None:
         state, error = _before_training(folder, launch)
         status = {}
     else:
         state = status.get("state", "failed")
-        if state == "running" and not _alive(status, folder):
-            status = _read_json(folder / STATUS_FILE) or status  # it may have finished a moment ago
+        if state == "running" and _run_process(folder) is None:
+            status = read_record(folder / STATUS_FILE) or status  # it may have finished a moment ago
             state = status.get("state", "failed")
             if state == "running":
-                kept = "; the last checkpoint it saved is kept" if (folder / "model.safetensors").is_file() else ""
+                kept = "; the last checkpoint it saved is kept" if (folder / WEIGHTS_FILE).is_file() else ""
                 state, error = "died", (
                     "the training process is gone without saying why (killed, out of memory, or the machine "
                     f"restarted){kept}"
@@ -166,7 +166,7 @@ def run_info(folder: Path) -> RunInfo:
         name=folder.name, folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
         error=error, best_val_loss=status.get("best_val_loss"),
         started=launch.get("started") or folder.stat().st_mtime, stop_requested="stop_requested" in launch,
-        options=_read_json(folder / CONFIG_FILE) or {},
+        options=read_record(folder / TRAIN_CONFIG_FILE) or {},
     )
 
 
@@ -174,88 +174,37 @@ def stop_run(name: str) -> bool:
     """Ask a run to stop: SIGTERM to its process group; it saves a checkpoint and marks
     itself stopped. False when it was not running."""
     folder = run_folder(name)
-    info = run_info(folder)
-    pid = _pid(folder)
-    if not info.active or pid is None:
+    info, process = run_info(folder), _run_process(folder)
+    if not info.active or process is None:
         return False
-    launch = _read_json(folder / LAUNCH_FILE)
+    launch = read_record(folder / LAUNCH_FILE)
     if launch is not None:  # a run killed before training began has no status to say it was stopped
-        _write_json(folder / LAUNCH_FILE, {**launch, "stop_requested": time.time()})
-    _signal(pid, signal.SIGTERM)
+        write_json(folder / LAUNCH_FILE, {**launch, "stop_requested": time.time()})
+    _signal(process, signal.SIGTERM)
     return True
 
 
 def delete_run(name: str, timeout: float = 10.0) -> None:
-    """Remove a run folder and everything in it, killing its process first (nothing is
+    """Remove a run folder and everything in it, killing its processes first (nothing is
     worth saving). Only a run folder directly inside the runs root."""
     folder = run_folder(name)
     root, target = runs_root().resolve(), folder.resolve()
     if target.parent != root or not target.is_dir():
         raise RunError(f"no run named {name!r} in {runs_root()}")
-    if not ((target / LAUNCH_FILE).is_file() or (target / STATUS_FILE).is_file()):
-        raise RunError(f"{name!r} is not a training run (no launch.json or status.json); it is left alone")
-    pid = _pid(target)
-    if pid is not None and run_info(target).active:
-        _signal(pid, signal.SIGKILL)
+    if not is_training_run(target):
+        raise RunError(f"{name!r} is not a training run (no {LAUNCH_FILE} or {STATUS_FILE}); it is left alone")
+    process = _run_process(target)
+    if process is not None and run_info(target).active:
+        try:
+            doomed = [process, *process.children(recursive=True)]  # torchrun's workers lead sessions of their own
+        except psutil.Error:  # it ended a moment ago
+            doomed = [process]
+        for member in doomed:
+            _signal(member, signal.SIGKILL)
         deadline = time.monotonic() + timeout
-        while _process_alive(pid, target.name) and time.monotonic() < deadline:
+        while any(map(_running, doomed)) and time.monotonic() < deadline:
             time.sleep(0.05)
     shutil.rmtree(target)
-
-
-# --- reading what the trainer writes ---------------------------------------------------
-
-
-def read_metrics(folder: Path) -> list[dict]:
-    """metrics.jsonl as records (shared and cached: do not modify them)."""
-    return read_jsonl(folder / "metrics.jsonl")
-
-
-def read_samples(folder: Path) -> list[dict]:
-    return read_jsonl(folder / "samples.jsonl")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete lines only: the trainer may be half-way through writing the last one."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return []
-    return list(_parse_jsonl(str(path), stat.st_mtime_ns, stat.st_size))
-
-
-@lru_cache(maxsize=64)
-def _parse_jsonl(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
-    with open(path, "rb") as f:
-        lines = f.read(size).split(b"\n")[:-1]  # the last piece is empty or a line still being written
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return tuple(records)
-
-
-def tokenizer_vocab_size(folder: Path) -> int | None:
-    """How many tokens the run's tokenizer has, once it has saved a checkpoint: a blind guess
-    spreads over these (the model's vocabulary is padded past them, and padding is no token)."""
-    path = folder / "tokenizer.json"
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _vocab_size(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=64)
-def _vocab_size(path: str, mtime_ns: int, size: int) -> int | None:
-    try:
-        return load_tokenizer(path).vocab_size
-    except TokenizerError:
-        return None
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -263,63 +212,64 @@ def _vocab_size(path: str, mtime_ns: int, size: int) -> int | None:
 
 def _before_training(folder: Path, launch: dict) -> tuple[str, str | None]:
     """No status.json yet: the process is still loading (tokenizing, building the model) or it ended early."""
-    pid = launch.get("pid")
-    if pid is not None and _process_alive(pid, folder.name, launch.get("started")):
+    if _process(launch) is not None:
         return "starting", None
     if "stop_requested" in launch:
         return "stopped", None
     return "failed", _log_error(folder)
 
 
-def _alive(status: dict, folder: Path) -> bool:
-    pid = status.get("pid")
-    return pid is not None and _process_alive(pid, folder.name, status.get("heartbeat"))
+def _run_process(folder: Path) -> psutil.Process | None:
+    """The run's process while it runs: the one this app launched, else the one that wrote
+    status.json (a run started from the command line)."""
+    launch = read_record(folder / LAUNCH_FILE) or {}
+    return _process(launch if "pid" in launch else read_record(folder / STATUS_FILE) or {})
 
 
-def _process_alive(pid: int, run_name: str, last_sign_of_life: float | None = None) -> bool:
-    """Whether the run's process is alive. A child of this server is polled (which also
-    reaps it); another process is looked up in /proc, which also shows a zombie or a pid
-    reused by another program. Without /proc, a sign of life older than STALE_AFTER_S
-    counts as gone."""
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        _children.pop(pid, None)  # sessions run in threads: another may have popped it already
+def _process(record: dict) -> psutil.Process | None:
+    """The process a launch or status record names, if it still runs: that very process, not
+    a later one the system gave its pid (its start time would differ from the record's)."""
+    pid, started = record.get("pid"), record.get("started")
+    if not isinstance(pid, int) or not isinstance(started, (int, float)):
+        return None
+    try:
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - started) <= START_TOLERANCE_S
+    except psutil.Error:  # gone, or another user's: our runs run as us
+        return None
+    return process if same and _running(process) else None
+
+
+def _running(process: psutil.Process) -> bool:
+    """Neither gone nor a zombie (ended, its exit not collected yet). A child of this server
+    is collected here once it ends."""
+    child = _children.get(process.pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(process.pid, None)  # sessions run in threads: another may have popped it already
         return False
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):  # our runs run as us: another user's pid is not one
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return last_sign_of_life is None or time.time() - last_sign_of_life < STALE_AFTER_S
+
+
+def _start_time(pid: int) -> float | None:
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        arguments = (proc / "cmdline").read_bytes().split(b"\0")
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and any(Path(os.fsdecode(a)).name == run_name for a in arguments if a)
+        return psutil.Process(pid).create_time()
+    except psutil.Error:  # it has ended already: its status or log says why
+        return None
 
 
-def _pid(folder: Path) -> int | None:
-    for name in (LAUNCH_FILE, STATUS_FILE):
-        pid = (_read_json(folder / name) or {}).get("pid")
-        if pid is not None:
-            return pid
-    return None
-
-
-def _signal(pid: int, sig: int) -> None:
+def _signal(process: psutil.Process, sig: int) -> None:
     """To the whole process group our runs lead (start_new_session); to the process alone
     for a run started elsewhere that leads none."""
     try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+    except (ProcessLookupError, psutil.Error):  # ended meanwhile
+        pass
 
 
 def _log_error(folder: Path) -> str:
@@ -335,17 +285,3 @@ def _log_error(folder: Path) -> str:
     if errors:
         return errors[-1]
     return lines[-1] if lines else "the training process ended before it began, without a message"
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)

@@ -11,13 +11,13 @@ from dataclasses import fields
 import streamlit as st
 
 from explorer.presenter import control
-from explorer.runs import DATA_FILE
 from explorer.tokenizers import load_saved, load_tiktoken, saved_tokenizers
 from explorer.url_state import BIND
 from explorer.widgets import corpus_input
 from lm.data import CORPORA
 from lm.device import available_devices, describe_device, max_processes
 from lm.plan import PRESETS, RunChoice, preset_options
+from lm.run_folder import DATA_FILE
 from lm.tasks import HELD_OUT, TASK_PREFIX, TASKS, Task
 from lm.tokenizer import TokenizerError
 from lm.train_config import TrainConfig

@@ -2,15 +2,11 @@
 attention every few steps, and the head detectors' scores at each) and the chart that
 lines a head's scores up with the loss curve.
 
-A run folder holds, beside its checkpoint and metrics.jsonl:
-  probe.json                            {"ids": [...], "tokens": [token texts]}
-  attention/step_{step:07d}.safetensors "attention": [n_layer, n_head, T, T] float16
-  detectors.jsonl                       {"step": s, "scores": {detector: [[score] * n_head] * n_layer}} per line
+The files and their formats: lm.run_folder.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +17,16 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from explorer.charts import PROJECTOR_FONT
-from explorer.runs import read_jsonl
 from explorer.training_view import TRAIN_COLOUR, VAL_COLOUR, downsample_indices, series
 from lm.detectors import DETECTORS
-from lm.trainer import snapshot_path, snapshot_steps
+from lm.run_folder import DETECTORS_FILE, SNAPSHOT_TENSOR, read_jsonl, read_probe, snapshot_path, snapshot_steps
 
 DETECTOR_COLOURS = dict(zip(DETECTORS, ("#2f9e44", "#1098ad", "#c2255c", "#f08c00", "#7048e8")))
 STEP_LINE = "#e8590c"
 
 
 class SnapshotError(ValueError):
-    """A snapshot file that cannot be read as the format above; the message says which and why."""
+    """A snapshot file that cannot be read as one (lm.run_folder's format); the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +44,8 @@ class Snapshots:
 
 def find_snapshots(folder: Path) -> Snapshots | None:
     """The run's snapshots, or None when it has none (no probe.json, or no snapshot yet)."""
-    try:
-        probe = json.loads((folder / "probe.json").read_text(encoding="utf-8"))
-        ids, tokens = [int(i) for i in probe["ids"]], [str(t) for t in probe["tokens"]]
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if not ids or len(ids) != len(tokens):
-        return None
-    steps = snapshot_steps(folder)
-    return Snapshots(folder, ids, tokens, steps) if steps else None
+    probe, steps = read_probe(folder), snapshot_steps(folder)
+    return Snapshots(folder, *probe, steps) if probe and steps else None
 
 
 def load_snapshot(snapshots: Snapshots, step: int) -> np.ndarray:
@@ -65,7 +53,7 @@ def load_snapshot(snapshots: Snapshots, step: int) -> np.ndarray:
     is unreadable or its shape does not match the probe."""
     path = snapshots.path(step)
     try:
-        weights = load_file(path)["attention"]
+        weights = load_file(path)[SNAPSHOT_TENSOR]
     except (OSError, SafetensorError, KeyError) as exc:
         raise SnapshotError(f"{path.name} cannot be read as an attention snapshot ({exc})") from exc
     T = len(snapshots.ids)
@@ -92,7 +80,7 @@ class DetectorHistory:
 def read_detector_history(folder: Path) -> DetectorHistory:
     """detectors.jsonl, in step order; lines that are incomplete or shaped unlike the first are skipped."""
     steps, rows, shape = [], [], None
-    for record in read_jsonl(folder / "detectors.jsonl"):
+    for record in read_jsonl(folder / DETECTORS_FILE):
         try:
             step = int(record["step"])
             scores = np.array([record["scores"][name] for name in DETECTORS], dtype=np.float32)

@@ -4,7 +4,7 @@
     tokenizer.json       the own BPE, or {"tiktoken": "<name>"}
     model.safetensors    the weights; safetensors holds only tensors, so loading runs no code
 
-Each file is written to a temporary name and renamed, so a reader never sees half a file.
+Each file is replaced whole (lm.atomic), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lm.atomic import atomic_path, write_json
 from lm.model import GPT, ConfigError, GPTConfig
 from lm.tokenizer import BPETokenizer, TiktokenTokenizer, TokenizerError, load_tokenizer
 
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.safetensors"
 FORMAT = "llm-explorer/checkpoint"
 FORMAT_VERSION = 1
 TIED = "lm_head.weight"  # the same tensor as transformer.wte.weight; stored once
@@ -42,36 +46,38 @@ def save_checkpoint(folder: str | os.PathLike, model: GPT, tokenizer, training: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(weights, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, folder / "model.safetensors")
-    tokenizer.save(folder / "tokenizer.json")
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(weights, str(tmp), metadata={"format": FORMAT})
+    tokenizer.save(folder / TOKENIZER_FILE)
     config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
-    tmp = folder / "config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    os.replace(tmp, folder / "config.json")
+    write_json(folder / CONFIG_FILE, config, indent=2)  # last: a checkpoint is complete once it has its config
     return folder
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether the folder holds a checkpoint's config and weights (not whether they load)."""
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
 
 
 def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     """The model config and training record, checked, without touching the weights."""
-    path = Path(folder) / "config.json"
+    path = Path(folder) / CONFIG_FILE
     if not Path(folder).is_dir():
         raise CheckpointError(f"there is no folder {folder}")
     if not path.is_file():
-        raise CheckpointError(f"{folder} is not a checkpoint: it has no config.json")
+        raise CheckpointError(f"{folder} is not a checkpoint: it has no {CONFIG_FILE}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"config.json in {folder} is not valid JSON ({exc})") from None
+        raise CheckpointError(f"{CONFIG_FILE} in {folder} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"config.json in {folder} is not an LLM Explorer checkpoint (no matching 'format')")
+        raise CheckpointError(f"{CONFIG_FILE} in {folder} is not an LLM Explorer checkpoint (no matching 'format')")
     if data.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint version {data.get('version')!r}; this program reads version {FORMAT_VERSION}")
     try:
         config = GPTConfig.from_dict(data["model"]).validate(training=False)
     except (KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(f"config.json in {folder} has a bad model config: {exc}") from None
+        raise CheckpointError(f"{CONFIG_FILE} in {folder} has a bad model config: {exc}") from None
     return config, data.get("training") or {}
 
 
@@ -79,27 +85,27 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     folder = Path(folder)
     config, training = read_config(folder)
     try:
-        tokenizer = load_tokenizer(folder / "tokenizer.json")
+        tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
     except TokenizerError as exc:
-        raise CheckpointError(f"tokenizer.json in {folder}: {exc}") from None
+        raise CheckpointError(f"{TOKENIZER_FILE} in {folder}: {exc}") from None
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(
             f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model only {config.vocab_size:,} embeddings"
         )
-    weights_path = folder / "model.safetensors"
+    weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise CheckpointError(f"{folder} has no model.safetensors")
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
     try:
         weights = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"model.safetensors in {folder} is truncated or corrupt ({exc})") from None
+        raise CheckpointError(f"{WEIGHTS_FILE} in {folder} is truncated or corrupt ({exc})") from None
     with torch.device("meta"):  # shapes only: the loaded tensors become the weights, no second copy
         model = GPT(config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED}
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
     if missing or unexpected:
         raise CheckpointError(
-            f"model.safetensors in {folder} does not match its config: "
+            f"{WEIGHTS_FILE} in {folder} does not match its config: "
             f"missing {missing[:3] or 'nothing'}, unexpected {unexpected[:3] or 'nothing'}"
         )
     for name, shape in expected.items():

@@ -31,14 +31,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
-from lm.checkpoint import TIED, save_checkpoint
+from lm.checkpoint import CONFIG_FILE, TIED, save_checkpoint
 from lm.model import GPT, GPTConfig
 from lm.sizing import inference_memory_bytes, parameter_count, physical_memory_bytes
 from lm.tokenizer import TiktokenTokenizer
 
 VOCAB_SIZE = 50_257  # r50k_base: 50,000 merges + 256 bytes + <|endoftext|>
 CONTEXT = 1024
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # a Hugging Face model's files (a checkpoint's own: lm.checkpoint)
 HF_CONFIG_FILE = "config.json"
 BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # the causal mask, saved as a buffer by old transformers
 PREFIX = "transformer."
@@ -338,5 +338,5 @@ def default_folder(size: str) -> Path:
 
 
 def _refuse_existing(out: Path) -> None:
-    if (out / "config.json").exists():  # a checkpoint is complete once its config.json is written
+    if (out / CONFIG_FILE).exists():  # a checkpoint is complete once its config is written
         raise GPT2ImportError(f"{out} already holds a model; choose another folder or delete it first")

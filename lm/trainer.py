@@ -6,35 +6,30 @@ nudge the weights down the gradient of the cross-entropy loss with AdamW
 loss, measures it on held-out text, samples a little, and saves a checkpoint,
 so a run can be watched from another process and resumed after a stop.
 
-Run folder (DESIGN.md): config.json, tokenizer.json, model.safetensors (the
-checkpoint), metrics.jsonl, samples.jsonl, status.json, train.log, state.pt
-(optimizer and random-number state for resuming); and, to watch heads form,
-probe.json (a fixed text), attention/step_NNNNNNN.safetensors (every head's
-attention on it, from step 0) and detectors.jsonl (each head's detector scores).
+The run folder it writes (lm.run_folder): the checkpoint and the state to resume
+it from, the metrics, samples and status; and, to watch heads form, attention
+snapshots of a fixed probe text from step 0 with each head's detector scores.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import signal
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
 from lm import distributed
-from lm.checkpoint import load_checkpoint, read_config, save_checkpoint
+from lm.checkpoint import load_checkpoint, read_config
 from lm.data import CORPORA, DataError, encode_corpus, load_corpus, random_batch, read_text_file, split_tokens
 from lm.detectors import attention_weights, head_scores
 from lm.device import device_precision, resolve_device, to_device
 from lm.generate import Sampling, end_of_text_id, generate
 from lm.model import GPT
+from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SAMPLES_FILE, Run
 from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 from lm.train_config import TrainConfig, padded_vocab_size
@@ -74,49 +69,7 @@ def read_text(data: str) -> str:
     return load_corpus(data) if data in CORPORA else read_text_file(data)
 
 
-SNAPSHOTS = "attention"  # the run folder's attention snapshots: step_0000100.safetensors, ...
-SNAPSHOT_NAME = re.compile(r"step_(\d+)\.safetensors")
 PROBE_TOKENS = 48  # the most of the validation text a text run's snapshots show
-
-
-def snapshot_path(folder: str | os.PathLike, step: int) -> Path:
-    return Path(folder) / SNAPSHOTS / f"step_{step:07d}.safetensors"
-
-
-def snapshot_steps(folder: str | os.PathLike) -> list[int]:
-    """The steps the run folder has an attention snapshot of, in order (other files ignored)."""
-    names = (p.name for p in (Path(folder) / SNAPSHOTS).glob("step_*.safetensors"))
-    return sorted(int(m.group(1)) for m in map(SNAPSHOT_NAME.fullmatch, names) if m)
-
-
-class Run:
-    """The run folder as the trainer writes it; any process may read it meanwhile. Only
-    the main training process writes it: the others hold a Run with writes=False."""
-
-    def __init__(self, folder: str | os.PathLike, writes: bool = True):
-        self.folder, self.writes = Path(folder), writes
-
-    def write_status(self, state: str, **extra) -> None:
-        if not self.writes:
-            return
-        status = {"state": state, "pid": os.getpid(), "heartbeat": time.time(), **extra}
-        tmp = self.folder / "status.json.tmp"
-        tmp.write_text(json.dumps(status, allow_nan=False), encoding="utf-8")  # strict JSON for any reader
-        os.replace(tmp, self.folder / "status.json")
-
-    def append(self, name: str, record: dict) -> None:
-        if not self.writes:
-            return
-        with open(self.folder / name, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-
-    def truncate_after(self, name: str, step: int) -> None:
-        """On resume, drop lines logged after the saved step, so the curve continues cleanly."""
-        path = self.folder / name
-        if self.writes and path.is_file():
-            lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l and json.loads(l)["step"] <= step]
-            path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
 
 
 class Trainer:
@@ -158,7 +111,7 @@ class Trainer:
                 model = GPT(cfg.model_config(padded_vocab_size(tokenizer.vocab_size)).validate())
             splits = (None, None) if task else split_tokens(encode_corpus(text, tokenizer), cfg.val_fraction, cfg.block_size)
             shared = (tokenizer, model.config, *splits)
-            shared += (self._read_state() if resume else None,)
+            shared += (self.run.resume_state() if resume else None,)
         self.tokenizer, config, self.train_ids, self.val_ids, state = distributed.broadcast(shared, world)
         self.task_data = TaskData(task, self.tokenizer, cfg.block_size) if task else None  # its batches replace the ids
         if not world.is_main:
@@ -225,13 +178,13 @@ class Trainer:
                         if self.task_data is not None:
                             record["task_accuracy"] = self.task_accuracy
                         self.save()
-                    run.append("metrics.jsonl", record)
+                    run.append(METRICS_FILE, record)
                     run.write_status("running", step=self.step, max_steps=cfg.max_steps)
                     if progress:
                         progress(record)
                     interval_seconds, interval_tokens = 0.0, 0
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
-                    run.append("samples.jsonl", {"step": self.step, "text": self.sample()})
+                    run.append(SAMPLES_FILE, {"step": self.step, "text": self.sample()})
                 if cfg.snapshot_every and (self.step % cfg.snapshot_every == 0 or self.step == cfg.max_steps):
                     self.snapshot()
             if not distributed.replicas_agree(self.model, self.world):
@@ -324,19 +277,12 @@ class Trainer:
         probe.json ({"ids", "tokens"}) says what the probe is. One short forward pass or three."""
         if not self.world.is_main:
             return
-        ids, folder = self.probe(), self.run.folder
-        if not (folder / "probe.json").is_file():
-            tokens = [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
-            (folder / "probe.json.tmp").write_text(json.dumps({"ids": ids, "tokens": tokens}), encoding="utf-8")
-            os.replace(folder / "probe.json.tmp", folder / "probe.json")
-        attention = attention_weights(self.model, ids).to(torch.float16)
-        (folder / SNAPSHOTS).mkdir(exist_ok=True)
-        tmp = folder / SNAPSHOTS / "snapshot.tmp"
-        save_file({"attention": attention.contiguous()}, str(tmp))
-        os.replace(tmp, snapshot_path(folder, self.step))
+        ids = self.probe()
+        self.run.write_probe(ids, [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids])
+        self.run.write_snapshot(self.step, attention_weights(self.model, ids).to(torch.float16))
         vocabulary = self.task_data.vocabulary if self.task_data is not None else None
         scores = head_scores(self.model, ids, vocabulary=vocabulary)
-        self.run.append("detectors.jsonl", {"step": self.step, "scores": {k: v.tolist() for k, v in scores.items()}})
+        self.run.append(DETECTORS_FILE, {"step": self.step, "scores": {k: v.tolist() for k, v in scores.items()}})
 
     def _best(self) -> float | None:
         """The best validation loss so far; None (JSON null) before the first evaluation."""
@@ -357,32 +303,17 @@ class Trainer:
             "best_val_loss": self._best(),
             "val_loss": self.val_loss if self.val_step == self.step else None,  # of exactly these weights
         }
-        save_checkpoint(self.run.folder, self.model, self.tokenizer, training)
         state = {
             "step": self.step, "best_val_loss": self.best_val_loss, "optimizer": self.optimizer.state_dict(),
             "batches": self.batches.get_state(), "rngs": rngs, "scaler": self.scaler.state_dict(),
         }
-        tmp = self.run.folder / "state.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.run.folder / "state.pt")
+        self.run.save(self.model, self.tokenizer, training, state)
 
     def _rng_state(self) -> dict:
         """This process's random state (dropout draws from it)."""
         state = {"cpu": torch.get_rng_state()}
         if self.device.startswith("cuda"):
             state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _read_state(self) -> dict:
-        path = self.run.folder / "state.pt"
-        if not path.is_file():
-            raise DataError(f"{self.run.folder} has no state.pt to resume from")
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only, no code
-        for name in ("metrics.jsonl", "samples.jsonl", "detectors.jsonl"):
-            self.run.truncate_after(name, state["step"])
-        for step in snapshot_steps(self.run.folder):
-            if step > state["step"]:
-                snapshot_path(self.run.folder, step).unlink()
         return state
 
     def _restore(self, state: dict) -> None:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from explorer import runs
+from lm import run_folder
 from lm import distributed
 from lm.__main__ import build_parser
 from lm.device import Precision, choose_precision, max_processes
@@ -121,13 +122,13 @@ def test_a_two_process_run_stopped_from_the_app_resumes_on_the_same_curve(two_pr
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
     # Started as the Train page does, with a max_steps far off: it is stopped long before.
     info = runs.start_run("stopped", two_process_plan({**TINY, **data, "max_steps": 10**6}))
-    launch = json.loads((info.folder / runs.LAUNCH_FILE).read_text())
+    launch = json.loads((info.folder / run_folder.LAUNCH_FILE).read_text())
     assert "torch.distributed.run" in launch["command"] and launch["processes"] == 2
     wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
     assert runs.stop_run("stopped")  # SIGTERM to torchrun, which passes it on to both processes
     wait_until(lambda: not runs.run_info(info.folder).active)
     stopped = runs.run_info(info.folder)
-    assert stopped.state == "stopped", (stopped.error, (info.folder / runs.LOG_FILE).read_text()[-3000:])
+    assert stopped.state == "stopped", (stopped.error, (info.folder / run_folder.LOG_FILE).read_text()[-3000:])
     assert 1 <= stopped.step < STEPS, "stopped too late to test resuming"
 
     run_to_end(torchrun(2, "--resume", out=info.folder, max_steps=STEPS))
@@ -163,7 +164,7 @@ def test_deleting_a_two_process_run_kills_every_process(data, tmp_path, monkeypa
     SIGKILL to torchrun (a deleted run) must still end them, or they would train on."""
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
     info = runs.start_run("doomed", two_process_plan({**TINY, **data, "max_steps": 10**6}))
-    launcher = json.loads((info.folder / runs.LAUNCH_FILE).read_text())["pid"]
+    launcher = json.loads((info.folder / run_folder.LAUNCH_FILE).read_text())["pid"]
     wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
     workers = child_pids(launcher)
     assert len(workers) == 2 and all(map(alive, workers))

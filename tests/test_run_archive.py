@@ -13,7 +13,8 @@ import pytest
 
 from explorer.paths import runs_root
 from explorer.run_archive import export_run, import_run
-from explorer.runs import RunError, list_runs, read_metrics
+from explorer.runs import RunError, list_runs
+from lm.run_folder import read_metrics
 from tests.checkpoints import make_checkpoint
 
 

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from explorer import runs
+from lm import run_folder
 from lm.checkpoint import load_checkpoint, read_config
 from lm.plan import RunChoice, RunPlan, plan_run
 from lm.train_config import padded_vocab_size
@@ -54,8 +56,8 @@ def state_of(name: str) -> runs.RunInfo:
     return runs.run_info(runs.run_folder(name))
 
 
-def launched_pid(name: str) -> int:
-    return json.loads((runs.run_folder(name) / runs.LAUNCH_FILE).read_text())["pid"]
+def launched(name: str) -> dict:
+    return json.loads((runs.run_folder(name) / run_folder.LAUNCH_FILE).read_text())
 
 
 def training(name: str, min_step: int = 1) -> runs.RunInfo | None:
@@ -68,9 +70,9 @@ def training(name: str, min_step: int = 1) -> runs.RunInfo | None:
 def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     info = runs.start_run("tiny", plan({**TINY, "tokenizer": "bpe:300"}, text=text))
     assert info.state == "starting"  # the child is still importing torch
-    assert (root / "tiny" / runs.DATA_FILE).read_text(encoding="utf-8") == text
-    config = json.loads((root / "tiny" / runs.CONFIG_FILE).read_text())
-    assert config["data"] == str((root / "tiny" / runs.DATA_FILE).resolve()) and config["n_embd"] == 32
+    assert (root / "tiny" / run_folder.DATA_FILE).read_text(encoding="utf-8") == text
+    config = json.loads((root / "tiny" / run_folder.TRAIN_CONFIG_FILE).read_text())
+    assert config["data"] == str((root / "tiny" / run_folder.DATA_FILE).resolve()) and config["n_embd"] == 32
 
     seen = ["starting"]  # every state observed, in order; a fast run may finish between two looks
 
@@ -84,18 +86,19 @@ def test_a_run_starts_trains_and_finishes_with_a_true_status(root, text):
     assert seen in (["starting", "running", "finished"], ["starting", "finished"])
     assert [r.name for r in runs.list_runs()] == ["tiny"]
     assert done.step == done.max_steps == 40 and done.error is None and done.best_val_loss < 6
-    wait_for(lambda: not runs._process_alive(launched_pid("tiny"), "tiny"), timeout=30)  # exits, and is reaped
+    wait_for(lambda: runs._process(launched("tiny")) is None, timeout=30)  # exits, and is reaped
+    assert launched("tiny")["pid"] not in runs._children
 
-    metrics = runs.read_metrics(done.folder)
+    metrics = run_folder.read_metrics(done.folder)
     assert [m["step"] for m in metrics] == list(range(2, 41, 2))
     assert [m["step"] for m in metrics if "val_loss" in m] == [10, 20, 30, 40]
     assert min(m["val_loss"] for m in metrics if "val_loss" in m) == pytest.approx(done.best_val_loss)
-    assert [s["step"] for s in runs.read_samples(done.folder)] == [10, 20, 30, 40]
+    assert [s["step"] for s in run_folder.read_samples(done.folder)] == [10, 20, 30, 40]
     config = load_checkpoint(done.folder).model.config
     assert config.n_embd == 32
     assert config.vocab_size == padded_vocab_size(300) == 320  # as the trainer pads it
-    assert runs.tokenizer_vocab_size(done.folder) == 300
-    assert "finished at step 40" in (done.folder / runs.LOG_FILE).read_text()
+    assert run_folder.tokenizer_vocab_size(done.folder) == 300
+    assert "finished at step 40" in (done.folder / run_folder.LOG_FILE).read_text()
 
 
 @pytest.mark.slow
@@ -122,27 +125,47 @@ def test_a_run_stopped_while_starting_ends_stopped(root, text):
 def test_a_killed_process_is_reported_as_died(root, text):
     runs.start_run("victim", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("victim"))
-    os.killpg(launched_pid("victim"), signal.SIGKILL)  # no chance to write its status
+    os.killpg(launched("victim")["pid"], signal.SIGKILL)  # no chance to write its status
     died = wait_for(lambda: (i := state_of("victim")).state == "died" and i)
     assert "gone" in died.error
-    assert json.loads((died.folder / runs.STATUS_FILE).read_text())["state"] == "running"  # what it last said
+    assert json.loads((died.folder / run_folder.STATUS_FILE).read_text())["state"] == "running"  # what it last said
 
 
 def write_status(folder: Path, **status) -> None:
     folder.mkdir(parents=True)
-    (folder / runs.STATUS_FILE).write_text(json.dumps({"heartbeat": time.time(), "step": 7, "max_steps": 50, **status}))
+    (folder / run_folder.STATUS_FILE).write_text(json.dumps({"step": 7, "max_steps": 50, **status}))
 
 
 def test_a_status_that_says_running_is_checked_against_the_process(root):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    write_status(root / "gone", state="running", pid=int(ended.stdout))
-    write_status(root / "reused", state="running", pid=os.getpid())  # alive, but pytest, not this run
+    here = psutil.Process().create_time()
+    write_status(root / "gone", state="running", pid=int(ended.stdout), started=here)
+    write_status(root / "reused", state="running", pid=os.getpid(), started=here - 60)  # pytest has the run's old pid
+    write_status(root / "unproven", state="running", pid=os.getpid())  # no start time: never taken for the run
+    write_status(root / "alive", state="running", pid=os.getpid(), started=here)  # as a run in this very process
     write_status(root / "done", state="finished", pid=int(ended.stdout), best_val_loss=1.5)
     write_status(root / "broke", state="failed", pid=int(ended.stdout), error="the loss became nan at step 3")
     states = {info.name: (info.state, info.error) for info in runs.list_runs()}
-    assert states["gone"][0] == states["reused"][0] == "died"
+    assert states["gone"][0] == states["reused"][0] == states["unproven"][0] == "died"
+    assert states["alive"] == ("running", None)
     assert states["done"] == ("finished", None)
     assert states["broke"] == ("failed", "the loss became nan at step 3")
+
+
+def test_a_process_that_took_a_dead_runs_pid_is_neither_stopped_nor_killed(root):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)  # leads its group, as a run's process would
+    try:
+        folder = root / "old"
+        write_status(folder, state="running", pid=bystander.pid)
+        launch = {"pid": bystander.pid, "started": psutil.Process(bystander.pid).create_time() - 3600}
+        (folder / run_folder.LAUNCH_FILE).write_text(json.dumps(launch))
+        assert state_of("old").state == "died"
+        assert not runs.stop_run("old")
+        runs.delete_run("old")
+        assert not folder.exists() and bystander.poll() is None  # still running, never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 @pytest.mark.slow
@@ -159,17 +182,17 @@ def test_several_runs_train_at_once(root, text, shakespeare_path):
     runs.start_run("two", plan({**TINY, "data": str(shakespeare_path), "max_steps": 20}))
     finished = wait_for(lambda: all(i.state == "finished" for i in runs.list_runs()) and runs.list_runs())
     assert sorted((i.name, i.step) for i in finished) == [("one", 40), ("two", 20)]
-    assert json.loads((root / "two" / runs.CONFIG_FILE).read_text())["data"] == str(shakespeare_path)
+    assert json.loads((root / "two" / run_folder.TRAIN_CONFIG_FILE).read_text())["data"] == str(shakespeare_path)
 
 
 @pytest.mark.slow
 def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, tmp_path):
     runs.start_run("doomed", plan({**TINY, "max_steps": 100_000}, text=text))
     wait_for(lambda: training("doomed"))
-    pid = launched_pid("doomed")
+    launch = launched("doomed")
     runs.delete_run("doomed")
     assert not (root / "doomed").exists()
-    assert not runs._process_alive(pid, "doomed")
+    assert runs._process(launch) is None
 
     outside = tmp_path / "precious"
     write_status(outside, state="finished", pid=1)
@@ -177,7 +200,7 @@ def test_delete_stops_the_run_and_removes_only_runs_inside_the_root(root, text, 
     for name in ("../precious", "link", "missing", "/etc"):
         with pytest.raises(runs.RunError):
             runs.delete_run(name)
-    assert (outside / runs.STATUS_FILE).is_file()
+    assert (outside / run_folder.STATUS_FILE).is_file()
     imported = root / "gpt2"  # a model folder, not a training run
     imported.mkdir()
     (imported / "config.json").write_text("{}")
@@ -211,11 +234,11 @@ def test_an_existing_name_or_an_impossible_config_is_refused(root, text):
 def test_metrics_reader_skips_a_line_being_written(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "train_loss": 5.0}\n{"step": 2, "train_loss": 4.5}\n{"step": 3, "trai')
-    assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2]
+    assert [r["step"] for r in run_folder.read_jsonl(path)] == [1, 2]
     with open(path, "a") as f:
         f.write('n_loss": 4.1}\nnot json\n{"step": 4, "train_loss": 4.0}\n')
-    assert [r["step"] for r in runs.read_jsonl(path)] == [1, 2, 3, 4]  # the finished line, and past garbage
-    assert runs.read_jsonl(tmp_path / "missing.jsonl") == []
+    assert [r["step"] for r in run_folder.read_jsonl(path)] == [1, 2, 3, 4]  # the finished line, and past garbage
+    assert run_folder.read_jsonl(tmp_path / "missing.jsonl") == []
 
 
 def test_a_process_that_ended_before_training_is_failed_with_its_last_words_or_stopped(root):
@@ -228,8 +251,8 @@ def test_a_process_that_ended_before_training_is_failed_with_its_last_words_or_s
     ):
         folder = root / name
         folder.mkdir(parents=True)
-        (folder / runs.LAUNCH_FILE).write_text(json.dumps({"pid": int(gone.stdout), "started": time.time(), **extra}))
-        (folder / runs.LOG_FILE).write_text(log)
+        (folder / run_folder.LAUNCH_FILE).write_text(json.dumps({"pid": int(gone.stdout), "started": time.time(), **extra}))
+        (folder / run_folder.LOG_FILE).write_text(log)
     states = {info.name: (info.state, info.error) for info in runs.list_runs()}
     assert states["crashed"] == ("failed", "RuntimeError: boom")
     assert states["refused"] == ("failed", "no such file: /tmp/missing.txt")

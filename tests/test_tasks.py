@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from explorer import runs
 from explorer.training_view import accuracy_figure, has_task_accuracy
 from lm.__main__ import main
 from lm.attention import Probe
@@ -22,8 +21,9 @@ from lm.checkpoint import load_checkpoint
 from lm.detectors import DETECTORS, attention_weights, head_scores
 from lm.generate import Sampling, generate
 from lm.model import GPT, GPTConfig, GPTOutput
+from lm.run_folder import TRAIN_CONFIG_FILE, snapshot_steps
 from lm.tasks import HELD_OUT, LETTERS, TASKS, TaskData, TaskError, exact_matches, probe_vocabulary, task_tokenizer
-from lm.trainer import TrainConfig, Trainer, resume_config, snapshot_steps
+from lm.trainer import TrainConfig, Trainer, resume_config
 from tests.test_train_page import fake_run, open_train, wait_until_ended
 
 EQUALS, END = ord("="), 256  # the tokens of "=" and <|endoftext|> in the one-token-per-byte tokenizer
@@ -357,7 +357,7 @@ def test_the_train_page_offers_the_tasks_with_their_presets(app_dirs):
     at.text_input(key="train_name").set_value("brackets-run").run()
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    config = json.loads((app_dirs / "runs" / "brackets-run" / runs.CONFIG_FILE).read_text())
+    config = json.loads((app_dirs / "runs" / "brackets-run" / TRAIN_CONFIG_FILE).read_text())
     assert (config["data"], config["max_steps"], config["snapshot_every"]) == ("task:brackets", 3, TASKS["brackets"].preset["snapshot_every"])
     info = wait_until_ended("brackets-run")
     assert info.state == "finished", info.error

@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import runs
+from lm import run_folder
 from explorer.training_view import format_bytes
 from lm.model import GPTConfig
 from lm.plan import PRESETS
@@ -138,17 +139,17 @@ def test_starting_a_tiny_run_trains_it_and_shows_its_curves(app_dirs):
     assert not at.exception, at.exception
     assert at.query_params["run"] == "page-run"  # a refresh comes back to it
     assert at.subheader[0].value.startswith("Run page-run :blue-badge[⏳ starting]")
-    config = json.loads((app_dirs / "runs" / "page-run" / runs.CONFIG_FILE).read_text())
+    config = json.loads((app_dirs / "runs" / "page-run" / run_folder.TRAIN_CONFIG_FILE).read_text())
     assert (config["data"], config["tokenizer"], config["n_embd"], config["max_steps"]) == ("tinyshakespeare", "bpe:320", 32, 30)
 
     info = wait_until_ended("page-run")
     assert info.state == "finished", info.error
     at = open_through_app(run="page-run")  # as after a refresh
-    metrics = runs.read_metrics(info.folder)
+    metrics = run_folder.read_metrics(info.folder)
     loss_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert loss_chart["data"][0]["x"] == [m["step"] for m in metrics] == list(range(2, 31, 2))
     assert loss_chart["data"][1]["y"] == [m["val_loss"] for m in metrics if "val_loss" in m]
-    assert at.code[0].value == runs.read_samples(info.folder)[-1]["text"]
+    assert at.code[0].value == run_folder.read_samples(info.folder)[-1]["text"]
     assert at.subheader[0].value == "Run page-run :green-badge[✅ finished]"
     table = at.dataframe[0].value
     assert table["run"].tolist() == ["page-run"] and table["status"].tolist() == ["✅ finished"]
@@ -157,8 +158,8 @@ def test_starting_a_tiny_run_trains_it_and_shows_its_curves(app_dirs):
 def fake_run(root: Path, name: str, **status) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
-    (folder / runs.LAUNCH_FILE).write_text(json.dumps({"pid": 2**22 + 1, "started": time.time()}))
-    (folder / runs.STATUS_FILE).write_text(json.dumps({"pid": 2**22 + 1, "heartbeat": time.time(), "step": 5, "max_steps": 10, **status}))
+    (folder / run_folder.LAUNCH_FILE).write_text(json.dumps({"pid": 2**22 + 1, "started": time.time()}))
+    (folder / run_folder.STATUS_FILE).write_text(json.dumps({"pid": 2**22 + 1, "heartbeat": time.time(), "step": 5, "max_steps": 10, **status}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train_loss": 5 - s / 10, "elapsed": s}) + "\n" for s in range(1, 6)))
     return folder
 
@@ -245,8 +246,8 @@ def test_a_pasted_text_is_saved_in_the_run_and_trained_on(app_dirs, shakespeare_
     assert name == "custom-pasted-1"  # the suggested name
     folder = app_dirs / "runs" / name
     try:
-        assert (folder / runs.DATA_FILE).read_text(encoding="utf-8") == pasted
-        assert json.loads((folder / runs.CONFIG_FILE).read_text())["data"] == str((folder / runs.DATA_FILE).resolve())
+        assert (folder / run_folder.DATA_FILE).read_text(encoding="utf-8") == pasted
+        assert json.loads((folder / run_folder.TRAIN_CONFIG_FILE).read_text())["data"] == str((folder / run_folder.DATA_FILE).resolve())
     finally:
         runs.delete_run(name)
 

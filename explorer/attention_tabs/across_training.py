@@ -9,13 +9,13 @@ import streamlit as st
 from explorer.attention_maps import weights_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.checkpoint_cache import FileStamp
-from explorer.runs import read_metrics
 from explorer.token_view import token_label
 from explorer.training_snapshots import (
     Snapshots, SnapshotError, find_snapshots, history_figure, load_snapshot, nearest_step, read_detector_history,
 )
 from explorer.widgets import chart
 from lm.checkpoint import Checkpoint
+from lm.run_folder import read_metrics
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
