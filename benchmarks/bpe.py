@@ -9,7 +9,9 @@ Prints figures, checks nothing but two speed goals (it is not a test):
      tiktoken's GPT-2 encoding (r50k_base, `encode_ordinary`);
   3. the pure-Python `encode_reference` on the first 100 kB, and whether its ids
      equal `encode`'s there;
-  4. token counts and bytes per token, ours against GPT-2 (and the HF model).
+  4. the reference trainer (lm.bpe.train_merges_reference) on the first 5 kB, once,
+     and whether its merges equal the fast trainer's there;
+  5. token counts and bytes per token, ours against GPT-2 (and the HF model).
 
 Run from the repository root:  .venv/bin/python benchmarks/bpe.py [--data PATH] [--repeats N]
 """
@@ -30,6 +32,7 @@ from common import offline_tiktoken_cache  # noqa: E402 (benchmarks/ is on sys.p
 
 VOCAB_SIZE = 1024
 REFERENCE_SLICE = 100_000  # characters (= bytes: Tiny Shakespeare is ASCII)
+TRAIN_REFERENCE_SLICE = 5_000  # the reference trainer recounts every pair at each of its ~770 merges
 
 
 def best_of(repeats: int, fn):
@@ -71,9 +74,11 @@ def main() -> None:
     if args.repeats < 1:
         sys.exit("error: --repeats must be at least 1")
     offline_tiktoken_cache()
+    import regex
     import tiktoken
 
-    from lm.tokenizer import BPETokenizer
+    from lm.bpe import train_merges_reference
+    from lm.tokenizer import GPT4_PATTERN, BPETokenizer
 
     text = args.data.read_text(encoding="utf-8")
     n_bytes = len(text.encode("utf-8"))
@@ -107,6 +112,13 @@ def main() -> None:
     same = "OK" if ref_ids == ours.encode(head) else "MISMATCH"
     rows.append((f"encode_reference {len(head) // 1000} kB (MB/s)", f"{mbps(len(head.encode()), t_ref):.2f}",
                  "-", "-", f"pure Python; ids == encode: {same}"))
+
+    small = text[:TRAIN_REFERENCE_SLICE]
+    t_small, fast = best_of(args.repeats, lambda: BPETokenizer.train(small, VOCAB_SIZE, pattern="gpt4"))
+    t_naive, naive = best_of(1, lambda: train_merges_reference(regex.findall(GPT4_PATTERN, small), len(fast.merges)))
+    same = "OK" if naive == fast.merges else "MISMATCH"
+    rows.append((f"train {len(small) // 1000} kB (s)", f"{t_small:.3f}", f"{t_naive:.3f}", f"{t_small / t_naive:.3f}",
+                 f"reference trainer, run once; merges equal: {same}"))
 
     hf_ids = hf.encode(text).ids
     for label, fmt in (("tokens in text", lambda n: f"{n:,}"), ("bytes per token", lambda n: f"{n_bytes / n:.3f}")):
