@@ -10,6 +10,7 @@ import streamlit as st
 
 from explorer.gpt2_import import ImportJob, find_import, running_imports, start_import
 from explorer.url_state import BIND
+from lm.checkpoint import CONFIG_FILE
 from lm.gpt2 import SIZES, default_folder
 from lm.sizing import parameter_count
 
@@ -41,7 +42,7 @@ def import_form() -> None:
     if mine is not None and mine.error:
         st.error(mine.error)
     imported = {default_folder(name) for name in SIZES} | ({mine.folder} if mine is not None and mine.folder else set())
-    for folder in sorted(f for f in imported if (f / "config.json").is_file()):
+    for folder in sorted(f for f in imported if (f / CONFIG_FILE).is_file()):
         show_links(folder)
 
 
