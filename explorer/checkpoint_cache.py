@@ -12,9 +12,8 @@ from typing import Callable, TypeVar
 
 import streamlit as st
 
-from lm.checkpoint import Checkpoint
+from lm.checkpoint import WEIGHTS_FILE, Checkpoint
 
-WEIGHTS_FILE = "model.safetensors"
 Result = TypeVar("Result")
 
 
