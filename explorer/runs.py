@@ -3,8 +3,9 @@ find runs again after a refresh or an app restart, tell their true state, stop a
 delete them. The trainer writes the folder; everything here only reads it, except
 launch.json (how and when the process was started) which is ours.
 
-A run's state is what status.json says, checked against the process itself, since a
-killed process cannot update its status:
+A run's state is what status.json says, checked against the process itself (its pid and
+start time, so a pid the system has since given another program is not taken for it),
+since a killed process cannot update its status:
 starting (launched, not training yet), running, finished, stopped, failed (with the
 error), died (status says running but the process is gone)."""
 
