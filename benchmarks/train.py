@@ -20,7 +20,7 @@ Both see the same batches, so their first losses must agree (printed: parity).
 Each is warmed up (--warmup steps), then timed over --steps steps in turns (ours,
 HF, ours, HF, ...) --repeats times, so a change in the machine's load hits both
 alike; the fastest round is kept. Achieved FLOP/s = tokens/s x
-lm.model.flops_per_token(config, training=True); its share is of this machine's
+lm.sizing.flops_per_token(config, training=True); its share is of this machine's
 fp32 matmul peak, measured in the same run before and after the training runs
 (the best square torch.mm of n = 2048, 3072, 4096).
 
@@ -103,6 +103,7 @@ def shell_trainer(model: torch.nn.Module, cfg: TrainConfig, ids: np.ndarray) -> 
     trainer.world, trainer.precision, trainer.signalled, trainer.stop_requested = World(), Precision(), False, False
     trainer.optimizer = make_optimizer(model, cfg, "cpu")
     trainer.train_ids, trainer.batches, trainer.step = ids, torch.Generator().manual_seed(SEED), 0
+    trainer.task_data = None  # a corpus's token ids, not a synthetic task's examples
     trainer._build_engine()  # one process, fp32, not compiled: the model itself
     return trainer
 

@@ -166,9 +166,10 @@ def test_head_scores_on_a_tiny_model():
     assert torch.allclose(result["previous_token"], previous_token_score(weights))
     assert torch.allclose(result["duplicate_token"], duplicate_token_score(weights, ids[-16:]))
     assert PROBE_LENGTH > 8  # so the probe here was cut to half the context
-    probe = repeated_random_tokens(50, 8, seed=0)
+    probe_ids = repeated_random_tokens(50, 8, seed=0)
     with torch.no_grad():
-        probe_weights = torch.stack([s.weights[0] for s in model(torch.tensor([probe]), probe=Probe(explain=True)).attention])
-    assert torch.allclose(result["induction"], induction_score(probe_weights, probe))
+        steps = model(torch.tensor([probe_ids]), probe=Probe(explain=True)).attention
+    probe_weights = torch.stack([s.weights[0] for s in steps])
+    assert torch.allclose(result["induction"], induction_score(probe_weights, probe_ids))
     with pytest.raises(ValueError):
         head_scores(model, [])
