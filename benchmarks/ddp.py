@@ -24,7 +24,6 @@ Run from the repository root:  .venv/bin/python benchmarks/ddp.py [--processes 2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lm.data import load_corpus, read_text_file  # noqa: E402
+from lm.run_folder import read_metrics  # noqa: E402
 from lm.tokenizer import BPETokenizer  # noqa: E402
 
 SHARED_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -54,7 +54,7 @@ def tokens_per_second(processes: int, batch_size: int, steps: int, common: dict,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     if result.returncode != 0:
         sys.exit(f"error: training in {processes} process(es) failed:\n{result.stderr[-6000:]}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = read_metrics(out)
     return statistics.median(r["tokens_per_s"] for r in records[1:])
 
 

@@ -33,6 +33,18 @@ def tiny_gpt(vocab_size: int, seed: int = 0, sharpen: float = 1.0, **config) -> 
     return model
 
 
+def sharpen_attention(model: GPT, gain: float) -> GPT:
+    """Scale the attention's q/k/v weights by `gain` and give every bias random values: at
+    initialisation attention is nearly uniform and biases are zero, which would hide mistakes."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("c_attn.weight"):
+                p.mul_(gain)
+            elif name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    return model
+
+
 def make_checkpoint(folder: Path, seed: int = 0, tokenizer=None, **config) -> Path:
     """`tiny_gpt` saved with a small Shakespeare BPE, or with `tokenizer` (e.g. a TiktokenTokenizer)."""
     tokenizer = tokenizer or shakespeare_bpe()

@@ -21,6 +21,7 @@ from lm.attention import Probe
 from lm.model import GPT, GPTConfig
 from lm.sizing import flops_per_token, parameter_count, training_memory_bytes
 from lm.tokenizer import BPETokenizer
+from tests.checkpoints import sharpen_attention
 
 BYTES = BPETokenizer([])  # 256 byte tokens + <|endoftext|>: each character of an ASCII text is a token
 TEXT = "the cat <b> the mat & the hat"
@@ -30,14 +31,8 @@ TEXT = "the cat <b> the mat & the hat"
 def model() -> GPT:
     """A random GPT with biases and larger weights than at initialisation, so attention is far from uniform."""
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=BYTES.vocab_size, block_size=64, n_layer=2, n_head=3, n_embd=24)).eval()
-    with torch.no_grad():
-        for name, p in gpt.named_parameters():
-            if name.endswith("c_attn.weight"):
-                p.mul_(15)
-            elif name.endswith(".bias"):
-                p.normal_(0.0, 0.1)
-    return gpt
+    config = GPTConfig(vocab_size=BYTES.vocab_size, block_size=64, n_layer=2, n_head=3, n_embd=24)
+    return sharpen_attention(GPT(config).eval(), 15)
 
 
 @pytest.fixture(scope="module")

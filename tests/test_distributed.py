@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from lm.distributed import World
 from lm.plan import RunChoice, RunPlan, plan_run
 from lm.trainer import TrainConfig, Trainer
 from tests.checkpoints import shakespeare_bpe
+from tests.helpers import read_jsonl, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 20
@@ -59,20 +59,9 @@ def run_to_end(command: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def two_process_plan(options: dict) -> RunPlan:
     """A run planned as the Train page plans one in two processes."""
     return plan_run(RunChoice(options, vocab_size=shakespeare_bpe().vocab_size, processes=2))
-
-
-def wait_until(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +113,9 @@ def test_a_two_process_run_stopped_from_the_app_resumes_on_the_same_curve(two_pr
     info = runs.start_run("stopped", two_process_plan({**TINY, **data, "max_steps": 10**6}))
     launch = json.loads((info.folder / run_folder.LAUNCH_FILE).read_text())
     assert "torch.distributed.run" in launch["command"] and launch["processes"] == 2
-    wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
+    wait_for(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
     assert runs.stop_run("stopped")  # SIGTERM to torchrun, which passes it on to both processes
-    wait_until(lambda: not runs.run_info(info.folder).active)
+    wait_for(lambda: not runs.run_info(info.folder).active)
     stopped = runs.run_info(info.folder)
     assert stopped.state == "stopped", (stopped.error, (info.folder / run_folder.LOG_FILE).read_text()[-3000:])
     assert 1 <= stopped.step < STEPS, "stopped too late to test resuming"
@@ -165,11 +154,11 @@ def test_deleting_a_two_process_run_kills_every_process(data, tmp_path, monkeypa
     monkeypatch.setenv("LM_RUNS_DIR", str(tmp_path))
     info = runs.start_run("doomed", two_process_plan({**TINY, **data, "max_steps": 10**6}))
     launcher = json.loads((info.folder / run_folder.LAUNCH_FILE).read_text())["pid"]
-    wait_until(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
+    wait_for(lambda: (info.folder / "metrics.jsonl").is_file() or not runs.run_info(info.folder).active)
     workers = child_pids(launcher)
     assert len(workers) == 2 and all(map(alive, workers))
     runs.delete_run("doomed")
-    wait_until(lambda: not any(map(alive, workers)), timeout=20)
+    wait_for(lambda: not any(map(alive, workers)), timeout=20)
     assert not info.folder.exists()
 
 

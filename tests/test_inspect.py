@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lm.attention import Probe
 from lm.inspect import attention_weights, forward_pass, head_mask, last_token_attention, predict
 from lm.model import GPT, GPTConfig
+from tests.checkpoints import sharpen_attention
 
 N_TOKENS = 50  # the tokenizer's ids; the model's vocabulary is padded past them
 
@@ -22,14 +23,7 @@ N_TOKENS = 50  # the tokenizer's ids; the model's vocabulary is padded past them
 def model() -> GPT:
     """A random GPT in eval mode, biases and sharper attention than at initialisation."""
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=3, n_head=2, n_embd=16)).eval()
-    with torch.no_grad():
-        for name, p in gpt.named_parameters():
-            if name.endswith("c_attn.weight"):
-                p.mul_(10)
-            elif name.endswith(".bias"):
-                p.normal_(0.0, 0.1)
-    return gpt
+    return sharpen_attention(GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=3, n_head=2, n_embd=16)).eval(), 10)
 
 
 def ids_of(length: int, seed: int = 1) -> list[int]:

@@ -20,11 +20,9 @@ from lm.sizing import parameter_count
 from lm.speed import measure_training_flops, threads_used
 from lm.tasks import TASKS, task_tokenizer
 from lm.train_config import TrainConfig, padded_vocab_size
+from tests.helpers import TINY_RUN
 
-TINY = dict(
-    tokenizer="bpe:320", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=40, warmup_steps=5,
-    log_every=2, eval_every=10, eval_batches=2, sample_every=10, sample_tokens=10, device="cpu", threads=1,
-)
+TINY = TINY_RUN
 
 
 def command_line_config(monkeypatch, *argv: str) -> TrainConfig:

@@ -19,11 +19,9 @@ from lm import run_folder
 from lm.checkpoint import load_checkpoint, read_config
 from lm.plan import RunChoice, RunPlan, plan_run
 from lm.train_config import padded_vocab_size
+from tests.helpers import TINY_RUN, wait_for
 
-TINY = dict(
-    tokenizer="bpe:320", n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, max_steps=40, warmup_steps=5,
-    log_every=2, eval_every=10, eval_batches=2, sample_every=10, sample_tokens=10, device="cpu", threads=1,
-)
+TINY = TINY_RUN
 
 
 @pytest.fixture
@@ -40,16 +38,6 @@ def text(shakespeare_text) -> str:
 def plan(options: dict, text: str | None = None) -> RunPlan:
     """A run planned as the Train page plans it (TINY's BPE has 320 tokens)."""
     return plan_run(RunChoice(options, vocab_size=320, text=text))
-
-
-def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"still waiting after {timeout} s")
 
 
 def state_of(name: str) -> runs.RunInfo:

@@ -25,6 +25,7 @@ from lm.run_folder import TRAIN_CONFIG_FILE, snapshot_steps
 from lm.tasks import HELD_OUT, LETTERS, TASKS, TaskData, TaskError, exact_matches, probe_vocabulary, task_tokenizer
 from lm.trainer import TrainConfig, Trainer, resume_config
 from tests.test_train_page import fake_run, open_train, wait_until_ended
+from tests.helpers import read_jsonl
 
 EQUALS, END = ord("="), 256  # the tokens of "=" and <|endoftext|> in the one-token-per-byte tokenizer
 
@@ -173,10 +174,6 @@ def task_config(tmp_path):
         return TrainConfig(**(settings | overrides))
 
     return make
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_a_task_run_logs_accuracy_and_snapshots_attention(task_config):

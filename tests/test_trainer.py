@@ -25,6 +25,7 @@ from lm.model import GPT, GPTConfig
 from lm.tokenizer import TiktokenTokenizer, load_tokenizer
 from lm.trainer import TrainConfig, Trainer, TrainingFailed, learning_rate, make_optimizer, resume_config
 from tests.checkpoints import shakespeare_bpe
+from tests.helpers import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 320  # shakespeare_bpe()'s vocabulary, already a multiple of 64 (the trainer rounds up to one)
@@ -59,10 +60,6 @@ def make_config(tmp_path, corpus, tokenizer_file):
         return TrainConfig(**(settings | overrides))
 
     return make
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 def read_status(folder: str | Path) -> dict:
