@@ -5,31 +5,14 @@ hashed and is shared between sessions, so the cache key is its weights file's st
 from __future__ import annotations
 
 import functools
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, TypeVar
 
 import streamlit as st
 
+from explorer.paths import FileStamp
 from lm.checkpoint import WEIGHTS_FILE, Checkpoint
 
 Result = TypeVar("Result")
-
-
-@dataclass(frozen=True)
-class FileStamp:
-    """A file's version: it changes whenever the file is rewritten."""
-
-    path: str
-    mtime_ns: int
-    size: int
-
-    @classmethod
-    def of(cls, path: str | os.PathLike) -> FileStamp:
-        """OSError if the file is gone."""
-        stat = Path(path).stat()
-        return cls(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def cached_on_checkpoint(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.paths import bundled_models_dir, runs_root
+from explorer.paths import FileStamp, bundled_models_dir, runs_root
 from lm.checkpoint import WEIGHTS_FILE, Checkpoint, has_checkpoint, load_checkpoint
 
 
@@ -31,12 +31,11 @@ def find_models(root: Path | None = None) -> list[ModelEntry]:
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _load(path: str, mtime_ns: int, size: int) -> Checkpoint:
-    return load_checkpoint(path)
+def _load(folder: str, weights: FileStamp) -> Checkpoint:
+    return load_checkpoint(folder)
 
 
 def load_model(entry: ModelEntry) -> Checkpoint:
-    """Loaded once per server and shared by every session (so never modify it): cached
-    on path, modification time and size, so a checkpoint rewritten by training is re-read."""
-    stat = (entry.path / WEIGHTS_FILE).stat()
-    return _load(str(entry.path), stat.st_mtime_ns, stat.st_size)
+    """Loaded once per server and shared by every session (so never modify it): cached on
+    the weights file's stamp, so a checkpoint rewritten by training is re-read."""
+    return _load(str(entry.path), FileStamp.of(entry.path / WEIGHTS_FILE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -31,3 +32,18 @@ def check_name(name: str) -> str:
             "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit (no slashes)"
         )
     return name
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file's version: it changes whenever the file is rewritten."""
+
+    path: str
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> FileStamp:
+        """OSError if the file is gone."""
+        stat = Path(path).stat()
+        return cls(str(path), stat.st_mtime_ns, stat.st_size)

@@ -153,7 +153,7 @@ def run_info(folder: Path) -> RunInfo:
         status = {}
     else:
         state = status.get("state", "failed")
-        if state == "running" and _run_process(folder) is None:
+        if state == "running" and _run_process(launch, status) is None:
             status = read_record(folder / STATUS_FILE) or status  # it may have finished a moment ago
             state = status.get("state", "failed")
             if state == "running":
@@ -175,10 +175,10 @@ def stop_run(name: str) -> bool:
     """Ask a run to stop: SIGTERM to its process group; it saves a checkpoint and marks
     itself stopped. False when it was not running."""
     folder = run_folder(name)
-    info, process = run_info(folder), _run_process(folder)
-    if not info.active or process is None:
-        return False
     launch = read_record(folder / LAUNCH_FILE)
+    process = _run_process(launch or {}, read_record(folder / STATUS_FILE))
+    if process is None or not run_info(folder).active:
+        return False
     if launch is not None:  # a run killed before training began has no status to say it was stopped
         write_json(folder / LAUNCH_FILE, {**launch, "stop_requested": time.time()})
     _signal(process, signal.SIGTERM)
@@ -194,7 +194,7 @@ def delete_run(name: str, timeout: float = 10.0) -> None:
         raise RunError(f"no run named {name!r} in {runs_root()}")
     if not is_training_run(target):
         raise RunError(f"{name!r} is not a training run (no {LAUNCH_FILE} or {STATUS_FILE}); it is left alone")
-    process = _run_process(target)
+    process = _run_process(read_record(target / LAUNCH_FILE) or {}, read_record(target / STATUS_FILE))
     if process is not None and run_info(target).active:
         try:
             doomed = [process, *process.children(recursive=True)]  # torchrun's workers lead sessions of their own
@@ -220,11 +220,11 @@ def _before_training(folder: Path, launch: dict) -> tuple[str, str | None]:
     return "failed", _log_error(folder)
 
 
-def _run_process(folder: Path) -> psutil.Process | None:
-    """The run's process while it runs: the one this app launched, else the one that wrote
-    status.json (a run started from the command line)."""
-    launch = read_record(folder / LAUNCH_FILE) or {}
-    return _process(launch if "pid" in launch else read_record(folder / STATUS_FILE) or {})
+def _run_process(launch: dict, status: dict | None) -> psutil.Process | None:
+    """The run's process while it runs, from its launch.json and status.json records: the
+    one this app launched, else the one that wrote the status (a run started from the
+    command line)."""
+    return _process(launch if "pid" in launch else status or {})
 
 
 def _process(record: dict) -> psutil.Process | None:

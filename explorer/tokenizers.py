@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.paths import check_name, tokenizers_dir
+from explorer.paths import FileStamp, check_name, tokenizers_dir
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, Tokenizer, load_tokenizer
 
 TIKTOKEN_CHOICES = {f"{title} ({name})": name for name, title in TIKTOKEN_ENCODINGS.items()}
@@ -21,8 +21,8 @@ def load_tiktoken(encoding_name: str) -> TiktokenTokenizer:
 
 
 @st.cache_resource(show_spinner="Loading tokenizer…")
-def _load_file(path: str, mtime_ns: int, size: int) -> BPETokenizer | TiktokenTokenizer:
-    return load_tokenizer(path)
+def _load_file(stamp: FileStamp) -> BPETokenizer | TiktokenTokenizer:
+    return load_tokenizer(stamp.path)
 
 
 def tokenizer_choices(just_trained: BPETokenizer | None = None) -> dict[str, Callable[[], Tokenizer]]:
@@ -37,9 +37,8 @@ def tokenizer_choices(just_trained: BPETokenizer | None = None) -> dict[str, Cal
 
 
 def load_saved(path: Path) -> BPETokenizer | TiktokenTokenizer:
-    """Cached on path, modification time and size, so a re-saved file is read again."""
-    stat = path.stat()
-    return _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+    """Cached on the file's stamp, so a re-saved file is read again."""
+    return _load_file(FileStamp.of(path))
 
 
 def saved_tokenizers() -> dict[str, Path]:

@@ -126,7 +126,7 @@ def check_plan(cfg: TrainConfig, vocab_size: int, tokens: int | None, tokens_bou
     bound on it (its length in bytes, for a BPE not trained yet); None when not counted.
     Returns the model; raises ValueError."""
     cfg.check()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device)  # plan_run has resolved it already; a caller of its own may not have
     memory = device_memory_bytes(device)
     model = cfg.model_config(padded_vocab_size(vocab_size)).validate(memory)
     needed = training_memory_bytes(model, cfg.batch_size)  # accumulated micro-batches run one after another

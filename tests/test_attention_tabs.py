@@ -12,7 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.attention_tabs.view import ModelRun, shared_shape
-from explorer.checkpoint_cache import FileStamp, cached_on_checkpoint
+from explorer.checkpoint_cache import cached_on_checkpoint
+from explorer.paths import FileStamp
 from tests.checkpoints import make_checkpoint
 from tests.test_attention_page import TEXT, attention, charts, heatmap
 

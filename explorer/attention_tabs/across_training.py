@@ -8,7 +8,7 @@ import streamlit as st
 
 from explorer.attention_maps import weights_figure
 from explorer.attention_tabs.view import AttentionView
-from explorer.checkpoint_cache import FileStamp
+from explorer.paths import FileStamp
 from explorer.token_view import token_label
 from explorer.training_snapshots import (
     Snapshots, SnapshotError, find_snapshots, history_figure, load_snapshot, nearest_step, read_detector_history,
