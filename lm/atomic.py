@@ -4,9 +4,10 @@ rename it over the target in one step (os.replace is atomic within a file system
 
 Temporary names are unique (two processes writing one target never share one),
 start with a dot and end in TMP_SUFFIX, so readers and the run exporter pass them
-by; they are removed when the writing fails. Nothing is fsync'd: a process killed
-mid-write leaves the previous file whole; a machine that loses power may lose the
-newest one. Several processes that would each compute the same file (a cache
+by; they are removed when the writing fails. A process killed mid-write leaves the
+previous file whole. Only a durable write (durable=True: the file, then its folder,
+fsync'd) also survives the machine losing power; the rest may lose the newest
+version, which costs a sync per write where it does not matter. Several processes that would each compute the same file (a cache
 entry) take `exclusive(target)` first: one computes, the others wait and read it.
 """
 
@@ -30,8 +31,23 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return Path(path).suffix in (TMP_SUFFIX, LOCK_SUFFIX)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Push a written file's data to the disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Push a folder's entries (files created, renamed or removed in it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """A fresh temporary path beside `target` for a writer that wants a path (torch.save,
     safetensors' save_file); it becomes `target` when the block ends, and is removed if it raises.
     The writer creates the file, so it gets the usual permissions."""
@@ -39,19 +55,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         yield tmp
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_dir(target.parent)
 
 
-def write_text(target: str | os.PathLike, text: str) -> None:
-    with atomic_path(target) as tmp:
+def write_text(target: str | os.PathLike, text: str, durable: bool = False) -> None:
+    with atomic_path(target, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(target: str | os.PathLike, data, **options) -> None:
-    write_text(target, json.dumps(data, **options))
+def write_json(target: str | os.PathLike, data, durable: bool = False, **options) -> None:
+    write_text(target, json.dumps(data, **options), durable)
 
 
 @contextmanager

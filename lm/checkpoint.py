@@ -4,7 +4,9 @@
     tokenizer.json       the own BPE, or {"tiktoken": "<name>"}
     model.safetensors    the weights; safetensors holds only tensors, so loading runs no code
 
-Each file is replaced whole (lm.atomic), so a reader never sees half a file.
+The three are replaced as one unit (lm.journal: written beside the old ones, then switched
+in behind a manifest.json that names each file's size and hash), and each file whole, so
+a reader never sees half a file and a killed writer never leaves a mixed set.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lm.atomic import atomic_path, write_json
+from lm.journal import Writer, commit
 from lm.model import GPT, ConfigError, GPTConfig
 from lm.tokenizer import BPETokenizer, TiktokenTokenizer, TokenizerError, load_tokenizer
 
@@ -42,15 +44,21 @@ class Checkpoint:
     path: Path | None = None
 
 
-def save_checkpoint(folder: str | os.PathLike, model: GPT, tokenizer, training: dict | None = None) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def checkpoint_writers(model: GPT, tokenizer, training: dict | None = None) -> dict[str, Writer]:
+    """How to write each file of the checkpoint, in the order they are switched in: the
+    config last, as a folder counts as a checkpoint once it has one."""
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(weights, str(tmp), metadata={"format": FORMAT})
-    tokenizer.save(folder / TOKENIZER_FILE)
     config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
-    write_json(folder / CONFIG_FILE, config, indent=2)  # last: a checkpoint is complete once it has its config
+    return {
+        WEIGHTS_FILE: lambda path: save_file(weights, str(path), metadata={"format": FORMAT}),
+        TOKENIZER_FILE: tokenizer.save,
+        CONFIG_FILE: lambda path: path.write_text(json.dumps(config, indent=2), encoding="utf-8"),
+    }
+
+
+def save_checkpoint(folder: str | os.PathLike, model: GPT, tokenizer, training: dict | None = None) -> Path:
+    folder, step = Path(folder), (training or {}).get("step")
+    commit(folder, checkpoint_writers(model, tokenizer, training), step=step if type(step) is int else None)
     return folder
 
 

@@ -16,13 +16,17 @@ train_config.json (its TrainConfig) and data.txt (the uploaded or pasted text).
 
 Only training process 0 writes; any process may read meanwhile, so every file is
 replaced whole (lm.atomic) or appended a line at a time, and the readers take
-complete lines only and shrug off a missing or damaged file.
+complete lines only and shrug off a missing or damaged file. The checkpoint and
+state.pt are one unit behind manifest.json (lm.journal), so a kill at any moment
+leaves a run that resumes on the curve it would have followed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import pickle
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +35,10 @@ import psutil
 import torch
 from safetensors.torch import save_file
 
-from lm.atomic import atomic_path, write_json, write_text
-from lm.checkpoint import TOKENIZER_FILE, save_checkpoint
+from lm.atomic import atomic_path, fsync_file, write_json
+from lm.checkpoint import CONFIG_FILE, TOKENIZER_FILE, checkpoint_writers, read_config
 from lm.data import DataError
+from lm.journal import commit, recover, verify
 from lm.tokenizer import TokenizerError, load_tokenizer
 
 STATE_FILE = "state.pt"
@@ -100,29 +105,72 @@ class Run:
                 save_file({SNAPSHOT_TENSOR: attention.contiguous()}, str(tmp))
 
     def save(self, model, tokenizer, training: dict, state: dict) -> None:
-        """The checkpoint, then state.pt to resume training from it: the one place a run's
-        checkpoint is written, so making the set atomic as a whole would change only this."""
-        if self.writes:
-            save_checkpoint(self.folder, model, tokenizer, training)
-            with atomic_path(self.folder / STATE_FILE) as tmp:
-                torch.save(state, tmp)
-
-    def resume_state(self) -> dict:
-        """state.pt, with the folder set back to its step: the records logged and snapshots
-        taken after it are dropped, so the resumed curve continues cleanly."""
-        path = self.folder / STATE_FILE
-        if not path.is_file():
-            raise DataError(f"{self.folder} has no {STATE_FILE} to resume from")
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only, no code
+        """The checkpoint and state.pt to resume training from it, switched in as one unit
+        (lm.journal). The lines logged up to its step reach the disk first: once the checkpoint
+        is in, no kill can lose them, and resuming drops only lines of later steps."""
         if self.writes:
             for name in RECORDS:
-                if (self.folder / name).is_file():  # rewritten whole, never in place
-                    kept = [r for r in read_jsonl(self.folder / name) if r.get("step", 0) <= state["step"]]
-                    write_text(self.folder / name, "".join(json.dumps(r) + "\n" for r in kept))
+                if (self.folder / name).is_file():
+                    fsync_file(self.folder / name)
+            writers = {STATE_FILE: lambda path: torch.save(state, path), **checkpoint_writers(model, tokenizer, training)}
+            commit(self.folder, writers, step=state["step"])
+
+    def resume_state(self) -> dict:
+        """state.pt of a whole checkpoint, with the folder set back to its step: the lines logged
+        and snapshots taken after it are dropped, so the resumed curve continues cleanly. A
+        checkpoint cut short after its commit point is finished first; a mixed one is refused,
+        naming the file (lm.journal.InconsistentSet, or DataError for a folder without manifest)."""
+        if self.writes:
+            recover(self.folder)
+        verify(self.folder)
+        state = self._read_state()
+        _, training = read_config(self.folder)
+        if training.get("step") != state["step"]:  # what a folder without a manifest can still check
+            raise DataError(
+                f"{CONFIG_FILE} in {self.folder} is of step {training.get('step')} but {STATE_FILE} of step "
+                f"{state['step']}: the checkpoint is mixed (a save cut short), so it cannot be resumed exactly"
+            )
+        if self.writes:
+            for name in RECORDS:
+                self._trim(name, state["step"])
             for step in snapshot_steps(self.folder):
                 if step > state["step"]:
                     snapshot_path(self.folder, step).unlink()
         return state
+
+    def _read_state(self) -> dict:
+        path = self.folder / STATE_FILE
+        if not path.is_file():
+            raise DataError(f"{self.folder} has no {STATE_FILE} to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only, no code
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise DataError(f"{STATE_FILE} in {self.folder} is damaged ({exc}): the run cannot be resumed") from None
+        if not isinstance(state, dict) or type(state.get("step")) is not int:
+            raise DataError(f"{STATE_FILE} in {self.folder} is not a training state this program wrote")
+        return state
+
+    def _trim(self, name: str, step: int) -> None:
+        """Keep the complete lines of steps up to `step`: a trimmed copy renamed over the file,
+        never a rewrite in place, so a kill leaves the old lines or the new ones."""
+        path = self.folder / name
+        if not path.is_file():
+            return
+        *lines, tail = path.read_bytes().split(b"\n")  # the tail is empty or a line cut short
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) < len(lines) or tail:
+            with atomic_path(path, durable=True) as tmp:
+                tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+
+
+def _step_of(line: bytes) -> float:
+    """The step of a logged line; infinity for one that is not a JSON object with a whole step."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return math.inf
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return step if type(step) is int else math.inf
 
 
 # --- reading, while it trains ------------------------------------------------------------

@@ -102,16 +102,18 @@ class Trainer:
         if world.is_main:
             text = None if task else read_text(cfg.data)
             if resume:
+                state = self.run.resume_state()  # first: it finishes or refuses a checkpoint cut short
                 checkpoint = load_checkpoint(self.run.folder)
                 model, tokenizer = checkpoint.model, checkpoint.tokenizer
             else:
+                state = None
                 torch.manual_seed(cfg.seed)
                 train_text = None if task else text[: int(len(text) * (1 - cfg.val_fraction))]
                 tokenizer = task_tokenizer() if task else build_tokenizer(cfg.tokenizer, train_text)
                 model = GPT(cfg.model_config(padded_vocab_size(tokenizer.vocab_size)).validate())
             splits = (None, None) if task else split_tokens(encode_corpus(text, tokenizer), cfg.val_fraction, cfg.block_size)
             shared = (tokenizer, model.config, *splits)
-            shared += (self.run.resume_state() if resume else None,)
+            shared += (state,)
         self.tokenizer, config, self.train_ids, self.val_ids, state = distributed.broadcast(shared, world)
         self.task_data = TaskData(task, self.tokenizer, cfg.block_size) if task else None  # its batches replace the ids
         if not world.is_main:
@@ -120,7 +122,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.batches = torch.Generator().manual_seed(cfg.seed)  # alike in every process
-        self.step = 0
+        self.step, self.saved_step = 0, None  # the step of the newest checkpoint: none yet, or the one resumed
         self.best_val_loss = float("inf")
         self.val_loss, self.val_step = None, None  # the latest validation loss, and the step it measured
         self._build_engine()
@@ -166,31 +168,16 @@ class Trainer:
                 interval_seconds += time.perf_counter() - step_start
                 self.step += 1
                 interval_tokens += tokens
-                evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
-                if evaluate_now or self.step % cfg.log_every == 0:
-                    record = {
-                        "step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
-                        "tokens_per_s": interval_tokens / interval_seconds,
-                        "elapsed": time.time() - started,
-                    }
-                    if evaluate_now:
-                        record["val_loss"] = self.evaluate()
-                        if self.task_data is not None:
-                            record["task_accuracy"] = self.task_accuracy
-                        self.save()
-                    run.append(METRICS_FILE, record)
+                record = self._record_step(lr, loss, grad_norm, interval_tokens / interval_seconds, started)
+                if record is not None:
+                    interval_seconds, interval_tokens = 0.0, 0
                     run.write_status("running", step=self.step, max_steps=cfg.max_steps)
                     if progress:
                         progress(record)
-                    interval_seconds, interval_tokens = 0.0, 0
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
-                    run.append(SAMPLES_FILE, {"step": self.step, "text": self.sample()})
-                if cfg.snapshot_every and (self.step % cfg.snapshot_every == 0 or self.step == cfg.max_steps):
-                    self.snapshot()
             if not distributed.replicas_agree(self.model, self.world):
                 raise TrainingFailed("the processes' copies of the model differ, which DDP should prevent: do not trust this run")
             state = "finished" if self.step >= cfg.max_steps else "stopped"
-            if state == "stopped" or self.step % cfg.eval_every:
+            if self.saved_step != self.step:
                 self.save()
             run.write_status(state, step=self.step, max_steps=cfg.max_steps, best_val_loss=self._best())
             return state
@@ -201,6 +188,31 @@ class Trainer:
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+
+    def _record_step(self, lr: float, loss: float, grad_norm: float, tokens_per_s: float, started: float) -> dict | None:
+        """What the step just taken logs (its metrics line, returned; None if it logs none), samples
+        and snapshots, then its checkpoint, if it saves one: after every line of the step, so a kill
+        cannot lose a line that the checkpoint covers (resuming drops those of later steps)."""
+        cfg, run = self.cfg, self.run
+        evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
+        record = None
+        if evaluate_now or self.step % cfg.log_every == 0:
+            record = {
+                "step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s, "elapsed": time.time() - started,
+            }
+            if evaluate_now:
+                record["val_loss"] = self.evaluate()
+                if self.task_data is not None:
+                    record["task_accuracy"] = self.task_accuracy
+            run.append(METRICS_FILE, record)
+        if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
+            run.append(SAMPLES_FILE, {"step": self.step, "text": self.sample()})
+        if cfg.snapshot_every and (self.step % cfg.snapshot_every == 0 or self.step == cfg.max_steps):
+            self.snapshot()
+        if evaluate_now:
+            self.save()
+        return record
 
     def _train_step(self) -> tuple[float, float, float, int]:
         """One optimizer step; returns the learning rate, the mean loss, the gradient norm and
@@ -296,6 +308,7 @@ class Trainer:
     def save(self) -> None:
         """Process 0 writes the checkpoint; every process must call this (it collects their random states)."""
         rngs = distributed.gather(self._rng_state(), self.world)
+        self.saved_step = self.step
         if not self.world.is_main:
             return
         training = {
@@ -328,6 +341,7 @@ class Trainer:
             if "cuda" in rngs[self.world.rank] and self.device.startswith("cuda"):
                 torch.cuda.set_rng_state(rngs[self.world.rank]["cuda"], self.device)
         self.step, self.best_val_loss = state["step"], state["best_val_loss"]
+        self.saved_step = self.step
 
 
 def resume_config(folder: str | os.PathLike, **overrides) -> TrainConfig:

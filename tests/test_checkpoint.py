@@ -20,7 +20,7 @@ from lm.tokenizer import TiktokenTokenizer
 from tests.checkpoints import make_checkpoint, shakespeare_bpe, tiny_gpt
 
 TEXT = "To be, or not to be: naïve café 🙂<|endoftext|>That is the question."
-FILES = ["config.json", "model.safetensors", "tokenizer.json"]
+FILES = ["config.json", "manifest.json", "model.safetensors", "tokenizer.json"]
 TOKENIZERS = {"own-bpe": shakespeare_bpe, "r50k_base": lambda: TiktokenTokenizer("r50k_base")}
 
 

@@ -258,7 +258,7 @@ def test_an_unexpected_exception_fails_the_run_with_its_message(make_config, mon
     def full_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("lm.run_folder.save_checkpoint", full_disk)
+    monkeypatch.setattr("lm.run_folder.commit", full_disk)
     cfg = make_config(eval_every=2)  # the first save is at step 2
     with pytest.raises(OSError, match="No space left"):
         Trainer(cfg).train()
