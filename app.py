@@ -2,17 +2,19 @@
 
 import streamlit as st
 
-from explorer import presenter, url_state
+from explorer import classroom, presenter, url_state
 from explorer.lesson_widgets import lesson_builder
 from explorer.navigation import HOME, PAGES
 from lm.device import use_threads_for_server
 
 st.set_page_config(page_title="LLM Explorer", page_icon="🔬", layout="wide")
 use_threads_for_server()
+classroom.gate()  # classroom mode: the sign-in form until someone signs in
 pages = [st.Page(HOME.path, title=HOME.title, icon=HOME.icon, default=True)]
 pages += [st.Page(p.path, title=p.title, icon=p.icon) for p in PAGES]
 page = st.navigation(pages)
 presenter.toggle()
+classroom.badge()
 presenter.apply_style()
 url_state.begin_run()
 page.run()

@@ -1,5 +1,7 @@
 """The Home page's GPT-2 import: choose a size to download or a local file, start the import
-(explorer.gpt2_import runs it), watch its progress, then open the model on the pages that use it."""
+(explorer.gpt2_import runs it), watch its progress, then open the model on the pages that use it.
+In classroom mode only the teacher imports (into the shared models every student sees): a
+download is gigabytes, and a local path reads the server's disk."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.gpt2_import import ImportJob, find_import, running_imports, start_import
+from explorer.workspace import can_read_server_paths
 from explorer.url_state import BIND
 from lm.checkpoint import CONFIG_FILE
 from lm.gpt2 import SIZES, default_folder
@@ -24,7 +27,19 @@ JOB = "gpt2_job"  # session key: the (size, source) of the import this session s
 
 def import_form() -> None:
     """The source and size, the Import button, the progress of every running import, and links
-    to each imported GPT-2 on disk."""
+    to each imported GPT-2 on disk (only the links for a student)."""
+    if can_read_server_paths():
+        mine = import_controls()
+    else:
+        st.info("Your teacher imports GPT-2 for the class; it then opens here and in the Attention and Generate pages.")
+        mine = None
+    imported = {default_folder(name) for name in SIZES} | ({mine.folder} if mine is not None and mine.folder else set())
+    for folder in sorted(f for f in imported if (f / CONFIG_FILE).is_file()):
+        show_links(folder)
+
+
+def import_controls() -> ImportJob | None:
+    """The widgets and the imports' progress; the import this session started, if any."""
     source_kind = st.radio("Weights", [FROM_HUB, FROM_DISK], key="gpt2_source", horizontal=True, bind=BIND)
     if source_kind == FROM_HUB:
         st.selectbox("Size", list(SIZES), key="gpt2_size", format_func=download_label, bind=BIND)
@@ -37,13 +52,10 @@ def import_form() -> None:
         for job in running_imports():
             watch(job)
         st.rerun()  # the list of models above has changed
-
     mine = find_import(*st.session_state[JOB]) if JOB in st.session_state else None
     if mine is not None and mine.error:
         st.error(mine.error)
-    imported = {default_folder(name) for name in SIZES} | ({mine.folder} if mine is not None and mine.folder else set())
-    for folder in sorted(f for f in imported if (f / CONFIG_FILE).is_file()):
-        show_links(folder)
+    return mine
 
 
 def chosen_import() -> tuple[str, str | None]:
@@ -60,6 +72,8 @@ def download_label(size: str) -> str:
 
 def start() -> None:
     """The button's callback: it runs before the page does, with the widgets' latest values."""
+    if not can_read_server_paths():
+        return
     st.session_state[JOB] = chosen_import()
     start_import(*st.session_state[JOB])
 

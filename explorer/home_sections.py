@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.models import find_models
 from explorer.navigation import PageInfo
-from explorer.paths import runs_root
+from explorer.workspace import runs_place
 from lm.device import default_device, describe_device
 
 
@@ -36,4 +36,4 @@ def this_machine() -> None:
                 hide_index=True,
             )
         else:
-            st.caption(f"No trained models yet in `{runs_root()}/`.")
+            st.caption(f"No trained models yet in {runs_place()}.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.paths import FileStamp, bundled_models_dir, runs_root
+from explorer.paths import FileStamp, model_roots
 from lm.checkpoint import WEIGHTS_FILE, Checkpoint, has_checkpoint, load_checkpoint
 
 
@@ -19,8 +19,8 @@ class ModelEntry:
 
 
 def find_models(root: Path | None = None) -> list[ModelEntry]:
-    """Checkpoint folders: the bundled demo first (the pages' default), then the runs root."""
-    roots = [root] if root is not None else [bundled_models_dir(), runs_root()]
+    """Checkpoint folders: the bundled demo first (the pages' default), then the runs roots (explorer.paths.model_roots)."""
+    roots = [root] if root is not None else model_roots()
     found = []
     for folder in roots:
         if folder.is_dir():

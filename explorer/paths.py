@@ -1,4 +1,6 @@
-"""Where the app keeps what it makes, relative to the working directory unless overridden."""
+"""Where the app keeps what it makes, relative to the working directory unless overridden.
+In classroom mode (explorer.workspace) a student's runs and tokenizers live in their own
+workspace, runs_root()/_students/NAME/, and these functions answer for the person signed in."""
 
 from __future__ import annotations
 
@@ -10,9 +12,25 @@ from pathlib import Path
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def runs_root() -> Path:
-    """Training runs and imported models: $LM_RUNS_DIR, default ./runs."""
+WORKSPACES = "_students"  # in the base runs root; no run can take this name (NAME_RE)
+
+
+def base_runs_root() -> Path:
+    """Training runs and imported models of this machine's user or the teacher: $LM_RUNS_DIR, default ./runs."""
     return Path(os.environ.get("LM_RUNS_DIR", "runs"))
+
+
+def workspaces_root() -> Path:
+    """The students' workspaces, one folder each."""
+    return base_runs_root() / WORKSPACES
+
+
+def runs_root() -> Path:
+    """The runs of the person using the page: a student's own, else the base runs root."""
+    from explorer.workspace import own_folder  # it reads the session; imported late, it imports this module
+
+    folder = own_folder()
+    return base_runs_root() if folder is None else folder / "runs"
 
 
 def bundled_models_dir() -> Path:
@@ -21,8 +39,18 @@ def bundled_models_dir() -> Path:
 
 
 def tokenizers_dir() -> Path:
-    """Tokenizers saved from the Tokenizer page: $LM_TOKENIZERS_DIR, default ./tokenizers."""
-    return Path(os.environ.get("LM_TOKENIZERS_DIR", "tokenizers"))
+    """Tokenizers saved from the Tokenizer page: $LM_TOKENIZERS_DIR, default ./tokenizers; a student's own."""
+    from explorer.workspace import own_folder
+
+    folder = own_folder()
+    return Path(os.environ.get("LM_TOKENIZERS_DIR", "tokenizers")) if folder is None else folder / "tokenizers"
+
+
+def model_roots() -> list[Path]:
+    """Where the model lists look: the bundled demo first (the pages' default), the base runs
+    root (the teacher's models, shared with the class), and a student's own runs."""
+    roots = [bundled_models_dir(), base_runs_root()]
+    return roots if runs_root() == base_runs_root() else [*roots, runs_root()]
 
 
 def check_name(name: str) -> str:

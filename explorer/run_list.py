@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer import runs
-from explorer.paths import runs_root
+from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
 from explorer.widgets import chart
@@ -19,7 +19,7 @@ def runs_section() -> None:
     st.header("All runs")
     infos = runs.list_runs()
     if not infos:
-        st.caption(f"No training runs yet in `{runs_root()}/`.")
+        st.caption(f"No training runs yet in {runs_place()}.")
         return
     st.dataframe(runs_table(infos), hide_index=True, width="stretch")
     compare_curves(infos)
@@ -27,14 +27,14 @@ def runs_section() -> None:
     pick = pick_column.selectbox("Run", [info.name for info in infos], key="train_pick")
     picked = next(info for info in infos if info.name == pick)
     export_column.download_button(
-        "⬇ Export", data=lambda: export_run(picked.folder), file_name=f"{pick}.zip", mime="application/zip",
+        "⬇ Export", data=lambda: export_run(picked.folder), file_name=f"{pick.replace('/', '-')}.zip", mime="application/zip",
         key="train_export", width="stretch", disabled=picked.active, on_click="ignore",
         help="The run's folder as a zip (model, metrics, samples), to import on another machine and compare curves.",
     )
     if watch_column.button("📈 Watch", key="train_watch", width="stretch"):
         st.query_params["run"] = pick
         st.rerun()
-    if delete_column.button("🗑 Delete…", key="train_delete", width="stretch"):
+    if delete_column.button("🗑 Delete…", key="train_delete", width="stretch", disabled=not can_manage(picked)):
         st.session_state["train_confirm_delete"] = pick
     if st.session_state.get("train_confirm_delete") == pick:
         confirm_delete(picked)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import runs
-from explorer.paths import runs_root
+from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, time_estimate
 from explorer.url_state import BIND
 from lm.plan import RunPlan
@@ -51,13 +51,20 @@ def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
     suggested = runs.free_name(name_base)
     typed = name_column.text_input(
         "Run name", key="train_name", bind=BIND, placeholder=suggested, max_chars=64,
-        help=f"The run's folder inside {runs_root()}/. Empty: {suggested}.",
+        help=f"The run's folder in {runs_place()}. Empty: {suggested}.",
     )
     name = typed.strip() or suggested
     bad_name = runs.name_problem(name)
     if bad_name:
         name_column.error(bad_name)
-    if button_column.button("▶ Start training", type="primary", disabled=bool(plan.problem or bad_name), key="train_start"):
+    limit = run_limit_problem(runs.list_runs())
+    if limit:
+        st.warning(f"Not now: {limit}.", icon="⏳")
+    elif training_slots():
+        st.caption(f"{training_slots()} runs train at once on this server; a run started while they are busy waits "
+                   "in line (its place and the wait are shown) and starts by itself.")
+    blocked = bool(plan.problem or bad_name or limit)
+    if button_column.button("▶ Start training", type="primary", disabled=blocked, key="train_start"):
         try:
             runs.start_run(name, plan)
         except ValueError as exc:

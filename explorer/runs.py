@@ -22,14 +22,16 @@ from pathlib import Path
 
 import psutil
 
-from explorer.paths import check_name, runs_root
+from explorer import workspace
+from explorer.paths import runs_root
 from lm.atomic import write_json, write_text
 from lm.checkpoint import WEIGHTS_FILE, has_checkpoint
 from lm.plan import RunPlan
+from lm.slots import QUEUE_ENV, SLOTS_ENV, queued_message
 from lm.run_folder import DATA_FILE, LAUNCH_FILE, LOG_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, is_training_run, read_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ACTIVE_STATES = ("starting", "running")
+ACTIVE_STATES = ("starting", "queued", "running")
 START_TOLERANCE_S = 1.0  # a process's start time, read twice, agrees far closer; a pid reused later does not
 
 
@@ -41,7 +43,7 @@ class RunError(ValueError):
 class RunInfo:
     name: str
     folder: Path
-    state: str  # starting | running | finished | stopped | failed | died
+    state: str  # starting | queued | running | finished | stopped | failed | died
     step: int = 0
     max_steps: int | None = None
     error: str | None = None
@@ -49,10 +51,17 @@ class RunInfo:
     started: float | None = None  # unix time
     stop_requested: bool = False
     options: dict = field(default_factory=dict)  # the TrainConfig it was started with
+    queue_position: int | None = None  # while queued: 1 is next
+    wait_seconds: float | None = None  # while queued: a guess, None while there is nothing to guess from
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def queue_note(self) -> str | None:
+        """'3rd in line, about 2 min' while it waits for a training slot."""
+        return queued_message(self.queue_position, self.wait_seconds) if self.state == "queued" else None
 
     @property
     def has_checkpoint(self) -> bool:
@@ -65,8 +74,10 @@ _children: dict[int, subprocess.Popen] = {}  # processes this server started, so
 
 
 def run_folder(name: str) -> Path:
+    """The folder of the run `name`: in the runs root of the person on this page; the teacher
+    names a student's run 'student/run' (explorer.workspace)."""
     try:
-        return runs_root() / check_name(name)
+        return workspace.locate_run(name)
     except ValueError as exc:
         raise RunError(f"{name!r} is not a usable run name: {exc}") from None
 
@@ -94,12 +105,13 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
     torchrun starts several processes, which train together (DDP)."""
     if plan.problem:
         raise RunError(plan.problem)
-    problem = name_problem(name)
+    problem = name_problem(name) or workspace.run_limit_problem(list_runs(runs_root()))
     if problem:
         raise RunError(problem)
     folder = run_folder(name)
     data = str((folder / DATA_FILE).resolve()) if plan.text is not None else plan.config.data
-    cfg = replace(plan.config, out=str(folder.resolve()), data=data)
+    cfg = replace(plan.config, out=str(folder.resolve()), data=data,
+                  threads=plan.config.threads or workspace.threads_per_run())  # slots share the cores
     text, processes = plan.text, plan.processes
     try:
         folder.mkdir(parents=True)
@@ -112,10 +124,12 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     command = [sys.executable, *launcher, "-m", "lm", "train", "--config", str(config_path.resolve()), "--out", cfg.out]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    slots = workspace.training_slots() if processes == 1 else 0  # torchrun's processes would each wait
+    queue = {SLOTS_ENV: str(slots), QUEUE_ENV: str(workspace.queue_folder().resolve())} if slots else {}
     try:
         with open(folder / LOG_FILE, "wb") as log:
             process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"},
+                command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **queue},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
     except OSError as exc:
@@ -128,12 +142,11 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run under the root (a folder with launch.json or status.json), newest first."""
-    root = runs_root() if root is None else root
-    if not root.is_dir():
-        return []
+    """Every run under the root (a folder with launch.json or status.json), newest first; by
+    default every run the person on this page may see (explorer.workspace.run_roots)."""
+    roots = [root] if root is not None else [folder for _, folder in workspace.run_roots()]
     found = []
-    for folder in root.iterdir():
+    for folder in (f for r in roots if r.is_dir() for f in r.iterdir()):
         if is_training_run(folder):
             try:
                 found.append(run_info(folder))
@@ -153,10 +166,10 @@ def run_info(folder: Path) -> RunInfo:
         status = {}
     else:
         state = status.get("state", "failed")
-        if state == "running" and _run_process(launch, status) is None:
+        if state in ("queued", "running") and _run_process(launch, status) is None:
             status = read_record(folder / STATUS_FILE) or status  # it may have finished a moment ago
             state = status.get("state", "failed")
-            if state == "running":
+            if state in ("queued", "running"):
                 kept = "; the last checkpoint it saved is kept" if (folder / WEIGHTS_FILE).is_file() else ""
                 state, error = "died", (
                     "the training process is gone without saying why (killed, out of memory, or the machine "
@@ -164,10 +177,11 @@ def run_info(folder: Path) -> RunInfo:
                 )
         error = status.get("error") or error
     return RunInfo(
-        name=folder.name, folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
+        name=workspace.run_name(folder), folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
         error=error, best_val_loss=status.get("best_val_loss"),
         started=launch.get("started") or folder.stat().st_mtime, stop_requested="stop_requested" in launch,
         options=read_record(folder / TRAIN_CONFIG_FILE) or {},
+        queue_position=status.get("position") if state == "queued" else None, wait_seconds=status.get("wait_seconds"),
     )
 
 
@@ -175,6 +189,7 @@ def stop_run(name: str) -> bool:
     """Ask a run to stop: SIGTERM to its process group; it saves a checkpoint and marks
     itself stopped. False when it was not running."""
     folder = run_folder(name)
+    _check_manages(folder)
     launch = read_record(folder / LAUNCH_FILE)
     process = _run_process(launch or {}, read_record(folder / STATUS_FILE))
     if process is None or not run_info(folder).active:
@@ -189,9 +204,10 @@ def delete_run(name: str, timeout: float = 10.0) -> None:
     """Remove a run folder and everything in it, killing its processes first (nothing is
     worth saving). Only a run folder directly inside the runs root."""
     folder = run_folder(name)
-    root, target = runs_root().resolve(), folder.resolve()
-    if target.parent != root or not target.is_dir():
-        raise RunError(f"no run named {name!r} in {runs_root()}")
+    target = folder.resolve()
+    if target.parent != folder.parent.resolve() or not target.is_dir():
+        raise RunError(f"there is no run named {name!r}")
+    _check_manages(target)
     if not is_training_run(target):
         raise RunError(f"{name!r} is not a training run (no {LAUNCH_FILE} or {STATUS_FILE}); it is left alone")
     process = _run_process(read_record(target / LAUNCH_FILE) or {}, read_record(target / STATUS_FILE))
@@ -206,6 +222,12 @@ def delete_run(name: str, timeout: float = 10.0) -> None:
         while any(map(_running, doomed)) and time.monotonic() < deadline:
             time.sleep(0.05)
     shutil.rmtree(target)
+
+
+def _check_manages(folder: Path) -> None:
+    """run_folder keeps a student in their workspace already; this says so again where it matters."""
+    if not workspace.can_manage(RunInfo(folder.name, folder, "unknown")):
+        raise RunError("this run is not yours: only its owner and the teacher may stop or delete it")
 
 
 # --- processes ---------------------------------------------------------------------------

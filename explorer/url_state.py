@@ -20,6 +20,8 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from explorer.identity import IDENTITY_PARAM
+
 BIND = "query-params"
 # A text longer than this once URL-encoded stays out of the link: chats and mail mangle long
 # links, and a URL over 64 KB is refused by the server outright when the page is reloaded.
@@ -62,9 +64,12 @@ def bind_text(key: str, label: str):
 
 
 def current_params() -> dict[str, str | list[str]]:
-    """This page's URL parameters as they stand (a multiselect's several values kept as a list)."""
+    """This page's URL parameters as they stand (a multiselect's several values kept as a list),
+    less a student's sign-in (explorer.identity): a shared link or lesson must not sign others in."""
     params = {}
     for key in st.query_params:
+        if key == IDENTITY_PARAM:
+            continue
         values = st.query_params.get_all(key)
         params[key] = values[0] if len(values) == 1 else values
     return params

@@ -19,6 +19,7 @@ from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
 from lm.plan import with_preset
 from lm.sizing import parameter_count
+from lm.slots import training_slot
 from lm.train_config import TrainConfig
 from lm.trainer import Trainer, TrainingFailed, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
@@ -87,7 +88,8 @@ def cmd_train(args) -> None:
         options = {**(read_config_file(args.config) if args.config else {}), **overrides}
         cfg = TrainConfig.from_dict(with_preset(options))  # a task brings its own sizes and schedule, which flags override
     try:
-        train_and_report(cfg, args.resume)
+        with training_slot(cfg.out, cfg.max_steps):  # waits in line when the app shares the machine's slots
+            train_and_report(cfg, args.resume)
     except BaseException:
         distributed.end(finished=False)
         raise
