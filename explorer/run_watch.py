@@ -11,6 +11,7 @@ import streamlit as st
 
 from explorer import runs
 from explorer.navigation import PAGES
+from explorer.run_continue import continue_control
 from explorer.training_guide import diagnose
 from explorer.training_view import (
     STATES, accuracy_figure, grad_norm_figure, has_task_accuracy, loss_figure, lr_figure, progress_text,
@@ -64,8 +65,10 @@ def live_view(name: str, was_active: bool) -> None:
         st.info("Stopping: the run saves a checkpoint, then ends.")
     if info.state == "starting":
         st.info("Starting: loading the text, training the tokenizer and building the model…")
+    if info.queue_note:
+        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
     device = resolve_device(info.options.get("device", "auto"))
-    for flag in diagnose(metrics, samples, info.options, info.state, info.error, device):
+    for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
     if metrics:
         charts(name, info.folder, metrics)
@@ -80,14 +83,17 @@ def live_view(name: str, was_active: bool) -> None:
 
 
 def title_bar(info: runs.RunInfo) -> None:
-    """The run's name and state, with Stop while it trains, Close after."""
+    """The run's name and state, with Stop while it trains; Continue and Close after."""
     label, colour = STATES.get(info.state, (info.state, "gray"))
-    title, stop = st.columns([5, 1], vertical_alignment="center")
+    title, more, stop = st.columns([4, 1, 1], vertical_alignment="center")
     title.subheader(f"Run {info.name} :{colour}-badge[{label}]")
     if info.active:
         stop.button("⏹ Stop", key="train_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
                     help="The run saves a checkpoint, then ends; you keep the model trained so far.")
-    elif stop.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
+        return
+    with more:
+        continue_control(info)
+    if stop.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
         del st.query_params["run"]
         st.rerun()
 
