@@ -5,10 +5,12 @@ tested on a synthetic metric stream that shows the problem and on a healthy one.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
-from explorer.training_view import eta_seconds, format_duration, series
+from explorer.training_view import format_duration, series
+from lm.estimate import eta_seconds
 
 MIN_RECORDS = 6  # logged steps needed before judging a trend
 FLAT_DROP = 0.03  # the loss fell by less than 3% of where it started: nothing is being learned
@@ -18,6 +20,8 @@ OVERFIT_MIN_RISE = 0.02  # …and by this many nats: near a loss of 0, 2% is noi
 REPEAT_SHARE = 0.5  # half of a sample's word 3-grams are repeats
 REPEAT_MIN_WORDS = 12
 SLOW_SECONDS = 20 * 60  # more than this left on a CPU
+SPIKE_OVER_BLIND = 1.5  # a loss 50% above a blind guess's: the weights were thrown off…
+NEAR_BLIND = 0.8  # …and it then sits above 80% of a blind guess's loss: it has forgotten everything
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,34 @@ def diverged(metrics: list[dict], options: dict, error: str | None = None) -> Fl
         return Flag("diverged", "The loss is exploding",
                     f"The training loss climbed from its best, {best:.2f}, to {recent:.2f}.", advice)
     return None
+
+
+def wrecked(metrics: list[dict], options: dict, vocab_size: int | None) -> Flag | None:
+    """The loss shot far above a blind guess's, then settled on a plateau near it: a step too
+    large threw the weights so far that the model unlearned everything, and it now guesses (a run
+    at learning rate 0.5 spiked to 22, then sat at 5.4 beside the blind-guess line of 6.24,
+    writing gibberish). Neither "exploding" (it is not rising now) nor "flat" (it fell from the
+    spike) says so."""
+    steps, losses = series(metrics, "train_loss")
+    if not vocab_size or vocab_size < 2 or len(losses) < MIN_RECORDS:
+        return None
+    blind = math.log(vocab_size)
+    peak_at = max(range(len(losses)), key=losses.__getitem__)
+    after = losses[peak_at + 1 :]
+    if losses[peak_at] < SPIKE_OVER_BLIND * blind or len(after) < 3:
+        return None
+    recent = after[-max(3, len(after) // 3) :]
+    now = statistics.median(recent)
+    if now < NEAR_BLIND * blind or recent[0] - recent[-1] > FLAT_DROP * recent[0]:
+        return None  # recovered, or still recovering
+    lr = options.get("lr", 1e-3)
+    return Flag(
+        "wrecked", "Training blew up and the model forgot everything",
+        f"The training loss spiked to {losses[peak_at]:.1f} at step {steps[peak_at]:,}, then settled at {now:.2f}, "
+        f"beside the blind-guess line ({blind:.2f}): the model is guessing, and its samples are gibberish.",
+        f"Going on will not mend it. Start again with a much lower learning rate (now {lr:g}; 1e-3 to 3e-3 suit "
+        "these small models) and gradient clipping on (grad_clip 1.0).",
+    )
 
 
 def flat(metrics: list[dict], options: dict) -> Flag | None:
@@ -120,12 +152,13 @@ def slow(metrics: list[dict], options: dict, active: bool, device: str) -> Flag 
 
 
 def diagnose(metrics: list[dict], samples: list[dict], options: dict, state: str = "running",
-             error: str | None = None, device: str = "cpu") -> list[Flag]:
-    """Every flag that fires for this run, most urgent first."""
-    exploding = diverged(metrics, options, error)
+             error: str | None = None, device: str = "cpu", vocab_size: int | None = None) -> list[Flag]:
+    """Every flag that fires for this run, most urgent first. `vocab_size` (the tokenizer's)
+    places the blind-guess line; without it, a run wrecked by a spike is not recognised."""
+    broken = wrecked(metrics, options, vocab_size) or diverged(metrics, options, error)
     checks = [
-        exploding,
-        None if exploding else flat(metrics, options),  # a loss that blew up has also stopped falling
+        broken,
+        None if broken else flat(metrics, options),  # a loss that blew up has also stopped falling
         overfitting(metrics, options),
         repeating(samples, options),
         slow(metrics, options, state == "running", device),

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.colors
 import plotly.graph_objects as go
 
 from explorer.charts import PROJECTOR_FONT
-from lm.model import GPTConfig
-from lm.sizing import flops_per_token
-from lm.train_config import TrainConfig
+from lm.estimate import eta_seconds
 
 MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"
@@ -145,24 +142,7 @@ def overlay_figure(curves: dict[str, list[dict]], max_points: int = MAX_POINTS) 
     return fig
 
 
-# --- estimates and progress --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimeEstimate:
-    flops_per_token: float  # forward and backward, at full context
-    tokens_per_step: int
-    step_seconds: float
-    run_seconds: float  # every step, plus the validation passes
-
-
-def time_estimate(cfg: TrainConfig, model: GPTConfig, flops_per_s: float) -> TimeEstimate:
-    """FLOPs of a step over the device's speed; each validation loss costs eval_batches
-    forward passes, a third of a training step each (the backward pass is the other two)."""
-    tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum
-    step = flops_per_token(model) * tokens / flops_per_s
-    validations = cfg.max_steps // cfg.eval_every * cfg.eval_batches * step / cfg.grad_accum / 3
-    return TimeEstimate(flops_per_token(model), tokens, step, cfg.max_steps * step + validations)
+# --- progress ----------------------------------------------------------------------------------------
 
 
 def format_duration(seconds: float) -> str:
@@ -186,30 +166,6 @@ def format_bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:,.1f} {unit}" if n < 10 * size else f"{n / size:,.0f} {unit}"
     return f"{n:,.0f} bytes"
-
-
-def steps_per_second(metrics: list[dict], window: int = 20) -> float | None:
-    """From the last `window` records' elapsed time, evaluation and sampling included; a
-    resumed run restarts its clock, so only records after the last restart count."""
-    recent = metrics[-window:]
-    start = len(recent) - 1
-    while start > 0 and recent[start - 1].get("elapsed", math.inf) < recent[start].get("elapsed", -math.inf):
-        start -= 1
-    recent = recent[start:]
-    if len(recent) >= 2:
-        steps, seconds = recent[-1]["step"] - recent[0]["step"], recent[-1]["elapsed"] - recent[0]["elapsed"]
-    elif recent and recent[0].get("elapsed"):
-        steps, seconds = recent[0]["step"], recent[0]["elapsed"]  # one record: counted from the start
-    else:
-        return None
-    return steps / seconds if steps > 0 and seconds > 0 else None
-
-
-def eta_seconds(metrics: list[dict], max_steps: int) -> float | None:
-    rate = steps_per_second(metrics)
-    if rate is None or not metrics:
-        return None
-    return max(0, max_steps - metrics[-1]["step"]) / rate
 
 
 def progress_text(step: int, max_steps: int | None, metrics: list[dict], active: bool) -> str:

@@ -1,0 +1,232 @@
+"""How long a run will take, told before it starts, by timing a few real steps of it here.
+
+FLOPs per token over a device's FLOP rate underestimates small models several times over: a
+step of a 2-layer, 32-wide model is mostly Python, kernel launches, the optimizer's work per
+tensor and, for a task, making the examples, not arithmetic. So the estimate times the run's
+own model, batch, data and threads on this device (a model too slow to time at its full batch
+is timed at smaller ones and scaled), and adds what the run's schedule does besides training
+steps: starting the process, validation passes and checkpoints, samples and attention snapshots.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psutil
+import torch
+
+from lm.device import device_precision
+from lm.model import GPT, GPTConfig
+from lm.tasks import TaskData, find_task, task_tokenizer
+from lm.train_config import TrainConfig
+
+TIMED_STEPS = 3  # the median of these, after one to warm up
+BUDGET_S = 3.0  # the longest the timed steps may take; a slower model is timed at a smaller batch
+PROBE_PASSES = 3  # forward passes per attention snapshot (the text, the induction probe, the weights saved)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Seconds, measured on this device with the run's threads."""
+
+    train_step: float  # one optimizer step, its batches made as the trainer makes them
+    evaluation: float  # one validation loss (and a task's accuracy)
+    sample: float  # one sample: a text's tokens, or a task's answers to a few held-out prompts
+    snapshot: float  # one attention snapshot with the detector scores
+    checkpoint: float  # serialising the weights and the optimizer's state
+    timed_batch: int  # the batch the step was timed at (smaller than the run's: scaled up)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    step_seconds: float
+    startup: float  # starting the process until the first step
+    training: float  # every training step
+    evaluation: float  # validation passes and the checkpoints saved with them
+    extras: float  # samples and attention snapshots
+
+    @property
+    def run_seconds(self) -> float:
+        return self.startup + self.training + self.evaluation + self.extras
+
+
+def estimate(cfg: TrainConfig, costs: StepCosts, startup: float) -> TimeEstimate:
+    """The run's time from its schedule: how many of each thing it does, times what each costs."""
+    evaluations = cfg.max_steps // cfg.eval_every + (cfg.max_steps % cfg.eval_every > 0)
+    samples = cfg.max_steps // cfg.sample_every if cfg.sample_every else 0
+    snapshots = cfg.max_steps // cfg.snapshot_every + 1 + (cfg.max_steps % cfg.snapshot_every > 0) if cfg.snapshot_every else 0
+    return TimeEstimate(
+        step_seconds=costs.train_step,
+        startup=startup,
+        training=cfg.max_steps * costs.train_step,
+        evaluation=evaluations * (costs.evaluation + costs.checkpoint),
+        extras=samples * costs.sample + snapshots * costs.snapshot,
+    )
+
+
+@functools.cache
+def startup_seconds() -> float:
+    """Starting a training process on this machine: Python and its imports (PyTorch most of
+    all). Timed once per server."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import lm.trainer"], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def measure_costs(cfg: TrainConfig, model_config: GPTConfig, budget: float = BUDGET_S) -> StepCosts:
+    """Time the run's pieces with its own threads (the server's are restored afterwards)."""
+    previous = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _Timing(cfg, model_config).costs(budget)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _median_seconds(work: Callable[[], object], repeats: int, device: str) -> float:
+    def once() -> float:
+        started = time.perf_counter()
+        work()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    return statistics.median(once() for _ in range(repeats))
+
+
+class _Timing:
+    """The run's model, optimizer and batches, built as the trainer builds them."""
+
+    def __init__(self, cfg: TrainConfig, model_config: GPTConfig):
+        from lm.trainer import make_optimizer  # the trainer imports much more than an estimate needs
+
+        self.cfg, self.device = cfg, cfg.device
+        torch.manual_seed(0)
+        self.model = GPT(model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.precision = device_precision(cfg.precision, self.device)
+        task = find_task(cfg.data)
+        self.task_data = TaskData(task, task_tokenizer(), cfg.block_size) if task else None
+        self.generator = torch.Generator().manual_seed(0)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.task_data is not None:
+            x, y = self.task_data.batch(n, self.generator)
+        else:
+            ids = torch.randint(0, self.model.config.vocab_size, (n, self.cfg.block_size + 1), generator=self.generator)
+            x, y = ids[:, :-1], ids[:, 1:]
+        return x.to(self.device), y.to(self.device)
+
+    def autocast(self):
+        dtype = self.precision.dtype
+        return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None)
+
+    def train_step(self, n: int) -> None:
+        self.model.train()
+        for _ in range(self.cfg.grad_accum):
+            x, y = self.batch(n)
+            with self.autocast():
+                loss = self.model(x, y).loss / self.cfg.grad_accum
+            loss.backward()
+        loss.item()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def forward(self, n: int, length: int | None = None) -> None:
+        self.model.eval()
+        x, y = self.batch(n)
+        with self.autocast():
+            self.model(x[:, :length], y[:, :length]).loss.item()
+
+    def step_seconds(self, budget: float) -> tuple[float, int]:
+        """(seconds per step at the run's batch, the batch timed): a step that would blow the
+        budget is timed at one sequence and at a larger batch that fits, and the line through
+        both (a fixed cost per step plus a cost per sequence) read at the run's batch."""
+        full = self.cfg.batch_size
+        self.train_step(1)  # the first step allocates and warms up
+        one = _median_seconds(lambda: self.train_step(1), 2, self.device)
+        fits = max(1, int(budget / (TIMED_STEPS * one)))
+        if fits >= full:
+            self.train_step(full)
+            return _median_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device), full
+        some = max(2, fits)
+        timed = _median_seconds(lambda: self.train_step(some), TIMED_STEPS, self.device)
+        per_sequence = max(0.0, (timed - one) / (some - 1))
+        return one + per_sequence * (full - 1), some
+
+    def costs(self, budget: float) -> StepCosts:
+        step, timed_batch = self.step_seconds(budget)
+        scale = self.cfg.batch_size / timed_batch
+        if self.task_data is not None:
+            evaluation = _median_seconds(lambda: self.task_data.evaluate(self.model, self.device), 2, self.device)
+            sample = _median_seconds(lambda: self.task_data.show_answers(self.model), 1, self.device)
+        else:
+            batch = scale * _median_seconds(lambda: self.forward(timed_batch), 2, self.device)
+            evaluation = self.cfg.eval_batches * batch
+            sample = self.cfg.sample_tokens * _median_seconds(lambda: self.forward(1, 1), 5, self.device)
+        snapshot = PROBE_PASSES * _median_seconds(lambda: self.forward(1), 2, self.device)
+        checkpoint = _median_seconds(self.serialise, 1, self.device)
+        return StepCosts(step, evaluation, sample, snapshot, checkpoint, timed_batch)
+
+    def serialise(self) -> None:
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, io.BytesIO())
+
+
+# --- during a run --------------------------------------------------------------------------------
+
+def seconds_per_step(metrics: list[dict], memory: float = 0.25, min_memory_steps: int = 100) -> float | None:
+    """Seconds a step takes, from metrics.jsonl's records (each with "step" and "elapsed" since
+    the process started): the intervals between records averaged with weights that halve every
+    `memory` of the steps done (at least `min_memory_steps`). A long memory keeps the ETA steady
+    through validation passes and a busy moment of the machine (a plain window of the last few
+    records jumped 1:37 → 2:26 → 1:06); it still follows a lasting change of speed. A resumed
+    run restarts its clock: only records after the last restart count, the first of them
+    counted from its start."""
+    timed = [r for r in metrics if isinstance(r.get("elapsed"), (int, float)) and isinstance(r.get("step"), int)]
+    start = len(timed) - 1
+    while start > 0 and timed[start - 1]["elapsed"] < timed[start]["elapsed"]:
+        start -= 1
+    recent = timed[start:]
+    if not recent:
+        return None
+    last = recent[-1]["step"]
+    half_life = max(min_memory_steps, memory * last)
+    total_seconds = total_steps = 0.0
+    previous = {"step": recent[0]["step"] - _first_steps(timed, start), "elapsed": 0.0}
+    for record in recent:
+        steps, seconds = record["step"] - previous["step"], record["elapsed"] - previous["elapsed"]
+        if steps > 0 and seconds > 0:
+            weight = 0.5 ** ((last - record["step"]) / half_life)
+            total_seconds, total_steps = total_seconds + weight * seconds, total_steps + weight * steps
+        previous = record
+    return total_seconds / total_steps if total_steps > 0 else None
+
+
+def _first_steps(timed: list[dict], start: int) -> int:
+    """Steps the first record after a (re)start covers: from the step the process started at."""
+    if start == 0:
+        return timed[0]["step"]
+    return timed[start]["step"] - timed[start - 1]["step"]
+
+
+def eta_seconds(metrics: list[dict], max_steps: int) -> float | None:
+    per_step = seconds_per_step(metrics)
+    if per_step is None or not metrics:
+        return None
+    return max(0, max_steps - metrics[-1]["step"]) * per_step
+
+
+def run_threads(threads: int) -> int:
+    """The CPU threads a new training process computes with when asked for `threads` (0: PyTorch's
+    default there, one per physical core; the server's own count differs)."""
+    return threads or psutil.cpu_count(logical=False) or 1
