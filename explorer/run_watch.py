@@ -67,6 +67,8 @@ def live_view(name: str, was_active: bool) -> None:
         st.info("Starting: loading the text, training the tokenizer and building the model…")
     if info.queue_note:
         st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
+    if info.queue_note:
+        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
     device = resolve_device(info.options.get("device", "auto"))
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
