@@ -6,6 +6,7 @@ from explorer.gpt2_import_form import import_form
 from explorer.home_sections import page_cards, this_machine
 from explorer.lesson_widgets import lessons_section
 from explorer.navigation import PAGES
+from explorer.prepare import prepare_section
 
 st.title("🔬 LLM Explorer")
 st.markdown(
@@ -26,6 +27,7 @@ lessons_section()
 
 st.subheader("This machine")
 this_machine()
+prepare_section()
 
 st.subheader("OpenAI's GPT-2")
 st.write(

@@ -8,6 +8,7 @@ import streamlit as st
 
 from explorer import presenter
 from explorer.lessons import BY_TITLE, MAX_LESSON_BYTES, Lesson, LessonError, Step, dumps, parse_lesson, shipped_lessons
+from explorer.prepare import lesson_readiness
 from explorer.url_state import current_params
 from explorer.widgets import file_stem
 
@@ -19,6 +20,7 @@ def lesson_card(lesson: Lesson) -> None:
     with st.container(border=True):
         st.subheader(f"🎓 {lesson.title}")
         st.write(lesson.summary)
+        lesson_readiness(lesson)
         for number, step in enumerate(lesson.steps, 1):
             st.page_link(step.info.path, label=f"{number}. {step.label}", icon=step.info.icon,
                          query_params=step.query_params(lesson.presenter))

@@ -10,9 +10,10 @@ import streamlit as st
 
 from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats
-from explorer.tokenizers import JUST_TRAINED
+from explorer.prepare import download_button
+from explorer.tokenizers import JUST_TRAINED, TIKTOKEN_CHOICES, default_choices, on_this_machine
 from explorer.url_state import BIND, bind_text
-from lm.tokenizer import Tokenizer, TokenizerError
+from lm.tokenizer import Tokenizer, TokenizerError, tiktoken_cache_dir, tiktoken_file
 
 DEFAULT_TEXT = (
     "Hello world! A tokenizer cuts text into tokens, and a model only ever sees their ids.\n"
@@ -37,7 +38,7 @@ def compare_controls(choices: dict[str, Callable[[], Tokenizer]], add_just_train
             st.session_state["tok_chosen"] = still
     with control("tok_chosen"):
         chosen = st.multiselect(
-            "Tokenizers to compare", list(choices), default=[c for c in choices if c.startswith(("GPT-2", "GPT-4 ("))],
+            "Tokenizers to compare", list(choices), default=default_choices(choices),
             key="tok_chosen", bind=BIND,
         )
     with control("tok_show_ids"):
@@ -46,7 +47,9 @@ def compare_controls(choices: dict[str, Callable[[], Tokenizer]], add_just_train
 
 
 def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[], Tokenizer]], show_ids: bool) -> None:
-    """The text's size, then each chosen tokenizer's tokens, two to a row, and a table of counts."""
+    """The text's size, then each chosen tokenizer's tokens, two to a row, and a table of counts.
+    OpenAI's tokenizers whose files are missing get one note; if none of the chosen can be shown,
+    a tokenizer on this machine stands in, so the page is never empty."""
     st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
     if not text:
         st.info("Type or paste some text above to see its tokens.")
@@ -54,9 +57,14 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
     chars, nbytes = st.columns(2)
     chars.metric("Characters", f"{len(text):,}")
     nbytes.metric("Bytes (UTF-8)", f"{len(text.encode('utf-8')):,}")
+    shown = [label for label in chosen if on_this_machine(label)]
+    missing = [label for label in chosen if label not in shown]
+    if missing:
+        missing_note(missing, stand_in=None if shown else next(iter(default_choices(choices)), None))
+        shown = shown or default_choices(choices)
     rows = []
-    for start in range(0, len(chosen), 2):
-        for column, label in zip(st.columns(2), chosen[start : start + 2]):
+    for start in range(0, len(shown), 2):
+        for column, label in zip(st.columns(2), shown[start : start + 2]):
             with column:
                 try:
                     rows.append(show_tokens(label, choices[label](), text, show_ids))
@@ -64,6 +72,16 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
                     st.warning(f"{label} is not available: {exc}")
     if len(rows) > 1:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def missing_note(labels: list[str], stand_in: str | None) -> None:
+    """OpenAI's tokenizers chosen but not downloaded: what they need, a button that fetches them."""
+    names = " and ".join(label.split(" (")[0] for label in labels)
+    st.info(f"{names} {'needs its' if len(labels) == 1 else 'need their'} tokenizer file from OpenAI, not on this "
+            "machine yet. Download it once below, or copy the shared rank files into "
+            f"`{tiktoken_cache_dir()}`." + (f" Meanwhile, **{stand_in}**, which is on this machine:" if stand_in else ""),
+            icon="📥")
+    download_button([tiktoken_file(TIKTOKEN_CHOICES[label]) for label in labels], key="tok_download")
 
 
 def show_tokens(label: str, tokenizer: Tokenizer, text: str, show_ids: bool) -> dict:

@@ -11,6 +11,7 @@ import streamlit as st
 from explorer import presenter
 from explorer.models import find_models, load_model
 from explorer.paths import runs_root
+from explorer.prepare import download_button
 from explorer.url_state import BIND, bind_text
 from lm.checkpoint import Checkpoint, CheckpointError
 from lm.data import (
@@ -27,7 +28,7 @@ def corpus_input(key: str, label: str = "Text to learn from") -> tuple[str, str]
     source = st.radio(label, SOURCES, horizontal=True, key=f"{key}_source", bind=BIND)
     corpus = next((c for c in CORPORA.values() if c.title == source), None)
     if corpus is not None:
-        return _registered_corpus(corpus)
+        return _registered_corpus(corpus, key)
     if source == "Upload a file":
         return _uploaded_text(key)
     pasted = st.text_area("Paste your text", key=f"{key}_paste", height=150, max_chars=MAX_TEXT_BYTES // 4,
@@ -44,16 +45,16 @@ def _read_cached_corpus(name: str, path: str, mtime_ns: int) -> str:
     return load_corpus(name)
 
 
-def _registered_corpus(corpus) -> tuple[str, str] | None:
+def _registered_corpus(corpus, key: str) -> tuple[str, str] | None:
+    """The corpus if it is on this machine; else a download button (drawing a page never waits on the network)."""
     st.caption(corpus.description)
+    if not is_cached(corpus):
+        st.info(f"{corpus.title} is not on this machine yet: download it once, or choose Upload a file.", icon="📥")
+        download_button([corpus.file], key=f"{key}_download")
+        return None
     try:
-        if is_cached(corpus):
-            path = data_dir() / corpus.filename
-            return _read_cached_corpus(corpus.name, str(path), path.stat().st_mtime_ns), corpus.title
-        bar = st.progress(0.0, f"Downloading {corpus.title}…")
-        text = load_corpus(corpus, progress=lambda done, total: bar.progress(done / total if total else 0.0))
-        bar.empty()
-        return text, corpus.title
+        path = data_dir() / corpus.filename
+        return _read_cached_corpus(corpus.name, str(path), path.stat().st_mtime_ns), corpus.title
     except DataError as exc:
         st.error(str(exc))
         return None

@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from lm import distributed
 from lm.checkpoint import load_checkpoint
-from lm.data import CORPORA, fetch_corpus, load_corpus, read_text_file
+from lm.data import CORPORA, load_corpus, read_text_file
 from lm.device import default_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
 from lm.plan import with_preset
+from lm.prepare import class_files, prepare
 from lm.sizing import parameter_count
 from lm.slots import training_slot
 from lm.train_config import TrainConfig
@@ -35,7 +36,25 @@ def open_tokenizer(spec: str):
 
 
 def cmd_download(args) -> None:
-    print(fetch_corpus(args.corpus, progress=True))
+    """One file or every file the lessons use, a progress bar each, then what is there and what is not."""
+    files = class_files()
+    bars: dict[str, tqdm] = {}
+
+    def progress(file, done: int, total: int) -> None:
+        bar = bars.get(file.name) or bars.setdefault(
+            file.name, tqdm(desc=file.title, total=total or file.size, unit="B", unit_scale=True))
+        bar.update(done - bar.n)
+
+    outcomes = prepare(list(files.values()) if args.all else [files[args.name]], progress)
+    for bar in bars.values():
+        bar.close()
+    for outcome in outcomes:
+        print(f"{'✓' if outcome.ok else '✗'} {outcome.file.title}: {outcome.state} · "
+              f"{outcome.file.path if outcome.ok else outcome.message}")
+    missing = [o.file for o in outcomes if not o.ok]
+    if missing:
+        raise OSError(f"{len(missing)} of {len(outcomes)} files are missing. Run this again on a connected machine "
+                      f"and copy the files to the same places here: {', '.join(str(f.path) for f in missing)}")
 
 
 def cmd_tokenize(args) -> None:
@@ -150,8 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lm", description="LLM Explorer's from-scratch toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    download = commands.add_parser("download", help="download a corpus into the cache and print its path")
-    download.add_argument("corpus", choices=sorted(CORPORA))
+    download = commands.add_parser(
+        "download", help="download a corpus or tokenizer file, or --all the lessons use; says what is missing",
+        description="Files are checked against their sha256 and kept in the user's cache ($LM_DATA_DIR to move it; "
+        "tiktoken's files in $TIKTOKEN_CACHE_DIR). Run it with --all on a connected machine before class.",
+    )
+    what = download.add_mutually_exclusive_group(required=True)
+    what.add_argument("name", nargs="?", choices=list(class_files()), help="one file: a corpus or a tiktoken encoding")
+    what.add_argument("--all", action="store_true", help="every corpus and tokenizer file the lessons and pages use")
     download.set_defaults(run=cmd_download)
 
     tokenize = commands.add_parser("tokenize", help="show the tokens of a text")

@@ -9,15 +9,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import platformdirs
-import pooch
-import requests
 import torch
 
 from lm.atomic import atomic_path, exclusive
+from lm.download import DownloadError, Progress, RemoteFile, cache_root, fetch
 
 MAX_TEXT_BYTES = 50 * 1024 * 1024
 TEXT_ENCODINGS = ("utf-8", "cp1252", "latin-1", "utf-16")
@@ -39,6 +36,12 @@ class Corpus:
     url: str
     sha256: str
     filename: str
+    size: int  # bytes
+
+    @property
+    def file(self) -> RemoteFile:
+        return RemoteFile(self.name, self.title, self.url, self.sha256, self.size, data_dir, self.filename,
+                          instead="upload it instead (the Train and Tokenizer pages read a text file)")
 
 
 CORPORA = {
@@ -49,37 +52,21 @@ CORPORA = {
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
         filename="tinyshakespeare.txt",
+        size=1_115_394,
     ),
 }
 
 
 def data_dir() -> Path:
     """Where downloaded corpora are cached: $LM_DATA_DIR, else the user's cache folder."""
-    return Path(os.environ.get("LM_DATA_DIR") or platformdirs.user_cache_dir("llm-explorer")) / "corpora"
+    return cache_root() / "corpora"
 
 
 def is_cached(corpus: Corpus) -> bool:
-    return (data_dir() / corpus.filename).is_file()
+    return corpus.file.is_present()
 
 
-class _ProgressAdapter:
-    """The tqdm-like object pooch drives, forwarding (bytes done, bytes total) to a callback."""
-
-    def __init__(self, callback: Callable[[int, int], None]):
-        self.callback, self.total, self.done = callback, 0, 0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        self.callback(min(self.done, self.total or self.done), self.total)
-
-    def reset(self) -> None:
-        self.done = 0
-
-    def close(self) -> None:
-        pass
-
-
-def fetch_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bool = False) -> Path:
+def fetch_corpus(corpus: Corpus | str, progress: Progress | bool = False) -> Path:
     """Download a registered corpus once (or reuse the cached copy) and verify its sha256.
 
     `progress` is True for a terminal progress bar, or a callback (done, total) in bytes."""
@@ -87,32 +74,13 @@ def fetch_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bo
         if corpus not in CORPORA:
             raise DataError(f"unknown corpus {corpus!r}; known: {', '.join(CORPORA)}")
         corpus = CORPORA[corpus]
-    bar = _ProgressAdapter(progress) if callable(progress) else bool(progress)
     try:
-        path = pooch.retrieve(
-            corpus.url,
-            known_hash=f"sha256:{corpus.sha256}",
-            fname=corpus.filename,
-            path=data_dir(),
-            downloader=pooch.HTTPDownloader(progressbar=bar, timeout=30),
-        )
-    except requests.HTTPError as exc:
-        raise DataError(
-            f"The server answered {exc.response.status_code} for {corpus.url}: the file is not there. "
-            f"Download it elsewhere and upload it instead, or place it at {data_dir() / corpus.filename}."
-        ) from exc
-    except requests.RequestException as exc:
-        raise DataError(
-            f"Could not download {corpus.title} from {corpus.url} ({type(exc).__name__}: no network?). "
-            f"Download the file on a connected machine and upload it instead, or place it at "
-            f"{data_dir() / corpus.filename}."
-        ) from exc
-    except ValueError as exc:  # pooch: the downloaded bytes do not match the known hash
-        raise DataError(f"The download of {corpus.title} is not the expected file (sha256 mismatch); try again.") from exc
-    return Path(path)
+        return fetch(corpus.file, progress)
+    except DownloadError as exc:
+        raise DataError(str(exc)) from exc
 
 
-def load_corpus(corpus: Corpus | str, progress: Callable[[int, int], None] | bool = False) -> str:
+def load_corpus(corpus: Corpus | str, progress: Progress | bool = False) -> str:
     return decode_text(fetch_corpus(corpus, progress).read_bytes())
 
 

@@ -20,6 +20,7 @@ How the own BPE works, in the order the code below does it:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -31,6 +32,7 @@ import tiktoken
 
 from lm.atomic import write_json
 from lm.bpe import Merge, train_merges
+from lm.download import DownloadError, RemoteFile, cache_root, fetch
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -47,6 +49,12 @@ SPLIT_PATTERN_LABELS = {
 
 ENDOFTEXT = "<|endoftext|>"
 TIKTOKEN_ENCODINGS = {"r50k_base": "GPT-2", "cl100k_base": "GPT-4", "o200k_base": "GPT-4o"}
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"  # as tiktoken_ext.openai_public
+TIKTOKEN_FILE_HASHES = {  # name: (sha256, bytes)
+    "r50k_base": ("306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930", 835_554),
+    "cl100k_base": ("223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7", 1_681_126),
+    "o200k_base": ("446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d", 3_613_922),
+}
 
 FORMAT = "llm-explorer/bpe-tokenizer"
 FORMAT_VERSION = 1
@@ -55,6 +63,28 @@ MAX_VOCAB_SIZE = 65_536
 
 class TokenizerError(ValueError):
     """A tokenizer that cannot be built, trained or loaded; the message says why."""
+
+
+class TokenizerMissing(TokenizerError):
+    """One of OpenAI's tokenizers whose rank file is not on this machine (and was not to be downloaded)."""
+
+
+def tiktoken_cache_dir() -> Path:
+    """The folder tiktoken reads its rank files from, in tiktoken's own order of variables."""
+    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or cache_root() / "tiktoken")
+
+
+# tiktoken's default cache is the temporary folder, which a reboot may empty; a machine
+# prepared for class must keep its files, so unless the user chose a folder, use ours.
+os.environ["TIKTOKEN_CACHE_DIR"] = str(tiktoken_cache_dir())
+
+
+def tiktoken_file(encoding_name: str) -> RemoteFile:
+    """An encoding's rank file, named as tiktoken caches it: the sha1 of its URL."""
+    url = TIKTOKEN_URL.format(encoding_name)
+    sha256, size = TIKTOKEN_FILE_HASHES[encoding_name]
+    return RemoteFile(encoding_name, f"{TIKTOKEN_ENCODINGS[encoding_name]}'s tokenizer ({encoding_name})", url, sha256,
+                      size, tiktoken_cache_dir, hashlib.sha1(url.encode()).hexdigest())
 
 
 class Tokenizer(Protocol):
@@ -202,19 +232,29 @@ class BPETokenizer:
 
 
 class TiktokenTokenizer:
-    """One of OpenAI's encodings (GPT-2, GPT-4, GPT-4o), through tiktoken."""
+    """One of OpenAI's encodings (GPT-2, GPT-4, GPT-4o), through tiktoken.
 
-    def __init__(self, encoding_name: str):
+    Its rank file is fetched here (with timeouts, hash checked) and only then handed to
+    tiktoken, whose own download would wait forever on a network that drops packets.
+    With `download=False` a missing file raises TokenizerMissing at once."""
+
+    def __init__(self, encoding_name: str, download: bool = True):
         if not isinstance(encoding_name, str) or encoding_name not in TIKTOKEN_ENCODINGS:
             raise TokenizerError(f"unknown tiktoken encoding {encoding_name!r}; choose one of {', '.join(TIKTOKEN_ENCODINGS)}")
+        file = tiktoken_file(encoding_name)
+        if not download and not file.is_verified():
+            raise TokenizerMissing(
+                f"{file.title} is not on this machine: download it with `python -m lm download --all` (or "
+                f"Prepare this machine for class on the app's Home page), or copy its rank file to {file.path}."
+            )
+        try:
+            fetch(file)
+        except (DownloadError, OSError) as exc:  # the message says what to do instead
+            raise TokenizerError(str(exc)) from exc
         try:
             self._encoding = tiktoken.get_encoding(encoding_name)
         except (OSError, ValueError) as exc:
-            raise TokenizerError(
-                f"the {TIKTOKEN_ENCODINGS[encoding_name]} tokenizer ({encoding_name}) is not cached here and "
-                f"could not be downloaded ({type(exc).__name__}). Put its rank file in a folder and set "
-                f"TIKTOKEN_CACHE_DIR to that folder, or connect to the internet once."
-            ) from exc
+            raise TokenizerError(f"{file.title} cannot be read from {file.path}: {exc}") from exc
         self.encoding_name = encoding_name
         self.name = TIKTOKEN_ENCODINGS[encoding_name]
 
@@ -238,8 +278,9 @@ class TiktokenTokenizer:
         write_json(path, {"tiktoken": self.encoding_name})
 
 
-def load_tokenizer(path: str | os.PathLike) -> BPETokenizer | TiktokenTokenizer:
-    """Read a tokenizer.json written by either class; anything else gets a clear error."""
+def load_tokenizer(path: str | os.PathLike, download: bool = True) -> BPETokenizer | TiktokenTokenizer:
+    """Read a tokenizer.json written by either class; anything else gets a clear error.
+    `download` is TiktokenTokenizer's, for a file that names one of OpenAI's."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -250,7 +291,7 @@ def load_tokenizer(path: str | os.PathLike) -> BPETokenizer | TiktokenTokenizer:
     if not isinstance(data, dict):
         raise TokenizerError(f"{path.name} does not hold a tokenizer (expected a JSON object)")
     if "tiktoken" in data:
-        return TiktokenTokenizer(data["tiktoken"])
+        return TiktokenTokenizer(data["tiktoken"], download)
     return BPETokenizer.from_dict(data)
 
 

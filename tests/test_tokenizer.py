@@ -4,10 +4,12 @@ OpenAI's encodings through tiktoken, all offline."""
 from __future__ import annotations
 
 import json
+import shutil
 from functools import lru_cache
 
 import pytest
 import regex
+import requests
 import tiktoken
 import tiktoken.registry
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +23,11 @@ from lm.tokenizer import (
     BPETokenizer,
     TiktokenTokenizer,
     TokenizerError,
+    TokenizerMissing,
     load_tokenizer,
+    tiktoken_file,
 )
+from tests.conftest import SHARED_DATA
 
 PATTERNS = list(SPLIT_PATTERNS)  # "gpt4", "gpt2", "none"
 TIKTOKEN_NAMES = ["r50k_base", "cl100k_base", "o200k_base"]
@@ -442,6 +447,39 @@ def test_tiktoken_unknown_encoding(name):
 def test_tiktoken_offline_with_empty_cache(name, tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # forget encodings loaded earlier
-    with pytest.raises(TokenizerError, match=f"{name}.*not cached here.*TIKTOKEN_CACHE_DIR"):
+    with pytest.raises(TokenizerError, match=rf"Could not download .*\({name}\).*no network.*download --all") as info:
         TiktokenTokenizer(name)
-    assert not any(tmp_path.iterdir())
+    assert str(tmp_path / tiktoken_file(name).filename) in str(info.value), "the message says where the file goes"
+    assert not any(tmp_path.iterdir()), "a failed download left a file behind"
+
+
+@pytest.mark.parametrize("name", TIKTOKEN_NAMES)
+def test_tiktoken_without_download_fails_at_once_when_the_file_is_missing(name, tmp_path, monkeypatch):
+    """The pages ask with download=False: no request at all, and a message that says what to do."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    requested = []
+    monkeypatch.setattr(requests.Session, "request", lambda *args, **kwargs: requested.append(args))
+    with pytest.raises(TokenizerMissing, match=rf"\({name}\) is not on this machine.*download --all"):
+        TiktokenTokenizer(name, download=False)
+    assert requested == []
+
+
+def test_tiktoken_reads_a_rank_file_copied_into_its_cache(tmp_path, monkeypatch):
+    """The shared rank files, copied under the names tiktoken_file gives them, load with no network:
+    our URLs and hashes are tiktoken's own."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(requests.Session, "request", lambda *args, **kwargs: pytest.fail("tried the network"))
+    for name in TIKTOKEN_NAMES:
+        shutil.copyfile(SHARED_DATA / "tiktoken" / tiktoken_file(name).filename, tmp_path / tiktoken_file(name).filename)
+        assert tiktoken_file(name).is_verified()
+        assert TiktokenTokenizer(name, download=False).encode("Hello world") == KNOWN_IDS[name][1]
+
+
+def test_a_corrupt_rank_file_is_not_handed_to_tiktoken(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    (tmp_path / tiktoken_file("r50k_base").filename).write_bytes(b"not ranks")
+    with pytest.raises(TokenizerMissing):
+        TiktokenTokenizer("r50k_base", download=False)
