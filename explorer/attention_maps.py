@@ -13,12 +13,26 @@ from explorer.attention_view import AttentionRun
 from explorer.charts import PROJECTOR_FONT
 
 ANNOTATE_MAX = 12  # write the numbers into the cells up to this many tokens (cells wide enough)
+# Every token on a map is labelled. A label is 16 px tall (TOKEN_FONT), so a row needs 18 px or the
+# labels print into each other. A full-width map of 48 rows is 864 px plus its title and key labels:
+# about one 1080-pixel screen. A map beside another (two models, a step-through) or on a projector
+# has about 300 px for its rows under a 470-px chart's title and slanted key labels: 16 rows.
+# Longer texts are shown a window of that many tokens at a time (tokens_window), never thinned out.
+ROW_PX = 18
+LABELLED = 48
+LABELLED_SMALL = 16
 GRID_CELLS = 64  # each small map of the all-heads grid is at most this many cells a side
 HIGHLIGHT = "#e8590c"
 MASKED_GREY = "#ced4da"
 FONT = PROJECTOR_FONT | dict(color="#212529")  # the theme's grey text is too faint on a projector
-TOKEN_FONT = dict(size=14, color="#212529")
+TOKEN_FONT = dict(size=16, color="#212529")
 HOVER = dict(font=dict(size=16))
+
+
+def tokens_window(T: int, limit: int, end: int | None = None) -> slice:
+    """The `limit` tokens ending at `end` (default the last): what a map of a long text shows."""
+    end = T - 1 if end is None else min(max(end, limit - 1), T - 1)
+    return slice(max(0, end + 1 - limit), end + 1)
 
 
 def plotly_text(label: str) -> str:
@@ -39,13 +53,14 @@ def _token_heatmap(
     blank: np.ndarray | None = None,
     highlight_row: int | None = None,
     compact: bool = False,
+    start: int = 0,
 ) -> go.Figure:
-    """A T×T map. Each position is its own category ("#7 ·the"), so a repeated token gets its own
-    row and column and the hover names it without a string per cell; the ticks show the token.
-    `masked` cells are drawn grey as −∞; `blank` cells get no number written in."""
+    """A T×T map of tokens `start`… of the text. Each position is its own category ("#7 ·the"), so
+    a repeated token gets its own row and column and the hover names it without a string per cell;
+    every tick shows its token. `masked` cells are drawn grey as −∞; `blank` cells get no number."""
     T = len(labels)
     names = [plotly_text(label) for label in labels]
-    positions = [f"#{i} {name}" for i, name in enumerate(names)]  # unique, so equal tokens never merge
+    positions = [f"#{start + i} {name}" for i, name in enumerate(names)]  # unique: equal tokens never merge
     annotate = T <= ANNOTATE_MAX
     hidden = masked if masked is not None else blank
     gap = 1 if annotate else 0
@@ -65,11 +80,7 @@ def _token_heatmap(
     )
     if masked is not None:
         fig.add_trace(_masked_cells(masked, positions, annotate))
-    ticks = list(range(0, T, math.ceil(T / (20 if compact else 40))))
-    tick_axis = dict(
-        type="category", tickmode="array", tickvals=[positions[i] for i in ticks], ticktext=[names[i] for i in ticks],
-        tickfont=TOKEN_FONT,
-    )
+    tick_axis = dict(type="category", tickmode="array", tickvals=positions, ticktext=names, tickfont=TOKEN_FONT)
     fig.update_xaxes(title=dict(text="key: the token looked at", font=FONT), tickangle=-60, range=[-0.5, T - 0.5],
                      **tick_axis)
     fig.update_yaxes(title=dict(text="query: the token looking", font=FONT), range=[T - 0.5, -0.5],  # query 0 on top
@@ -81,7 +92,7 @@ def _token_heatmap(
         )
     fig.update_layout(
         title=title, font=FONT, margin=dict(l=20, r=20, t=60, b=20), hoverlabel=HOVER,
-        height=520 if compact else max(480, min(760, 200 + 22 * T)),
+        height=max(420 if compact else 480, 200 + ROW_PX * T),
     )
     return fig
 
@@ -100,32 +111,41 @@ def _masked_cells(masked: np.ndarray, positions: list[str], annotate: bool) -> g
 
 
 def attention_figure(
-    run: AttentionRun, layer: int, head: int, title: str, highlight_row: int | None = None, compact: bool = False
+    run: AttentionRun, layer: int, head: int, title: str, highlight_row: int | None = None, compact: bool = False,
+    window: slice | None = None,
 ) -> go.Figure:
-    """One head's weights: row i is how query i spreads its attention over keys 0…i."""
-    return weights_figure(run.weights[layer, head], run.labels, title, highlight_row, compact)
+    """One head's weights: row i is how query i spreads its attention over keys 0…i; only the
+    tokens in `window` (see tokens_window) when the text is longer than a map can label."""
+    return weights_figure(run.weights[layer, head], run.labels, title, highlight_row, compact, window)
 
 
 def weights_figure(
-    weights: np.ndarray, labels: tuple[str, ...], title: str, highlight_row: int | None = None, compact: bool = False
+    weights: np.ndarray, labels: tuple[str, ...], title: str, highlight_row: int | None = None, compact: bool = False,
+    window: slice | None = None,
 ) -> go.Figure:
     """A [T, T] map of attention weights over the tokens' labels (for a snapshot saved in training too)."""
-    T = len(labels)
+    window = window or slice(0, len(labels))
+    T = len(labels[window])
     return _token_heatmap(
-        weights, labels, title=title, value_name="weight", colorscale="Blues", zmin=0.0,
-        zmax=1.0, blank=np.triu(np.ones((T, T), dtype=bool), 1), highlight_row=highlight_row, compact=compact,
+        weights[window, window], labels[window], title=title, value_name="weight", colorscale="Blues", zmin=0.0,
+        zmax=1.0, blank=np.triu(np.ones((T, T), dtype=bool), 1), compact=compact, start=window.start,
+        highlight_row=None if highlight_row is None else highlight_row - window.start,
     )
 
 
-def scores_figure(run: AttentionRun, layer: int, head: int, query: int, masked: bool = False) -> go.Figure:
+def scores_figure(
+    run: AttentionRun, layer: int, head: int, query: int, masked: bool = False, window: slice | None = None
+) -> go.Figure:
     """The scores q·k/√d, before the mask (every pair) or after it (the future is −∞, grey)."""
-    scores = run.scores[layer, head]
+    window = window or slice(0, len(run.labels))
+    scores = run.scores[layer, head][window, window]
     limit = float(np.abs(scores).max()) or 1.0
     return _token_heatmap(
-        scores, run.labels,
+        scores, run.labels[window],
         title="after the causal mask: the future is −∞" if masked else "scores q·k/√d: every query with every key",
         value_name="score", colorscale="RdBu", zmin=-limit, zmax=limit,
-        masked=np.isinf(run.masked(layer, head)) if masked else None, highlight_row=query, compact=True,
+        masked=np.isinf(run.masked(layer, head)[window, window]) if masked else None,
+        highlight_row=query - window.start, compact=True, start=window.start,
     )
 
 

@@ -12,6 +12,7 @@ import re
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from explorer.url_state import BIND
 
@@ -22,7 +23,12 @@ ADVANCED_PREFIX, CONTROL_PREFIX = "advanced-", "control-"
 FONT_SIZE = 24  # px, the page's base size in presenter view (the app's usual is 18)
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a widget key; anything else in ?hide= is ignored (it goes into CSS)
 CHART_FONT = dict(size=22, color="#000000")
+TICK_FONT = dict(size=18, color="#000000")  # numbers on an axis: smaller than titles, so they fit between ticks
 LINE_WIDTH = 4
+WEIGHTED = "weighted"  # a trace's meta when its line width carries a value (restyle leaves it alone)
+# A chart's height on a projector: what is left of a 720-pixel screen under the slim header, the
+# page title and a two-row tab strip (about 230 px), so the whole chart is on the first screen.
+CHART_HEIGHT = 470
 
 PRESENTER_CSS = f"""
 html {{ font-size: {FONT_SIZE}px !important; }}
@@ -34,6 +40,21 @@ html {{ font-size: {FONT_SIZE}px !important; }}
 .stApp [data-testid="stVerticalBlockBorderWrapper"], .stApp [data-baseweb="input"],
 .stApp [data-baseweb="select"] > div, .stApp [data-baseweb="textarea"] {{ border-width: 2px; border-color: #000000; }}
 [class*="st-key-{ADVANCED_PREFIX}"] {{ display: none !important; }}
+/* The first screen is for the picture: a slim header and margins, headings not much larger than text. */
+[data-testid="stHeader"] {{ height: 2.2rem; min-height: 0; background: transparent; }}
+.stMainBlockContainer {{ padding: 2.4rem 1.2rem 1rem !important; max-width: none !important; }}
+.stApp h1 {{ font-size: 1.6rem !important; padding: 0 0 0.2rem !important; }}
+.stApp h2 {{ font-size: 1.35rem !important; }}
+.stApp h3, .stApp h4 {{ font-size: 1.1rem !important; padding: 0.2rem 0 !important; }}
+.stApp [data-testid="stVerticalBlock"] {{ gap: 0.6rem; }}
+/* Every tab in sight (a second row if need be), and no label cut short: long ones wrap. */
+.stApp [role="tablist"] {{ flex-wrap: wrap; overflow: visible; row-gap: 0.2rem; }}
+.stApp [role="tab"] p {{ font-size: 0.85rem; }}
+.stApp button p, .stApp [data-testid="stMetricLabel"] *, .stApp [data-testid="stWidgetLabel"] p {{
+    white-space: normal !important; overflow-wrap: break-word; text-overflow: clip; }}
+.stApp button {{ padding-left: 0.5rem; padding-right: 0.5rem; }}
+.stApp button p {{ font-size: 0.85rem; }}
+.stApp [data-testid="stMetricValue"] {{ font-size: 1.5rem; }}
 """
 
 
@@ -47,6 +68,25 @@ def toggle() -> bool:
 
 def is_on() -> bool:
     return bool(st.session_state.get(PARAM))
+
+
+def page_title(title: str, intro: str) -> None:
+    """The page's title and what it is for; in presenter view the text goes behind the title's
+    (?) so the first screen keeps its room for the picture (the teacher says it anyway)."""
+    if is_on():
+        st.title(title, help=intro)
+    else:
+        st.title(title)
+        st.write(intro)
+
+
+def beside(spec: tuple[float, float] = (1, 3)) -> tuple[DeltaGenerator, DeltaGenerator]:
+    """Where a page draws its controls and its picture: side by side in presenter view, so the
+    picture starts at the top of the screen; one above the other otherwise."""
+    if is_on():
+        controls, picture = st.columns(spec, gap="medium")
+        return controls, picture
+    return st.container(), st.container()
 
 
 def hidden() -> list[str]:
@@ -82,16 +122,29 @@ def apply_style() -> None:
     """Inject this view's styles; app.py calls it before every page (and so starts the page's
     list of drawn controls afresh)."""
     st.session_state[DRAWN] = []
+    if is_on():
+        st.set_page_config(initial_sidebar_state="collapsed")  # the projector needs the width
     style = css(is_on(), hidden())
     if style:
         st.html(f"<style>{style}</style>")
 
 
 def restyle(fig: go.Figure) -> go.Figure:
-    """A copy of the figure for the projector: larger black text, thicker lines and markers."""
+    """A copy of the figure for the projector: larger black text, thicker lines and markers, and
+    no taller than the first screen leaves. Axes whose builder chose a tick font (token labels,
+    spaced for that size) keep its size and only turn black."""
     fig = go.Figure(fig)
-    fig.update_layout(font=CHART_FONT, title_font=CHART_FONT)
-    fig.update_xaxes(tickfont=CHART_FONT, title_font=CHART_FONT, linewidth=2, linecolor="#000000")
-    fig.update_yaxes(tickfont=CHART_FONT, title_font=CHART_FONT, linewidth=2, linecolor="#000000")
-    fig.update_traces(line_width=LINE_WIDTH, selector=dict(type="scatter"))
+    fig.update_layout(font=CHART_FONT, title_font=CHART_FONT, legend_font=TICK_FONT,
+                      height=min(fig.layout.height or CHART_HEIGHT, CHART_HEIGHT))
+    for axis in [*fig.select_xaxes(), *fig.select_yaxes()]:
+        chosen = axis.tickfont.size
+        axis.update(tickfont=dict(size=chosen or TICK_FONT["size"], color="#000000"), title_font=CHART_FONT,
+                    linewidth=2, linecolor="#000000")
+    fig.for_each_trace(thicken, selector=dict(type="scatter"))
     return fig
+
+
+def thicken(trace) -> None:
+    """Projector-thick lines, except where the width means something (meta=WEIGHTED)."""
+    if trace.meta != WEIGHTED:
+        trace.line.width = LINE_WIDTH

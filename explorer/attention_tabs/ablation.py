@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer import presenter
 from explorer.ablation import loss_change_figure, next_token_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.checkpoint_cache import cached_on_checkpoint
@@ -22,31 +23,33 @@ def prediction(checkpoint: Checkpoint, ids: tuple[int, ...], off: tuple[tuple[in
 
 
 def render_ablation(view: AttentionView) -> None:
-    st.caption(
-        "Switch heads off and watch what the model loses: a silenced head passes nothing on, the rest of "
-        "the model runs as before. If the loss on your text jumps, that head was doing useful work here."
-    )
-    name = view.pick_model("att_abl_model")
-    checkpoint, run = view.models[name].checkpoint, view.models[name].run
-    config = checkpoint.model.config
-    off = switched_off(config.n_layer, config.n_head)
-    st.button("Switch every head back on", key="att_abl_reset", on_click=all_heads_on, args=(config.n_layer,))
+    with view.side():
+        name = view.pick_model("att_abl_model")
+        checkpoint, run = view.models[name].checkpoint, view.models[name].run
+        config = checkpoint.model.config
+        off = switched_off(config.n_layer, config.n_head)
+        st.button("Switch every head back on", key="att_abl_reset", on_click=all_heads_on, args=(config.n_layer,))
     before = prediction(checkpoint, run.ids, ())
     after = prediction(checkpoint, run.ids, off) if off and before is not None else before
     if after is None:
         return
     if len(run.ids) > 1:
-        all_col, off_col, count_col = st.columns(3)
-        all_col.metric("Loss with every head", f"{before.mean_loss:.3f}")
-        off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
-                       delta=f"{after.mean_loss - before.mean_loss:+.3f}" if off else None, delta_color="inverse")
-        count_col.metric("Heads switched off", f"{len(off)} of {config.n_layer * config.n_head}")
+        with view.side():
+            all_col, off_col, count_col = (st.container(),) * 3 if presenter.is_on() else st.columns(3)
+            all_col.metric("Loss with every head", f"{before.mean_loss:.3f}")
+            off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
+                           delta=f"{after.mean_loss - before.mean_loss:+.3f}" if off else None, delta_color="inverse")
+            count_col.metric("Heads switched off", f"{len(off)} of {config.n_layer * config.n_head}")
         chart(loss_change_figure(before, after, list(run.labels)), "att_abl_losses", f"{name}-ablation-loss")
     else:
         st.info("The loss needs at least two tokens: type a longer text.")
     chart(next_token_figure(before, after, lambda i: label_of(checkpoint.tokenizer, i),
                             f"What comes after “{run.labels[-1]}”: the likeliest next tokens"),
           "att_abl_next", f"{name}-ablation-next-token")
+    st.caption(
+        "Switch heads off and watch what the model loses: a silenced head passes nothing on, the rest of "
+        "the model runs as before. If the loss on your text jumps, that head was doing useful work here."
+    )
 
 
 def switched_off(n_layer: int, n_head: int) -> tuple[tuple[int, int], ...]:

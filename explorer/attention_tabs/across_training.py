@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer.attention_maps import weights_figure
+from explorer.attention_maps import LABELLED_SMALL, tokens_window, weights_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.paths import FileStamp
 from explorer.token_view import token_label
@@ -25,17 +25,17 @@ def snapshot(stamp: FileStamp, step: int, _snapshots: Snapshots) -> np.ndarray:
 
 
 def render_across_training(view: AttentionView) -> None:
+    for name, model in view.models.items():  # one under the other: each needs the width
+        replay(name, model.checkpoint, view)
     st.caption(
         "A training run saves every head's attention on one fixed probe text every few steps. Pick a layer "
-        "and head above, then drag the slider through training: the map shows the head at that step; the "
+        "and head, then drag the slider through training: the map shows the head at that step; the "
         "chart shows its detector scores over all steps under the loss curve, so the moment a head learns "
         "its job lines up with the loss dropping."
     )
-    for name, model in view.models.items():  # one under the other: each needs the width
-        replay(name, model.checkpoint, view.layer, view.head)
 
 
-def replay(name: str, checkpoint: Checkpoint, layer: int, head: int) -> None:
+def replay(name: str, checkpoint: Checkpoint, view: AttentionView) -> None:
     """One run's snapshots: the head's map at a step, and its detector scores beside the loss."""
     snapshots = find_snapshots(checkpoint.path)
     if snapshots is None:
@@ -49,10 +49,12 @@ def replay(name: str, checkpoint: Checkpoint, layer: int, head: int) -> None:
     key = f"att_train_step_{name}"
     if st.session_state.get(key) not in steps:
         st.session_state[key] = steps[-1]
-    step = st.select_slider(
-        "Training step", steps, key=key, format_func=lambda s: f"{s:,}",
-        help="Drag to watch the chosen head change as the model learns.",
-    )
+    layer, head = view.layer, view.head
+    with view.side():
+        step = st.select_slider(
+            f"Training step ({name})" if view.comparing else "Training step", steps, key=key,
+            format_func=lambda s: f"{s:,}", help="Drag to watch the chosen head change as the model learns.",
+        )
     try:
         weights = snapshot(FileStamp.of(snapshots.path(step)), step, snapshots)
     except (SnapshotError, OSError) as exc:
@@ -63,8 +65,8 @@ def replay(name: str, checkpoint: Checkpoint, layer: int, head: int) -> None:
     map_col, chart_col = st.columns([5, 6])
     if layer < weights.shape[0] and head < weights.shape[1]:
         with map_col:
-            chart(weights_figure(weights[layer, head], labels, f"{name}: layer {layer}, head {head} at step {step:,}",
-                                 compact=True),
+            chart(weights_figure(weights[layer, head], labels, f"layer {layer}, head {head} at step {step:,}",
+                                 compact=True, window=tokens_window(len(labels), LABELLED_SMALL)),
                   f"att_train_map_{name}", f"{name}-layer{layer}-head{head}-step{step}")
     with chart_col:
         chart(history_figure(read_metrics(snapshots.folder), history, layer, head, step),

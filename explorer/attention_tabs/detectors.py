@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from explorer import presenter
 from explorer.attention_maps import detector_figure
 from explorer.attention_tabs.view import AttentionView, shared_shape
 from explorer.checkpoint_cache import cached_on_checkpoint
@@ -35,18 +36,11 @@ def open_head(layer: int, head: int, n_layer: int, n_head: int) -> None:
 
 
 def render_detectors(view: AttentionView) -> None:
-    detector = st.segmented_control(
-        "Detector", list(DETECTORS), default=next(iter(DETECTORS)), required=True, key="att_detector", bind=BIND,
-        format_func=lambda d: d.replace("_", " "),
-    )
-    st.markdown(f"**{detector.replace('_', ' ')}:** {DETECTORS[detector]}")
-    st.caption(
-        "A score is the share of attention a head puts where that kind of head looks, averaged over your "
-        "text's tokens (the first token is left out: it can only look at itself). 1 = always, 0 = never. "
-        f"Induction is measured on {PROBE_LENGTH} random tokens shown twice: in the second half, a head that "
-        "looks at the token after the current token's first appearance can predict what comes next by copying. "
-        "The outlined cell is the layer and head chosen above."
-    )
+    with view.side():
+        detector = st.segmented_control(
+            "Detector", list(DETECTORS), default=next(iter(DETECTORS)), required=True, key="att_detector", bind=BIND,
+            format_func=lambda d: d.replace("_", " "),
+        )
     shape = shared_shape(view.models)
     for name, model, place in view.side_by_side():
         every_detector = detector_scores(model.checkpoint, model.run.ids)
@@ -58,8 +52,19 @@ def render_detectors(view: AttentionView) -> None:
                                   f"{name}: {detector.replace('_', ' ')} score"),
                   f"att_detectors_{name}", f"{name}-{detector}-scores")
             st.markdown("Open one of the highest-scoring heads in the **Attention map**:")
-            for column, (layer, head, score) in zip(st.columns(TOP_HEADS), top_heads(scores, TOP_HEADS)):
-                column.button(
+            per_row = TOP_HEADS // 2 if view.comparing or presenter.is_on() else TOP_HEADS  # labels need the width
+            for number, (layer, head, score) in enumerate(top_heads(scores, TOP_HEADS)):
+                if number % per_row == 0:
+                    columns = st.columns(per_row)
+                columns[number % per_row].button(
                     f"layer {layer} · head {head}: {score:.2f}", key=f"att_open_{name}_{layer}_{head}",
                     on_click=open_head, args=(layer, head, *shape), width="stretch",
                 )
+    st.markdown(f"**{detector.replace('_', ' ')}:** {DETECTORS[detector]}")
+    st.caption(
+        "A score is the share of attention a head puts where that kind of head looks, averaged over your "
+        "text's tokens (the first token is left out: it can only look at itself). 1 = always, 0 = never. "
+        f"Induction is measured on {PROBE_LENGTH} random tokens shown twice: in the second half, a head that "
+        "looks at the token after the current token's first appearance can predict what comes next by copying. "
+        "The outlined cell is the layer and head chosen above."
+    )

@@ -9,10 +9,43 @@ from explorer.attention_tabs.view import ModelRun, shared_shape
 from explorer.attention_view import MAX_TOKENS, AttentionRun, context_window, run_attention
 from explorer.checkpoint_cache import cached_on_checkpoint
 from explorer.token_view import chips_html, describe_tokens
-from explorer.url_state import BIND
+from explorer import presenter
+from explorer.url_state import BIND, bind_text
+from explorer.widgets import model_picker
 from lm.checkpoint import Checkpoint
 
 MAX_BUTTONS = 8  # layers or heads shown as a row of buttons; more get a slider
+DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
+MAX_CHARS = 20_000
+
+
+def side_by_side(count: int) -> list:
+    """Columns for inputs that fit a row, or one under the other in presenter view (a narrow side column)."""
+    return [st.container() for _ in range(count)] if presenter.is_on() else st.columns(count)
+
+
+def choose_models() -> list[Checkpoint]:
+    """The model, and a second one to compare with if asked; stops the page when there is none."""
+    left, right = side_by_side(2)
+    with left:
+        first = model_picker("att_model", "Model")
+    if first is None:
+        st.stop()
+    with right:
+        compare = st.toggle("Compare with a second model", key="att_compare", bind=BIND,
+                            help="For example the same training run at step 0 and at its end.")
+        second = model_picker("att_model_b", "Second model", index=1) if compare else None
+    return [first] + ([second] if second is not None else [])
+
+
+def text_input() -> str:
+    """The text every model reads; stops the page while it is empty."""
+    text = st.text_area("Text", DEFAULT_TEXT, height=110, max_chars=MAX_CHARS, key="att_text",
+                        bind=bind_text("att_text", "the text"))
+    if not text.strip():
+        st.info("Type some text above to see where each token looks.")
+        st.stop()
+    return text
 
 
 @cached_on_checkpoint(max_entries=6, spinner="Running the model…")
@@ -61,7 +94,7 @@ def show_tokens(models: dict[str, ModelRun]) -> None:
 def choose_layer_and_head(models: dict[str, ModelRun]) -> tuple[int, int]:
     """The layer and head every tab shows, among those all the models have."""
     n_layer, n_head = shared_shape(models)
-    layer_col, head_col = st.columns(2)
+    layer_col, head_col = side_by_side(2)
     with layer_col:
         layer = choose("Layer", "att_layer", n_layer)
     with head_col:

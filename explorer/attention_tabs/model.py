@@ -15,7 +15,12 @@ def render_model_view(view: AttentionView) -> None:
         with place:
             checkpoint = model.checkpoint
             config = checkpoint.model.config
-            st.subheader(name)
+            if view.comparing:
+                st.subheader(name)
+            chart_col, config_col = (st.container(), st.container()) if view.comparing else st.columns(2)
+            with chart_col:  # the picture first: where the parameters are
+                chart(parameter_figure(config), f"att_params_{name}", f"{name}-parameters")
+            config_col.table(pd.DataFrame(config_rows(config)).set_index("setting"))
             sizes = list(size_estimates(config).items())
             for start in range(0, len(sizes), 3):
                 for column, (label, value) in zip(st.columns(3), sizes[start : start + 3]):
@@ -25,10 +30,6 @@ def render_model_view(view: AttentionView) -> None:
                 "activations. FLOPs are per token (a FLOP is one multiply or add); training costs three forward "
                 "passes: the forward one and twice that backwards."
             )
-            chart_col, config_col = (st.container(), st.container()) if view.comparing else st.columns(2)
-            with chart_col:
-                chart(parameter_figure(config), f"att_params_{name}", f"{name}-parameters")
-            config_col.table(pd.DataFrame(config_rows(config)).set_index("setting"))
             st.markdown("**The model, top to bottom**")
             st.html(block_diagram_html(config))
             if checkpoint.training:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.attention_maps import ANNOTATE_MAX, attention_figure, scores_figure
+from explorer.attention_maps import ANNOTATE_MAX, LABELLED_SMALL, attention_figure, scores_figure, tokens_window
 from explorer.attention_tabs.view import AttentionView
 from explorer.attention_view import AttentionRun
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
@@ -15,14 +15,13 @@ from explorer.widgets import chart, table
 
 
 def render_step_through(view: AttentionView) -> None:
-    name = view.pick_model("att_step")
-    st.markdown(f"**{name}**, layer {view.layer}, head {view.head}: the real numbers for your text.")
-    run = view.models[name].run
-    query = choose_query(run)
-    if len(run.ids) > ANNOTATE_MAX:
-        st.caption(f"The maps write their numbers in for texts of up to {ANNOTATE_MAX} tokens; here, hover a cell.")
+    with view.side():
+        name = view.pick_model("att_step")
+        run = view.models[name].run
+        query = choose_query(run)
     rows = query_rows(run, view.layer, view.head, query)
-    for number, (explanation, figure) in enumerate(steps(run, view.layer, view.head, query, rows)):
+    window = tokens_window(len(run.ids), LABELLED_SMALL, query)  # the query's row is in the maps, at the foot
+    for number, (explanation, figure) in enumerate(steps(run, view.layer, view.head, query, rows, window)):
         text_col, figure_col = st.columns([1, 2])
         text_col.markdown(explanation)
         with figure_col:
@@ -42,7 +41,12 @@ def render_step_through(view: AttentionView) -> None:
     )
     chart(value_mix_figure(mix), "att_mix", f"layer{view.layer}-head{view.head}-query{query}-value-mix")
     st.caption(
-        f"Σ weight × value matches the model's own output for this head to within {mix.error:.1e} (float rounding)."
+        f"Σ weight × value matches the model's own output for this head to within {mix.error:.1e} (float rounding). "
+        f"**{name}**, layer {view.layer}, head {view.head}: the real numbers for your text."
+        + (f" The maps write their numbers in for texts of up to {ANNOTATE_MAX} tokens; here, hover a cell."
+           if len(run.ids) > ANNOTATE_MAX else "")
+        + (f" They show the {LABELLED_SMALL} tokens up to the query, each labelled; pick another query to move."
+           if window.start > 0 else "")
     )
 
 
@@ -58,7 +62,9 @@ def choose_query(run: AttentionRun) -> int:
     )
 
 
-def steps(run: AttentionRun, layer: int, head: int, query: int, rows: list[dict]) -> list[tuple[str, object]]:
+def steps(
+    run: AttentionRun, layer: int, head: int, query: int, rows: list[dict], window: slice
+) -> list[tuple[str, object]]:
     """Steps 1 to 3, each an explanation and its figure: scores, the mask, softmax."""
     best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
     d = run.head_size
@@ -69,18 +75,19 @@ def steps(run: AttentionRun, layer: int, head: int, query: int, rows: list[dict]
             f"Query #{query} with key #{best}: q·k / √{d} = "
             f"{rows[best]['q·k']:.3f} / {d ** 0.5:.2f} = **{rows[best]['score']:.3f}**.\n\n"
             f"Dividing by √{d} keeps the scores small enough for softmax not to saturate.",
-            scores_figure(run, layer, head, query),
+            scores_figure(run, layer, head, query, window=window),
         ),
         (
             "#### 2 · The causal mask\n"
             "A token may not look at tokens after it: while the model writes, they do not exist yet. "
             "Their scores become −∞ (grey), and e^−∞ = 0.",
-            scores_figure(run, layer, head, query, masked=True),
+            scores_figure(run, layer, head, query, masked=True, window=window),
         ),
         (
             "#### 3 · Softmax: scores become weights\n"
             "Each row: e^(score − the row's largest score), divided by the row's sum. "
             "Positive numbers that add up to 1.",
-            attention_figure(run, layer, head, "weights: the softmax of each row", highlight_row=query, compact=True),
+            attention_figure(run, layer, head, "weights: the softmax of each row", highlight_row=query, compact=True,
+                             window=window),
         ),
     ]

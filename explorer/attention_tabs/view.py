@@ -24,11 +24,17 @@ class ModelRun:
 
 @dataclass(frozen=True)
 class AttentionView:
-    """The models by name (one, or two to compare), and the chosen layer and head."""
+    """The models by name (one, or two to compare), the chosen layer and head, and where a tab
+    puts its own controls: beside the tabs in presenter view (`controls`), else above its picture."""
 
     models: dict[str, ModelRun]
     layer: int
     head: int
+    controls: DeltaGenerator | None = None
+
+    def side(self) -> DeltaGenerator:
+        """The place for this tab's controls."""
+        return self.controls if self.controls is not None else st.container()
 
     @property
     def comparing(self) -> bool:
