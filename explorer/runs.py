@@ -28,7 +28,9 @@ from lm.atomic import write_json, write_text
 from lm.checkpoint import WEIGHTS_FILE, has_checkpoint
 from lm.plan import RunPlan
 from lm.slots import QUEUE_ENV, SLOTS_ENV, queued_message
-from lm.run_folder import DATA_FILE, LAUNCH_FILE, LOG_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, is_training_run, read_record
+from lm.run_folder import (
+    DATA_FILE, LAUNCH_FILE, LOG_FILE, STATE_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, is_training_run, read_record,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACTIVE_STATES = ("starting", "queued", "running")
@@ -121,19 +123,57 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
         write_text(folder / DATA_FILE, text)
     config_path = folder / TRAIN_CONFIG_FILE
     write_json(config_path, asdict(cfg), indent=2)
+    try:
+        return _launch(folder, ["--config", str(config_path.resolve()), "--out", cfg.out], processes, "wb")
+    except RunError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def continue_problem(info: RunInfo) -> str | None:
+    """Why a run cannot train on from where it ended, or None."""
+    if not workspace.can_manage(info):
+        return "this run is not yours: only its owner and the teacher may continue it"
+    if info.active:
+        return f"{info.name!r} is still training: stop it first, or wait for it to finish"
+    if not (info.folder / STATE_FILE).is_file():
+        return (f"{info.name!r} has no training state to continue from (an imported model, or a run that ended "
+                "before its first checkpoint)")
+    return None
+
+
+def continue_run(name: str, max_steps: int) -> RunInfo:
+    """Train a stopped or finished run on, in its own folder, up to `max_steps` (`lm train
+    --resume`): the trainer drops whatever was logged past its checkpoint, so the curves go on
+    from there without a gap or a repeated step. The log goes on after the first part's."""
+    info = run_info(run_folder(name))
+    problem = continue_problem(info)
+    if problem is None and max_steps <= info.step:
+        problem = f"{name!r} has trained {info.step:,} steps already: continue to more steps than that"
+    if problem:
+        raise RunError(problem)
+    launch = read_record(info.folder / LAUNCH_FILE) or {}
+    out = str(info.folder.resolve())
+    (info.folder / STATUS_FILE).unlink(missing_ok=True)  # "starting" until the trainer writes its own
+    return _launch(info.folder, ["--resume", "--out", out, "--max-steps", str(max_steps)],
+                   launch.get("processes", 1), "ab")
+
+
+def _launch(folder: Path, arguments: list[str], processes: int, log_mode: str) -> RunInfo:
+    """`python -m lm train ARGUMENTS` (under torchrun for several processes) writing `folder`,
+    recorded in its launch.json."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
-    command = [sys.executable, *launcher, "-m", "lm", "train", "--config", str(config_path.resolve()), "--out", cfg.out]
+    command = [sys.executable, *launcher, "-m", "lm", "train", *arguments]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     slots = workspace.training_slots() if processes == 1 else 0  # torchrun's processes would each wait
     queue = {SLOTS_ENV: str(slots), QUEUE_ENV: str(workspace.queue_folder().resolve())} if slots else {}
     try:
-        with open(folder / LOG_FILE, "wb") as log:
+        with open(folder / LOG_FILE, log_mode) as log:
             process = subprocess.Popen(
                 command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **queue},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
     except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
         raise RunError(f"could not start the training process: {exc}") from None
     _children[process.pid] = process
     launch = {"pid": process.pid, "started": _start_time(process.pid), "command": command, "processes": processes}
