@@ -11,7 +11,7 @@ import streamlit as st
 from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats
 from explorer.prepare import download_button
-from explorer.tokenizers import JUST_TRAINED, TIKTOKEN_CHOICES, default_choices, on_this_machine
+from explorer.tokenizers import DEFAULT_OPENAI, JUST_TRAINED, TIKTOKEN_CHOICES, default_choices, on_this_machine
 from explorer.url_state import BIND, bind_text
 from lm.tokenizer import Tokenizer, TokenizerError, tiktoken_cache_dir, tiktoken_file
 
@@ -59,6 +59,8 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
     nbytes.metric("Bytes (UTF-8)", f"{len(text.encode('utf-8')):,}")
     shown = [label for label in chosen if on_this_machine(label)]
     missing = [label for label in chosen if label not in shown]
+    if not missing and not any(on_this_machine(label) for label in TIKTOKEN_CHOICES):
+        missing = list(DEFAULT_OPENAI)  # none of OpenAI's is here: say how to get them
     if missing:
         missing_note(missing, stand_in=None if shown else next(iter(default_choices(choices)), None))
         shown = shown or default_choices(choices)

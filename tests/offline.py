@@ -1,0 +1,69 @@
+"""Test helpers for a machine without network: empty download caches, and a local server
+holding the shared reference files at their real URLs' paths, with requests pointed at it."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import tiktoken.registry
+
+from lm.prepare import class_files
+from lm.tokenizer import tiktoken_file
+from tests.conftest import SHARED_DATA
+
+
+def shared_copy(name: str) -> Path:
+    """The reference copy of a class file in ../shared/data."""
+    return SHARED_DATA / "tinyshakespeare.txt" if name == "tinyshakespeare" else SHARED_DATA / "tiktoken" / tiktoken_file(name).filename
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        self.server.seen.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def empty_caches(tmp_path, monkeypatch):
+    """No corpus and no rank file on this machine, and tiktoken forgets what it loaded."""
+    monkeypatch.setenv("LM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """Every class file served at its URL's path by a server on 127.0.0.1; requests goes there
+    instead of the internet. Yields the server's root folder and the list of paths asked for."""
+    root = tmp_path / "www"
+    for file in class_files().values():
+        target = root / urlsplit(file.url).path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_copy(file.name), target)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    request = requests.Session.request
+
+    def to_mirror(self, method, url, *args, **kwargs):
+        return request(self, method, f"http://127.0.0.1:{server.server_port}{urlsplit(url).path}", *args, **kwargs)
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setattr(requests.Session, "request", to_mirror)
+    try:
+        yield root, server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
