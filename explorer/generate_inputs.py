@@ -7,12 +7,15 @@ import random
 
 import streamlit as st
 
+from explorer import presenter
 from explorer.presenter import control
 from explorer.url_state import BIND, bind_text
 from lm.generate import Sampling
 
 DEFAULT_PROMPT = "ROMEO:"
 MAX_CHARS = 10_000  # in the page's text boxes: a prompt, or a text to score
+PACES = [1, 2, 5, 10, 20, 50, 0]  # tokens shown per second; 0: as fast as the model writes
+PRESENTER_PACE, PACE = 5, 20  # slow enough to read aloud on a projector; brisk on one's own screen
 
 
 def prompt_input() -> str:
@@ -80,3 +83,17 @@ def sampling_controls() -> Sampling:
 def stepwise_toggle() -> bool:
     return st.toggle("One token at a time", key="gen_stepwise", bind=BIND,
                      help="Draw a single token per press and see the probabilities and attention behind it.")
+
+
+def pace_control() -> float | None:
+    """How many tokens a second the text appears at (None: as fast as the model writes them);
+    slower by default in presenter view. The pace only holds tokens back: the text is the same."""
+    default = PRESENTER_PACE if presenter.is_on() else PACE
+    with control("gen_pace"):
+        pace = st.select_slider(
+            "Writing speed", PACES, value=default, key="gen_pace", bind=BIND,
+            format_func=lambda p: f"{p} token{'s' if p > 1 else ''}/s" if p else "full speed",
+            help="Slow it down to watch each token arrive, or let the model write as fast as it can. "
+            "The same seed gives the same text at any speed.",
+        )
+    return float(pace) or None

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import streamlit as st
 
+from explorer.generate_inputs import pace_control
 from explorer.generation_view import generation_html, probability_legend
 from explorer.next_token_charts import describe_settings, distribution_bars, distribution_figure
 from explorer.token_view import token_label
@@ -27,12 +29,15 @@ class Generation:
     model: str  # the checkpoint folder
     prompt_ids: list[int]  # what the model continued (<|endoftext|> for an empty prompt)
     settings: Sampling
+    pace: float | None = None  # tokens shown per second; None: as they came
     steps: list[Step] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the model's own time, without the pace's waits
     finished: bool = False
 
     def summary(self, end_id: int | None) -> str:
         speed = f" · {len(self.steps) / self.seconds:,.1f} tokens/s" if self.seconds > 0 else ""
+        if self.pace:
+            speed += f", shown at {self.pace:g}/s"
         ending = ""
         if not self.finished:
             ending = " · interrupted"
@@ -45,32 +50,49 @@ class Generation:
 
 
 def write_at_once(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampling, end_id: int | None) -> None:
-    """The Generate button, the text it writes, and the last generation of this model explained."""
-    clicked = st.button("Generate", type="primary", disabled=not prompt_ids, key="gen_button")
+    """The Generate button and the writing speed, the text it writes, and the last generation of this model explained."""
+    button_col, pace_col = st.columns([1, 3], vertical_alignment="bottom")
+    clicked = button_col.button("Generate", type="primary", disabled=not prompt_ids, key="gen_button")
+    with pace_col:
+        pace = pace_control()
     st.html(probability_legend())
     status, box = st.empty(), st.empty()
     if clicked:
-        stream(checkpoint, prompt_ids, settings, status, box)
+        stream(checkpoint, prompt_ids, settings, pace, status, box)
     gen = st.session_state.get("gen")
     if gen is not None and gen.model == str(checkpoint.path) and gen.steps:
         explain(gen, checkpoint.tokenizer, end_id, status, box)
 
 
-def stream(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampling, status, box) -> None:
-    """Sample into the session state, redrawing the text as tokens arrive."""
+def timed(steps: Iterator[Step]) -> Iterator[tuple[Step, float]]:
+    """Each step with the seconds the model took to make it."""
+    while True:
+        tick = time.perf_counter()
+        step = next(steps, None)
+        if step is None:
+            return
+        yield step, time.perf_counter() - tick
+
+
+def stream(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampling, pace: float | None, status, box) -> None:
+    """Sample into the session state, redrawing the text as tokens arrive: the n-th token not
+    before n / pace seconds (sampling itself is untouched, so the text is the same at any pace).
+    Any press on the page meanwhile stops it at the next token, keeping what was written."""
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
-    gen = Generation(str(checkpoint.path), prompt_ids, settings)
+    gen = Generation(str(checkpoint.path), prompt_ids, settings, pace)
     st.session_state["gen"] = gen
     st.session_state["gen_position"] = 0
     prompt = tokenizer.decode(prompt_ids)
     started, drawn = time.perf_counter(), 0.0  # the first token is drawn at once
-    for step in generate(model, tokenizer, prompt_ids, settings):
+    for n, (step, seconds) in enumerate(timed(generate(model, tokenizer, prompt_ids, settings))):
         gen.steps.append(step)
+        gen.seconds += seconds
+        if pace:
+            time.sleep(max(0.0, started + n / pace - time.perf_counter()))
         now = time.perf_counter()
-        gen.seconds = now - started
-        if now - drawn >= REDRAW_SECONDS:
+        if pace or now - drawn >= REDRAW_SECONDS:
             box.html(generation_html(prompt, gen.steps))
-            status.caption(f"Writing… {len(gen.steps):,} tokens, {len(gen.steps) / gen.seconds:,.1f} tokens/s")
+            status.caption(f"Writing… {len(gen.steps):,} tokens")
             drawn = now
     gen.finished = True
 

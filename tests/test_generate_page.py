@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 
 from explorer.token_view import token_label
 from lm.checkpoint import load_checkpoint, save_checkpoint
 from lm.generate import Sampling, generate, sampling_distribution
 from lm.tokenizer import BPETokenizer
 from tests.checkpoints import make_checkpoint
-from tests.conftest import open_page
+from tests.conftest import REPO, open_page
 
 PAGE = "app_pages/generate.py"
 
@@ -42,7 +44,9 @@ def shown_ids(at) -> list[int]:
     return [int(i) for i in re.findall(r'data-id="(\d+)"', text)]
 
 
-def generate_on_page(at, **widgets):
+def generate_on_page(at, gen_pace=0, **widgets):
+    """Press Generate with these settings; at full speed unless a pace (tokens/s) is given."""
+    at.select_slider(key="gen_pace").set_value(gen_pace)
     for key, value in widgets.items():
         (at.slider if key in ("gen_temperature", "gen_top_p") else at.number_input)(key=key).set_value(value)
     at.button(key="gen_button").click().run()
@@ -162,3 +166,25 @@ def test_a_padded_vocabulary_never_writes_an_id_the_tokenizer_lacks(app_dirs):
     assert len(ids) == 200 and max(ids) < 320
     ticks = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["ticktext"]
     assert not any("not in the tokenizer" in t for t in ticks)
+
+def test_a_paced_generation_writes_the_same_text_as_one_at_full_speed(checkpoint):
+    at = open_page(PAGE)
+    generate_on_page(at, gen_max_new=15, gen_seed=4)
+    at_full_speed = shown_ids(at)
+    started = time.perf_counter()
+    generate_on_page(at, gen_pace=50, gen_max_new=15, gen_seed=4)
+    took = time.perf_counter() - started
+    assert shown_ids(at) == at_full_speed and len(at_full_speed) == 15
+    assert took >= 14 / 50  # the 15th token is due 14/50 s after the first
+    generation = at.session_state["gen"]
+    assert generation.finished and generation.seconds < took  # the model's own time, not the waits
+    assert any("shown at 50/s" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("presenting, pace", [(False, 20), (True, 5)])
+def test_presenter_view_writes_slowly_by_default(checkpoint, presenting, pace):
+    at = AppTest.from_file(str(REPO / PAGE), default_timeout=120)
+    at.session_state["presenter"] = presenting
+    at.run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key="gen_pace").value == pace
