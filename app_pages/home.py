@@ -2,18 +2,19 @@
 
 import streamlit as st
 
+from explorer import presenter
 from explorer.gpt2_import_form import import_form
 from explorer.home_sections import page_cards, this_machine
 from explorer.lesson_widgets import lessons_section
 from explorer.navigation import PAGES
 from explorer.prepare import prepare_section
 
-st.title("🔬 LLM Explorer")
-st.markdown(
+presenter.page_title(
+    "🔬 LLM Explorer",
     "Build a small GPT from scratch and look inside it: turn text into tokens, train a model "
     "while its loss is plotted live, read its attention maps and watch it write, token by token.  \n"
     "Everything you see is computed by this project's own `lm` package, which you can also use "
-    "from Python and the command line."
+    "from Python and the command line.",
 )
 page_cards(PAGES)
 

@@ -2,21 +2,25 @@
 
 import streamlit as st
 
+from explorer import presenter
 from explorer.bpe_training import show_trained, take_new, train_controls, trained_bpe
 from explorer.token_compare import DEFAULT_TEXT, compare_controls, compare_tokens, text_input
 from explorer.tokenizers import tokenizer_choices
 from explorer.url_state import BIND
 
-st.title("🔤 Tokenizer")
-st.write("A language model reads numbers, not letters. A tokenizer turns text into a list of token ids and back.")
+presenter.page_title("🔤 Tokenizer", "A language model reads numbers, not letters. A tokenizer turns text into a "
+                     "list of token ids and back.")
 tokenize_tab, train_tab = st.tabs(["Tokenize text", "Train your own BPE"], key="tok_tab", bind=BIND)
 trained = trained_bpe()
 
 with tokenize_tab:
-    text = text_input()
-    choices = tokenizer_choices(trained.tokenizer if trained else None)
-    chosen, show_ids = compare_controls(choices, add_just_trained=take_new())
-    compare_tokens(text, chosen, choices, show_ids)
+    controls, picture = presenter.beside()
+    with controls:
+        text = text_input()
+        choices = tokenizer_choices(trained.tokenizer if trained else None)
+        chosen, show_ids = compare_controls(choices, add_just_trained=take_new())
+    with picture:
+        compare_tokens(text, chosen, choices, show_ids)
 
 with train_tab:
     st.write(

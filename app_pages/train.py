@@ -2,17 +2,17 @@
 
 import streamlit as st
 
-from explorer import runs
+from explorer import presenter, runs
 from explorer.run_list import import_section, runs_section
 from explorer.run_start import start_section
 from explorer.run_watch import live_view, watched_run
 from explorer.train_form import run_form
 from lm.plan import plan_run
 
-st.title("📈 Train")
-st.write(
+presenter.page_title(
+    "📈 Train",
     "Train a small GPT on a text and watch it learn: the loss falls as it gets better at predicting the next "
-    "token. Training runs in its own process, so you can refresh, close the tab or start another run meanwhile."
+    "token. Training runs in its own process, so you can refresh, close the tab or start another run meanwhile.",
 )
 watched = watched_run()
 if watched is not None:

@@ -20,6 +20,7 @@ PARAM = "presenter"  # ?presenter=true
 HIDE = "hide"  # ?hide=name,name
 DRAWN = "presenter_drawn_controls"  # session key: the controls this run of the page drew
 ADVANCED_PREFIX, CONTROL_PREFIX = "advanced-", "control-"
+CONTROLS_KEY = "presenter-controls"  # the column beside the picture: rows of controls in it stack
 FONT_SIZE = 24  # px, the page's base size in presenter view (the app's usual is 18)
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a widget key; anything else in ?hide= is ignored (it goes into CSS)
 CHART_FONT = dict(size=22, color="#000000")
@@ -55,6 +56,8 @@ html {{ font-size: {FONT_SIZE}px !important; }}
 .stApp button {{ padding-left: 0.5rem; padding-right: 0.5rem; }}
 .stApp button p {{ font-size: 0.85rem; }}
 .stApp [data-testid="stMetricValue"] {{ font-size: 1.5rem; }}
+.st-key-{CONTROLS_KEY} [data-testid="stHorizontalBlock"] {{ flex-direction: column; }}
+.st-key-{CONTROLS_KEY} [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{ width: 100% !important; flex: 1 1 auto !important; }}
 """
 
 
@@ -85,7 +88,7 @@ def beside(spec: tuple[float, float] = (1, 3)) -> tuple[DeltaGenerator, DeltaGen
     picture starts at the top of the screen; one above the other otherwise."""
     if is_on():
         controls, picture = st.columns(spec, gap="medium")
-        return controls, picture
+        return controls.container(key=CONTROLS_KEY), picture
     return st.container(), st.container()
 
 

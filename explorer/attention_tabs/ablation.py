@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer import presenter
-from explorer.ablation import loss_change_figure, next_token_figure
+from explorer.ablation import answer_loss, loss_change_figure, next_token_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.checkpoint_cache import cached_on_checkpoint
 from explorer.generation_view import label_of
@@ -14,6 +13,7 @@ from explorer.url_state import BIND
 from explorer.widgets import chart
 from lm.checkpoint import Checkpoint
 from lm.inspect import Prediction, predict
+from lm.tasks import prompt_length, trained_task
 
 
 @cached_on_checkpoint(max_entries=16, spinner="Running the model with heads switched off…")
@@ -35,10 +35,13 @@ def render_ablation(view: AttentionView) -> None:
         return
     if len(run.ids) > 1:
         with view.side():
-            all_col, off_col, count_col = (st.container(),) * 3 if presenter.is_on() else st.columns(3)
-            all_col.metric("Loss with every head", f"{before.mean_loss:.3f}")
-            off_col.metric("Loss with heads switched off", f"{after.mean_loss:.3f}",
-                           delta=f"{after.mean_loss - before.mean_loss:+.3f}" if off else None, delta_color="inverse")
+            all_col, off_col, count_col = st.columns(3)
+            scored = scored_from(checkpoint, run.ids)
+            where = "" if scored == 0 else f" on the answer ({len(run.ids) - 1 - scored} tokens)"
+            loss_before, loss_after = answer_loss(before, scored), answer_loss(after, scored)
+            all_col.metric(f"Loss{where} with every head", f"{loss_before:.3f}")
+            off_col.metric(f"Loss{where} with heads switched off", f"{loss_after:.3f}",
+                           delta=f"{loss_after - loss_before:+.3f}" if off else None, delta_color="inverse")
             count_col.metric("Heads switched off", f"{len(off)} of {config.n_layer * config.n_head}")
         chart(loss_change_figure(before, after, list(run.labels)), "att_abl_losses", f"{name}-ablation-loss")
     else:
@@ -50,6 +53,15 @@ def render_ablation(view: AttentionView) -> None:
         "Switch heads off and watch what the model loses: a silenced head passes nothing on, the rest of "
         "the model runs as before. If the loss on your text jumps, that head was doing useful work here."
     )
+
+
+def scored_from(checkpoint: Checkpoint, ids: tuple[int, ...]) -> int:
+    """Where the headline loss counts from (an index into Prediction.losses): for a task's model,
+    its answer, the positions it was trained on (its prompt is random letters nobody can predict),
+    when the text has one; else every token (0)."""
+    task = trained_task(checkpoint.training)
+    prompt = prompt_length(task, checkpoint.tokenizer.decode(list(ids))) if task else None
+    return prompt - 1 if prompt else 0
 
 
 def switched_off(n_layer: int, n_head: int) -> tuple[tuple[int, int], ...]:

@@ -9,7 +9,6 @@ from explorer.attention_tabs.view import ModelRun, shared_shape
 from explorer.attention_view import MAX_TOKENS, AttentionRun, context_window, run_attention
 from explorer.checkpoint_cache import cached_on_checkpoint
 from explorer.token_view import chips_html, describe_tokens
-from explorer import presenter
 from explorer.url_state import BIND, bind_text
 from explorer.widgets import model_picker
 from lm.checkpoint import Checkpoint
@@ -19,14 +18,9 @@ DEFAULT_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\
 MAX_CHARS = 20_000
 
 
-def side_by_side(count: int) -> list:
-    """Columns for inputs that fit a row, or one under the other in presenter view (a narrow side column)."""
-    return [st.container() for _ in range(count)] if presenter.is_on() else st.columns(count)
-
-
 def choose_models() -> list[Checkpoint]:
     """The model, and a second one to compare with if asked; stops the page when there is none."""
-    left, right = side_by_side(2)
+    left, right = st.columns(2)
     with left:
         first = model_picker("att_model", "Model")
     if first is None:
@@ -94,7 +88,7 @@ def show_tokens(models: dict[str, ModelRun]) -> None:
 def choose_layer_and_head(models: dict[str, ModelRun]) -> tuple[int, int]:
     """The layer and head every tab shows, among those all the models have."""
     n_layer, n_head = shared_shape(models)
-    layer_col, head_col = side_by_side(2)
+    layer_col, head_col = st.columns(2)
     with layer_col:
         layer = choose("Layer", "att_layer", n_layer)
     with head_col:

@@ -23,7 +23,7 @@ RUN = "presenter-fit"
 TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
         "First Citizen: You are all resolved rather to die than to famish?")
 SIZES = ((1280, 720), (1920, 1080))
-PICTURE = ".js-plotly-plot, .token-chips, [data-testid='stImage'], [data-testid='stDataFrame'], .attention-lines"
+PICTURE = ".js-plotly-plot, .token-chips, .gen-text, [data-testid='stImage'], [data-testid='stDataFrame']"
 ATTENTION_TABS = ("Attention map", "All heads", "Head detectors", "Across training", "Ablation",
                   "Step through one head", "Head statistics", "Model view")
 
@@ -36,7 +36,7 @@ def pages() -> list[tuple[str, str]]:
         ("tokenizer", "tokenizer?presenter=true"),
         ("train", f"train?run={RUN}&presenter=true"),
         *[(f"attention-{tab.lower().replace(' ', '-')}", attention + quote(tab)) for tab in ATTENTION_TABS],
-        ("generate", f"generate?gen_model={RUN}&presenter=true"),
+        ("generate", f"generate?gen_model={RUN}&gen_max_new=12&presenter=true"),
     ]
 
 
@@ -110,11 +110,22 @@ PROBLEMS_JS = """
 
 
 def main_picture_box(page) -> dict | None:
-    """The first picture of the page (chart, token chips, image, table, lines view) in the main area."""
-    pictures = page.locator(f"[data-testid='stMain'] :is({PICTURE})")
+    """The first picture (chart, token chips, image, table, generated text) of the open tab, or
+    of the page when it has no tabs."""
+    tab = page.locator("[data-testid='stMain'] [role='tabpanel']:not([hidden])")
+    where = tab.first if tab.count() else page.locator("[data-testid='stMain']")
+    pictures = where.locator(f":is({PICTURE})")
     if pictures.count() == 0:
         return None
     return pictures.first.bounding_box()
+
+
+def show_picture(page, name: str) -> None:
+    """Generate's picture is the text it writes: write some."""
+    if name == "generate":
+        page.get_by_role("button", name="Generate", exact=True).click()
+        page.locator(".gen-text").first.wait_for()
+        wait_until_idle(page)
 
 
 def test_presenter_view_fits_a_projector(app_url, browser, trained_run):
@@ -126,6 +137,7 @@ def test_presenter_view_fits_a_projector(app_url, browser, trained_run):
         for name, address in pages():
             page.goto(f"{app_url}/{address}")
             wait_until_idle(page)
+            show_picture(page, name)
             page.wait_for_timeout(300)  # plotly lays out its labels after the script ends
             where = f"{name} at {width}×{height}"
             ARTIFACTS.mkdir(exist_ok=True)
