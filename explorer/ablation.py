@@ -16,6 +16,12 @@ KEPT_COLOUR, ABLATED_COLOUR = "#adb5bd", "#e8590c"
 WORSE, BETTER = "#e03131", "#2f9e44"
 
 
+def answer_loss(prediction: Prediction, start: int = 0) -> float:
+    """The mean loss of the tokens from losses[start] on: a task's answer, where it trains."""
+    losses = prediction.losses[start:]
+    return float(losses.mean()) if len(losses) else float("nan")
+
+
 def top_tokens(before: Prediction, after: Prediction, count: int = 8) -> list[int]:
     """The ids most likely next with all heads or with the ablation, the likeliest first."""
     both = np.maximum(before.next_probs, after.next_probs)

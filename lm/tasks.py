@@ -166,15 +166,35 @@ def check_context(task: Task, block_size: int) -> None:
         raise TaskError(f"the {task.name} task needs a context of at least {task.context} tokens, not {block_size}")
 
 
-def probe_vocabulary(training: dict, tokenizer, block_size: int) -> list[int] | None:
-    """The symbols a checkpoint's task is made of (its `training` record says which task, if
-    any), for the induction probe: a model that only ever saw letters is probed with letters."""
+def trained_task(training: dict) -> Task | None:
+    """The task a checkpoint learned, from its `training` record; None for a text (or a task
+    this version does not know)."""
     data = (training.get("config") or {}).get("data")
     try:
-        task = find_task(data) if isinstance(data, str) else None
-        return TaskData(task, tokenizer, block_size).vocabulary if task else None
-    except TaskError:  # a task this version does not know: probe with the whole vocabulary
+        return find_task(data) if isinstance(data, str) else None
+    except TaskError:
         return None
+
+
+def probe_vocabulary(training: dict, tokenizer, block_size: int) -> list[int] | None:
+    """The symbols a checkpoint's task is made of, for the induction probe: a model that only
+    ever saw letters is probed with letters. None (the whole vocabulary) for a text."""
+    task = trained_task(training)
+    try:
+        return TaskData(task, tokenizer, block_size).vocabulary if task else None
+    except TaskError:  # a context too short for the task: probe with the whole vocabulary
+        return None
+
+
+def prompt_length(task: Task, text: str) -> int | None:
+    """How many characters of `text` are the task's prompt, the rest being the answer the task
+    trains (and is scored on): up to "=", or for copy up to the first letter that comes again.
+    None when the text has no answer part."""
+    if task.name == "copy":
+        end = next((i + 1 for i, c in enumerate(text) if c in text[:i]), None)
+    else:
+        end = text.index("=") + 1 if "=" in text else None
+    return end if end is not None and end < len(text) else None
 
 
 def task_tokenizer() -> BPETokenizer:

@@ -389,3 +389,20 @@ def test_a_task_step_counts_only_the_tokens_of_its_padded_examples(task_config):
     generator_state = trainer.batches.get_state()
     x, _ = trainer.task_data.batch(4, torch.Generator().set_state(generator_state))
     assert trainer._train_step()[3] == x.numel() < 4 * trainer.cfg.block_size
+
+
+def test_prompt_length_splits_a_text_where_the_task_answer_begins():
+    from lm.tasks import prompt_length
+
+    assert prompt_length(TASKS["copy"], "qhzbwqhzbw") == 6  # up to the first letter that comes again
+    assert prompt_length(TASKS["sort"], "qhz=hqz") == 4
+    assert prompt_length(TASKS["copy"], "qhzbwq") is None  # no answer yet
+    assert prompt_length(TASKS["reverse"], "qhz") is None
+
+
+def test_trained_task_reads_the_checkpoint_record():
+    from lm.tasks import trained_task
+
+    assert trained_task({"config": {"data": "task:copy"}}) is TASKS["copy"]
+    assert trained_task({"config": {"data": "tinyshakespeare"}}) is None
+    assert trained_task({"config": {"data": "task:unknown"}}) is None and trained_task({}) is None

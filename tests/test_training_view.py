@@ -12,11 +12,9 @@ from hypothesis import strategies as st
 
 from explorer.runs import RunInfo
 from explorer.training_view import (
-    downsample_indices, eta_seconds, format_bytes, format_duration, grad_norm_figure, loss_figure, lr_figure,
-    overlay_figure, progress_text, runs_table, series, steps_per_second, time_estimate,
+    downsample_indices, format_bytes, format_duration, grad_norm_figure, loss_figure, lr_figure, overlay_figure,
+    progress_text, runs_table, series,
 )
-from lm.sizing import flops_per_token
-from lm.trainer import TrainConfig
 
 
 def fake_metrics(steps: int, log_every: int = 10, eval_every: int = 50, seconds_per_step: float = 0.5) -> list[dict]:
@@ -115,16 +113,6 @@ def test_format_bytes():
     assert [format_bytes(n) for n in (512, 16 * 2**20, 1.5 * 2**30, 600 * 2**30)] == ["512 bytes", "16 MiB", "1.5 GiB", "600 GiB"]
 
 
-def test_eta_from_recent_speed_and_a_resumed_clock():
-    metrics = fake_metrics(500, seconds_per_step=0.5)  # 2 steps a second
-    assert steps_per_second(metrics) == pytest.approx(2.0)
-    assert eta_seconds(metrics, 1_000) == pytest.approx(250.0)
-    resumed = metrics + [{"step": 510, "elapsed": 2.5}, {"step": 520, "elapsed": 7.5}]  # 2 s a step after the restart
-    assert steps_per_second(resumed) == pytest.approx(0.5 * 10 / 2.5)
-    assert steps_per_second([{"step": 10, "elapsed": 5.0}]) == pytest.approx(2.0)
-    assert eta_seconds([], 100) is None
-
-
 def test_progress_text():
     metrics = fake_metrics(500, seconds_per_step=0.5)
     assert progress_text(500, 1_000, metrics, active=True) == "Step 500 of 1,000 · 4,480 tokens/s · about 4 min 10 s left"
@@ -146,14 +134,3 @@ def test_runs_table_rows():
     assert b["status"] == "💀 died" and b["step"] == "30" and b["best val loss"] is None and b["data · tokenizer"] == "tinyshakespeare"
     assert b["model"] == "" and b["context"] is None
     assert c["model"] == "1 layer × 32 wide, 1 head" and c["step"] == "0"
-
-
-def test_time_estimate_is_flops_over_speed_plus_validation():
-    cfg = TrainConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, max_steps=100, eval_every=10, eval_batches=3)
-    model = cfg.model_config(512)
-    tokens = 16 * 64
-    speed = flops_per_token(model) * tokens  # exactly one step a second
-    estimate = time_estimate(cfg, model, speed)
-    assert estimate.tokens_per_step == tokens and estimate.flops_per_token == flops_per_token(model)
-    assert estimate.step_seconds == pytest.approx(1.0)
-    assert estimate.run_seconds == pytest.approx(100 + 10 * 3 / 3)  # 10 validations of 3 forward passes
