@@ -3,38 +3,47 @@ per step), why it cannot train if it cannot, its name, and the start button."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
-from explorer import runs
+from explorer import runs, workspace
 from explorer.workspace import run_limit_problem, runs_place, training_slots
-from explorer.training_view import format_bytes, format_duration, time_estimate
+from explorer.training_view import format_bytes, format_duration
 from explorer.url_state import BIND
+from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds
+from lm.model import GPTConfig
 from lm.plan import RunPlan
 from lm.sizing import parameter_count, training_memory_bytes
-from lm.speed import measure_training_flops, threads_used
+from lm.train_config import TrainConfig
 
 
-@st.cache_resource(show_spinner="Measuring how fast this device trains…", ttl=600)
-def device_flops(device: str, threads: int) -> float:
-    return measure_training_flops(device, threads)
+@st.cache_resource(show_spinner="Timing a few training steps of this model here…", ttl=600, max_entries=64)
+def step_costs(cfg: TrainConfig, model: GPTConfig) -> StepCosts:
+    """Timed once per model, batch and schedule for ten minutes: the machine's load changes."""
+    return measure_costs(cfg, model)
+
+
+@st.cache_resource(show_spinner="Timing how long a training process takes to start…")
+def process_startup() -> float:
+    return startup_seconds()
 
 
 def show_estimates(plan: RunPlan) -> None:
-    cfg, model = plan.config, plan.model
-    speed = device_flops(cfg.device, cfg.threads)
-    estimate = time_estimate(cfg, model, speed)
+    cfg = replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run()))
+    model = plan.model
+    timed = estimate(cfg, step_costs(replace(cfg, max_steps=1, out=""), model), process_startup())
     params, memory, step_time, total = st.columns(4)
     params.metric("Parameters", f"{parameter_count(model):,}")
     memory.metric("Memory to train", format_bytes(training_memory_bytes(model, cfg.batch_size)))
-    step_time.metric("Time per step", f"≈ {format_duration(estimate.step_seconds)}")
-    total.metric(f"{cfg.max_steps:,} steps", f"≈ {format_duration(estimate.run_seconds)}")
-    threads = threads_used(cfg.threads)
-    where = cfg.device if cfg.device != "cpu" else f"the CPU with {threads} thread{'s' if threads > 1 else ''}"
+    step_time.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}")
+    total.metric(f"{cfg.max_steps:,} steps", f"≈ {format_duration(timed.run_seconds)}")
+    where = cfg.device if cfg.device != "cpu" else f"the CPU with {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
     st.caption(
-        f"Time = {estimate.flops_per_token / 1e6:,.2f} million FLOPs per token (forward and backward) × "
-        f"{estimate.tokens_per_step:,} tokens per step ÷ {speed / 1e9:,.1f} billion FLOPs per second: the fastest of "
-        f"a few training steps of a 4-layer, 128-wide GPT, measured on {where}. Very small models run slower than "
-        "that; runs training at the same time slow each other down."
+        f"A few steps of this very model timed here, on {where}: {format_duration(timed.training)} of training steps, "
+        f"{format_duration(timed.evaluation)} measuring the validation loss and saving, {format_duration(timed.extras)} "
+        f"of samples and attention snapshots, {format_duration(timed.startup)} to start. Runs training at the same time "
+        "slow each other down."
     )
 
 
