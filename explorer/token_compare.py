@@ -78,11 +78,11 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
 
 def missing_note(labels: list[str], stand_in: str | None) -> None:
     """OpenAI's tokenizers chosen but not downloaded: what they need, a button that fetches them."""
-    names = " and ".join(label.split(" (")[0] for label in labels)
-    st.info(f"{names} {'needs its' if len(labels) == 1 else 'need their'} tokenizer file from OpenAI, not on this "
-            "machine yet. Download it once below, or copy the shared rank files into "
-            f"`{tiktoken_cache_dir()}`." + (f" Meanwhile, **{stand_in}**, which is on this machine:" if stand_in else ""),
-            icon="📥")
+    names, one = " and ".join(label.split(" (")[0] for label in labels), len(labels) == 1
+    meanwhile = f" Meanwhile, **{stand_in}**, which is on this machine:" if stand_in else ""
+    st.info(f"{names} {'needs its' if one else 'need their'} tokenizer file from OpenAI, not on this machine yet. "
+            f"Download {'it' if one else 'them'} once below, or copy the shared rank files into "
+            f"`{tiktoken_cache_dir()}`.{meanwhile}", icon="📥")
     download_button([tiktoken_file(TIKTOKEN_CHOICES[label]) for label in labels], key="tok_download")
 
 
