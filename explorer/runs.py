@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from explorer import workspace
-from explorer.paths import runs_root
+from explorer.paths import check_name, runs_root
 from lm.atomic import write_json, write_text
 from lm.checkpoint import WEIGHTS_FILE, has_checkpoint
 from lm.plan import RunPlan
@@ -85,11 +85,12 @@ def run_folder(name: str) -> Path:
 
 
 def name_problem(name: str) -> str | None:
-    """Why `name` cannot name a new run, or None."""
+    """Why `name` cannot name a new run, or None. A new run is always the person's own: the
+    teacher's 'student/run' names open runs, never make them."""
     try:
-        folder = run_folder(name)
-    except RunError as exc:
-        return str(exc)
+        folder = runs_root() / check_name(name)
+    except ValueError as exc:
+        return f"{name!r} is not a usable run name: {exc}"
     return f"a run named {name!r} already exists: choose another name" if folder.exists() else None
 
 

@@ -2,7 +2,8 @@
 folder; a run takes a free one before it trains and holds it to the end. A run that finds
 none free waits its turn, first come first served: it leaves a ticket in the folder (its
 pid, start time, run folder and length), and only the ticket at the head of the line may
-take a slot. While it waits it writes status "queued" with its place and a guess at the
+take a slot. Runs in line train at a lower priority (nice 10) than the server that
+shares the machine, so the pages stay quick. While it waits it writes status "queued" with its place and a guess at the
 wait, and SIGTERM (Stop) ends it as "stopped". A process killed while holding a slot or a
 ticket frees it: the lock dies with the process, a ticket with a dead pid is dropped.
 
@@ -29,6 +30,7 @@ from lm.run_folder import STATUS_FILE, Run, read_record
 SLOTS_ENV, QUEUE_ENV = "LM_TRAIN_SLOTS", "LM_TRAIN_QUEUE"
 TICKET_SUFFIX, HOLDER_SUFFIX = ".ticket", ".holder"
 POLL_S = 0.5
+NICENESS = 10
 START_TOLERANCE_S = 1.0
 
 
@@ -75,6 +77,7 @@ def training_slot(out: str | os.PathLike, max_steps: int) -> Iterator[None]:
         return
     queue = Path(folder)
     queue.mkdir(parents=True, exist_ok=True)
+    os.nice(NICENESS)  # a shared server's pages answer first; training takes the CPU time they leave
     lock = _wait_for_slot(queue, slots, Run(out), max_steps)
     holder = Path(f"{lock.lock_file}{HOLDER_SUFFIX}")
     try:
