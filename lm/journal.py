@@ -14,7 +14,7 @@ keeps them there, so no reader changes. The commit, by the folder's one writer:
 A kill before 2 leaves the old set whole (its manifest still complete) and some staged
 files, which the next commit removes. A kill after 2 leaves a pending manifest whose every
 file is complete, either staged or in place, so `recover` can always finish the switch
-(roll forward). `verify` checks the files in place against the manifest's sizes and hashes.
+(roll forward): each file's size and hash tell which of the two it is. `verify` checks the files in place against the manifest's sizes and hashes.
 
 Only the writer recovers (a reader renaming files under a live writer could switch in
 a half-written staged file of the next commit): the trainer before each commit and at
@@ -76,20 +76,15 @@ def commit(folder: str | os.PathLike, writers: dict[str, Writer], step: int | No
     fsync_dir(folder)  # the staged files exist on disk before the manifest names them
     manifest = {"format": MANIFEST_FORMAT, "step": step, "state": PENDING, "files": entries}
     write_json(folder / MANIFEST_FILE, manifest, durable=True, indent=2)
-    _switch(folder, manifest)
+    _switch(folder, manifest, list(entries))
 
 
-def _switch(folder: Path, manifest: dict) -> list[str]:
-    """Steps 3 and 4: the staged files renamed into place; returns the names it moved."""
-    moved = []
-    for name in manifest["files"]:
-        staged = staged_path(folder, name)
-        if staged.exists():
-            os.replace(staged, folder / name)
-            moved.append(name)
+def _switch(folder: Path, manifest: dict, names: list[str]) -> None:
+    """Steps 3 and 4: the staged files of `names` renamed into place, then the manifest complete."""
+    for name in names:
+        os.replace(staged_path(folder, name), folder / name)
     fsync_dir(folder)
     write_json(folder / MANIFEST_FILE, {**manifest, "state": COMPLETE}, durable=True, indent=2)
-    return moved
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -120,17 +115,19 @@ def recover(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is not None and manifest["state"] == PENDING:
+        to_move = []
         for name, entry in manifest["files"].items():
-            staged = staged_path(folder, name)
-            if staged.exists() and staged.stat().st_size != entry["size"]:
+            staged, final = staged_path(folder, name), folder / name
+            if staged.is_file() and file_entry(staged) == entry:
+                to_move.append(name)
+            elif not (final.is_file() and file_entry(final) == entry):
                 raise InconsistentSet(
-                    f"{staged.name} in {folder} is not the file {MANIFEST_FILE} names for {name} "
-                    f"({staged.stat().st_size:,} bytes, not {entry['size']:,}): the interrupted checkpoint "
-                    "cannot be finished"
+                    f"neither {name} in {folder} nor its staged copy {staged.name} is the file {MANIFEST_FILE} "
+                    f"names for the checkpoint of step {manifest['step']}: the interrupted checkpoint cannot be finished"
                 )
-        moved = _switch(folder, manifest)
+        _switch(folder, manifest, to_move)
         log.warning("%s: finished the checkpoint of step %s that was interrupted while being switched in "
-                    "(moved %s into place)", folder, manifest["step"], ", ".join(moved) or "nothing: all were")
+                    "(moved %s into place)", folder, manifest["step"], ", ".join(to_move) or "nothing: all were")
     for staged in folder.glob(f".*.staged{TMP_SUFFIX}"):
         staged.unlink()  # written before a commit point that never came
 

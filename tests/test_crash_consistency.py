@@ -247,11 +247,18 @@ def test_a_missing_or_changed_state_is_refused_by_name(run, damage):
         resume(run)
 
 
-def test_a_pending_checkpoint_that_cannot_be_finished_is_refused(run):
+def test_a_pending_checkpoint_finishes_from_whichever_copy_matches_and_else_is_refused(run):
     manifest = json.loads((run / MANIFEST_FILE).read_text())
     (run / MANIFEST_FILE).write_text(json.dumps({**manifest, "state": "pending"}))
-    staged_path(run, "config.json").write_text("{}")  # not the file the manifest names
-    with pytest.raises(InconsistentSet, match=r"\.config\.json\.staged\.tmp .* cannot be finished"):
+    staged_path(run, "config.json").write_text("{}")  # not the file the manifest names; the one in place is
+    resume(run)
+    assert not staged_path(run, "config.json").exists()
+    assert json.loads((run / MANIFEST_FILE).read_text())["state"] == "complete"
+
+    (run / MANIFEST_FILE).write_text(json.dumps({**manifest, "state": "pending"}))
+    staged_path(run, "config.json").write_text("{}")
+    (run / "config.json").write_text((run / "config.json").read_text() + " ")  # now neither is
+    with pytest.raises(InconsistentSet, match=r"neither config\.json .* staged copy \.config\.json\.staged\.tmp .* cannot be finished"):
         resume(run)
 
 
