@@ -3,8 +3,10 @@ and nothing of the writing is left behind."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,27 @@ def test_exclusive_lets_one_holder_in_at_a_time_and_leaves_no_lock_file(tmp_path
         thread.join()
     assert len(overlaps) == 80 and max(overlaps) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_durable_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch, durable):
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_text(tmp_path / "manifest.json", "{}", durable=durable)
+    assert (tmp_path / "manifest.json").read_text() == "{}"
+    rename = ("rename", "manifest.json")
+    if durable:
+        assert events[0][0] == "fsync" and events[0][1].startswith(".manifest.json.")  # the data, under its temporary name
+        assert events[1:] == [rename, ("fsync", tmp_path.name)]  # then the folder's entry for the new name
+    else:
+        assert events == [rename]

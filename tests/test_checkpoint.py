@@ -3,6 +3,7 @@ disk, and a clear CheckpointError (never code execution) for every bad folder.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pathlib
@@ -70,6 +71,32 @@ def test_tied_head_is_stored_once(tmp_path):
         stored = set(f.keys())
     assert "lm_head.weight" not in stored
     assert stored == set(model.state_dict()) - {"lm_head.weight"}
+
+
+def test_a_save_that_fails_leaves_the_old_checkpoint_whole_and_nothing_staged(tmp_path, monkeypatch):
+    """lm.journal: every file is written before any is switched in."""
+    old = make_checkpoint(tmp_path / "run", seed=1)
+    before = {name: (old / name).read_bytes() for name in FILES}
+
+    def full_disk(self, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(type(shakespeare_bpe()), "save", full_disk)  # the second file of three
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(old, random_model(shakespeare_bpe().vocab_size, seed=2), shakespeare_bpe(), {"step": 2})
+    assert {name: (old / name).read_bytes() for name in FILES} == before
+    assert sorted(p.name for p in old.iterdir()) == FILES
+    assert json.loads((old / "manifest.json").read_text())["state"] == "complete"
+
+
+def test_the_manifest_names_the_step_and_every_file_by_size_and_hash(tmp_path):
+    folder = save_checkpoint(tmp_path / "run", random_model(shakespeare_bpe().vocab_size), shakespeare_bpe(), {"step": 7})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (manifest["step"], manifest["state"]) == (7, "complete")
+    assert list(manifest["files"]) == ["model.safetensors", "tokenizer.json", "config.json"]  # the config last
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 # --- every way a folder can be wrong ------------------------------------------------
