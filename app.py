@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import classroom, presenter, url_state
+from explorer import classroom, lesson_steps, presenter, url_state
 from explorer.lesson_widgets import lesson_builder
 from explorer.navigation import HOME, PAGES
 from lm.device import use_threads_for_server
@@ -13,10 +13,12 @@ classroom.gate()  # classroom mode: the sign-in form until someone signs in
 pages = [st.Page(HOME.path, title=HOME.title, icon=HOME.icon, default=True)]
 pages += [st.Page(p.path, title=p.title, icon=p.icon) for p in PAGES]
 page = st.navigation(pages)
+lesson_steps.arrive()  # before the presenter switch: a presenter lesson turns it on
 presenter.toggle()
 classroom.badge()
 presenter.apply_style()
 url_state.begin_run()
+lesson_steps.lesson_bar()
 page.run()
 # After the page (a page that stops early has nothing to share): the link then has its last changes.
 with st.sidebar:

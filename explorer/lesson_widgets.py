@@ -4,10 +4,13 @@ new lesson file. The file format is explorer.lessons."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from explorer import presenter
 from explorer.lessons import BY_TITLE, MAX_LESSON_BYTES, Lesson, LessonError, Step, dumps, parse_lesson, shipped_lessons
+from explorer.lesson_steps import UPLOADED, step_link
 from explorer.prepare import lesson_readiness
 from explorer.url_state import current_params
 from explorer.widgets import file_stem
@@ -15,34 +18,38 @@ from explorer.widgets import file_stem
 DRAFT = "lesson_draft"  # session key: the steps collected so far by lesson_builder
 
 
-def lesson_card(lesson: Lesson) -> None:
-    """Title, what the class will see, and a link per step that opens its page set up."""
+def lesson_card(lesson: Lesson, key: str) -> None:
+    """Title, what the class will see, how long it takes, and a link per step that opens its page set up."""
     with st.container(border=True):
         st.subheader(f"🎓 {lesson.title}")
+        if lesson.minutes:
+            st.caption(f"⏱ About {lesson.minutes} minutes on this machine")
         st.write(lesson.summary)
         lesson_readiness(lesson)
         for number, step in enumerate(lesson.steps, 1):
             st.page_link(step.info.path, label=f"{number}. {step.label}", icon=step.info.icon,
-                         query_params=step.query_params(lesson.presenter))
+                         query_params=step_link(lesson, key, number))
 
 
 def lessons_section() -> None:
     """The lessons shipped with the app, two to a row, and a lesson file of one's own to open."""
     try:
-        lessons = list(shipped_lessons().values())
+        lessons = [(Path(name).stem, lesson) for name, lesson in shipped_lessons().items()]
     except LessonError as exc:
         st.error(f"A lesson shipped with the app cannot be read: {exc}")
         lessons = []
     for row_start in range(0, len(lessons), 2):
-        for column, lesson in zip(st.columns(2), lessons[row_start : row_start + 2]):
+        for column, (key, lesson) in zip(st.columns(2), lessons[row_start : row_start + 2]):
             with column:
-                lesson_card(lesson)
+                lesson_card(lesson, key)
     upload = st.file_uploader("Open a lesson file (.toml or .json)", type=["toml", "json"], key="lesson_upload")
     if upload is not None:
         try:
             if upload.size > MAX_LESSON_BYTES:  # the browser's limit is not enforced by the server
                 raise LessonError(f"the file is {upload.size:,} bytes; a lesson is at most {MAX_LESSON_BYTES:,}")
-            lesson_card(parse_lesson(upload.getvalue(), upload.name))
+            key = f"upload-{file_stem(Path(upload.name).stem)}"
+            st.session_state.setdefault(UPLOADED, {})[key] = parse_lesson(upload.getvalue(), upload.name)
+            lesson_card(st.session_state[UPLOADED][key], key)
         except LessonError as exc:
             st.error(f"{upload.name} cannot be opened as a lesson: {exc}")
 

@@ -7,11 +7,18 @@ and the controls to hide from the students:
     title = "Temperature and top-p"
     summary = "One paragraph: what the class will see."
     presenter = true                     # optional: open the steps in presenter view
+    minutes = 5                          # optional: how long the lesson takes, shown on its card
+    run = "copy-lesson"                  # optional: the run it trains, named per student ({run} below)
     [[steps]]
     page = "Generate"
     label = "Greedy: always the likeliest token"
     params = { gen_temperature = 0.0 }
     hide = ["gen_top_k"]                 # optional
+
+A step's parameter may name the lesson's run as {run}: each browser session gets a run name of
+its own (students on one server never collide), and the later steps open the run the student
+made; {induction_layer} and {induction_head} are that run's head with the highest induction
+score (explorer.lesson_widgets fills them in).
 
 Reading one only parses data (tomllib, json): nothing in a file is ever run. The widgets that
 show lessons and build new ones are in explorer.lesson_widgets.
@@ -50,9 +57,15 @@ class Step:
     def info(self) -> PageInfo:
         return BY_TITLE[self.page.lower()]
 
-    def query_params(self, presenting: bool = False) -> dict[str, str | list[str]]:
-        """The step's link parameters: its own, the controls to hide, and the presenter view if asked."""
-        params = dict(self.params)
+    def query_params(self, presenting: bool = False, fill: dict[str, str] | None = None) -> dict[str, str | list[str]]:
+        """The step's link parameters: its own (each {name} in them replaced from `fill`, a
+        parameter whose placeholder has no value left out), the controls to hide, and the
+        presenter view if asked."""
+        params = {}
+        for key, value in self.params.items():
+            filled = _fill(value, fill or {})
+            if filled is not None:
+                params[key] = filled
         if self.hide:
             params[presenter.HIDE] = ",".join(self.hide)
         if presenting:
@@ -66,7 +79,23 @@ class Lesson:
     summary: str
     steps: tuple[Step, ...]
     presenter: bool = False
+    minutes: int | None = None  # how long the whole lesson takes, the one duration it states
+    run: str | None = None  # the base of the name of the run it trains, if it trains one
 
+
+
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def _fill(value: str | list[str], fill: dict[str, str]) -> str | list[str] | None:
+    """`value` with each {name} replaced from `fill`; None when a name has no value."""
+    if isinstance(value, list):
+        filled = [_fill(v, fill) for v in value]
+        return None if None in filled else filled
+    names = PLACEHOLDER.findall(value)
+    if any(fill.get(name) is None for name in names):
+        return None
+    return PLACEHOLDER.sub(lambda m: str(fill[m.group(1)]), value)
 
 
 def parse_lesson(data: bytes, filename: str) -> Lesson:
@@ -93,7 +122,7 @@ def lesson_from_dict(raw) -> Lesson:
     """Check every field, saying which one is wrong."""
     if not isinstance(raw, dict):
         raise LessonError("a lesson is a table of fields (title, summary, steps)")
-    unknown = set(raw) - {"title", "summary", "presenter", "steps"}
+    unknown = set(raw) - {"title", "summary", "presenter", "minutes", "run", "steps"}
     if unknown:
         raise LessonError(f"unknown field {', '.join(sorted(unknown))}; a lesson has title, summary, presenter, steps")
     title, summary = _text(raw, "title"), _text(raw, "summary")
@@ -105,7 +134,13 @@ def lesson_from_dict(raw) -> Lesson:
         raise LessonError("steps must be a list of at least one step")
     if len(steps) > MAX_STEPS:
         raise LessonError(f"a lesson has at most {MAX_STEPS} steps")
-    return Lesson(title, summary, tuple(_step(s, number) for number, s in enumerate(steps, 1)), presenting)
+    minutes = raw.get("minutes")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 < minutes <= 600):
+        raise LessonError("minutes must be a whole number of minutes, 1 to 600")
+    run = raw.get("run")
+    if run is not None and not (isinstance(run, str) and KEY.fullmatch(run)):
+        raise LessonError("run must be a run name (letters, digits, _ and -)")
+    return Lesson(title, summary, tuple(_step(s, number) for number, s in enumerate(steps, 1)), presenting, minutes, run)
 
 
 def _text(raw: dict, name: str, where: str = "") -> str:
@@ -159,7 +194,8 @@ def lesson_to_dict(lesson: Lesson) -> dict:
         if step.hide:
             entry["hide"] = list(step.hide)
         steps.append(entry)
-    return {"title": lesson.title, "summary": lesson.summary, "presenter": lesson.presenter, "steps": steps}
+    extra = {k: v for k, v in (("minutes", lesson.minutes), ("run", lesson.run)) if v is not None}
+    return {"title": lesson.title, "summary": lesson.summary, "presenter": lesson.presenter, **extra, "steps": steps}
 
 
 def dumps(lesson: Lesson) -> str:

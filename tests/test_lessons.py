@@ -29,7 +29,7 @@ def demo_model(app_dirs, monkeypatch):
 
 def test_the_shipped_lessons_load():
     titles = {lesson.title for lesson in LESSONS.values()}
-    assert {"What is a token?", "Temperature and top-p", "Train Shakespeare in 5 minutes",
+    assert {"What is a token?", "Temperature and top-p", "Train Shakespeare",
             "Attention on a copy task"} <= titles
     for lesson in LESSONS.values():
         assert len(lesson.summary) > 150 and lesson.steps  # a real paragraph, at least one step
@@ -40,10 +40,19 @@ def test_home_links_every_step_to_its_page_with_its_settings(demo_model):
     assert not at.exception, at.exception
     links = {(link.proto.page, link.proto.label): parse_qs(link.proto.query_string)  # page: the URL path
              for link in at.get("page_link") if link.proto.query_string}
-    for lesson in LESSONS.values():
+    for name, lesson in LESSONS.items():
+        run_names = set()
         for number, step in enumerate(lesson.steps, 1):
-            expected = {k: v if isinstance(v, list) else [v] for k, v in step.query_params(lesson.presenter).items()}
-            assert links[(Path(step.info.path).stem, f"{number}. {step.label}")] == expected
+            link = links[(Path(step.info.path).stem, f"{number}. {step.label}")]
+            runs = [link[k][0] for k, v in step.params.items() if v == "{run}"]
+            run_names.update(runs)
+            fill = {"run": runs[0]} if runs else {}
+            expected = {k: v if isinstance(v, list) else [v] for k, v in step.query_params(lesson.presenter, fill).items()}
+            expected |= {"lesson": [Path(name).stem], "lesson_step": [str(number)]}
+            assert link == expected
+        # one run name for the whole lesson, this session's own: the lesson's base and a suffix
+        assert len(run_names) == (1 if lesson.run else 0)
+        assert all(n.startswith(f"{lesson.run}-") and n != f"{lesson.run}-" for n in run_names)
 
 
 def shown(value) -> str | list[str]:
@@ -65,6 +74,8 @@ def test_each_step_opens_its_page_with_its_settings(demo_model, lesson, number, 
     assert not at.exception, at.exception
     models = {m.name for m in find_models()}
     for key, value in step.params.items():
+        if "{" in value:
+            continue  # filled in from the run this session trains (tests/test_lesson_steps.py)
         if key.endswith("_model") and value not in models:
             continue  # a model the lesson trains first: the page opens the demo meanwhile
         actual = at.session_state[key]
@@ -128,7 +139,10 @@ def first_step(**changes) -> bytes:
     (b"[1, 2]", "list.json", "a table of fields"),
     (with_changes(title=""), "t.json", "title must be a non-empty text"),
     (with_changes(steps=[]), "t.json", "at least one step"),
-    (with_changes(run="rm -rf /"), "t.json", "unknown field run"),
+    (with_changes(run="rm -rf /"), "t.json", "run must be a run name"),
+    (with_changes(minutes=0), "t.json", "minutes must be a whole number"),
+    (with_changes(minutes="ten"), "t.json", "minutes must be a whole number"),
+    (with_changes(extra=1), "t.json", "unknown field extra"),
     (with_changes(presenter="yes"), "t.json", "presenter must be true or false"),
     (first_step(page="Nowhere"), "t.json", "step 1: no page called 'Nowhere'"),
     (first_step(label=3), "t.json", "step 1: label must be a non-empty text"),
