@@ -47,16 +47,12 @@ def compare_controls(choices: dict[str, Callable[[], Tokenizer]], add_just_train
 
 
 def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[], Tokenizer]], show_ids: bool) -> None:
-    """The text's size, then each chosen tokenizer's tokens, two to a row, and a table of counts.
+    """Each chosen tokenizer's tokens, two to a row, then the text's size and a table of counts.
     OpenAI's tokenizers whose files are missing get one note; if none of the chosen can be shown,
     a tokenizer on this machine stands in, so the page is never empty."""
-    st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
     if not text:
         st.info("Type or paste some text above to see its tokens.")
         return
-    chars, nbytes = st.columns(2)
-    chars.metric("Characters", f"{len(text):,}")
-    nbytes.metric("Bytes (UTF-8)", f"{len(text.encode('utf-8')):,}")
     shown = [label for label in chosen if on_this_machine(label)]
     missing = [label for label in chosen if label not in shown]
     if not missing and not any(on_this_machine(label) for label in TIKTOKEN_CHOICES):
@@ -72,6 +68,10 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
                     rows.append(show_tokens(label, choices[label](), text, show_ids))
                 except TokenizerError as exc:
                     st.warning(f"{label} is not available: {exc}")
+    st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
+    chars, nbytes = st.columns(2)  # under the tokens: they are the picture, first on the screen
+    chars.metric("Characters", f"{len(text):,}")
+    nbytes.metric("Bytes (UTF-8)", f"{len(text.encode('utf-8')):,}")
     if len(rows) > 1:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
 
