@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lm.estimate import estimate, measure_costs, startup_seconds  # noqa: E402
+from explorer import workspace  # noqa: E402
+from lm.estimate import estimate, measure_costs, run_threads, startup_seconds  # noqa: E402
 from lm.plan import PRESETS, RunChoice, plan_run  # noqa: E402
 from lm.tasks import TASKS, TASK_PREFIX  # noqa: E402
 
@@ -58,11 +59,13 @@ def main() -> None:
     os.environ["LM_RUNS_DIR"] = tempfile.mkdtemp(prefix="estimates-")
     startup = startup_seconds()
     print(f"startup (process and imports): {startup:.1f} s; runs in {os.environ['LM_RUNS_DIR']}")
-    print(f"{'run':16} {'steps':>6} {'timed batch':>11} {'estimate':>9} {'measured':>9} {'ratio':>6}")
+    print(f"{'run':16} {'steps':>6} {'batch timed':>11} {'step':>7} {'train':>7} {'eval':>6} {'extras':>6} "
+          f"{'estimate':>9} {'measured':>9} {'ratio':>6}")
     for label, choice in choices().items():
         if args.only and label.split()[0] not in args.only:
             continue
-        plan = plan_run(choice)
+        plan = plan_run(choice)  # the threads the run will have, as the Train page estimates it
+        plan = replace(plan, config=replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run())))
         costs = measure_costs(plan.config, plan.model)
         full = estimate(plan.config, costs, startup)
         steps = plan.config.max_steps
@@ -70,10 +73,11 @@ def main() -> None:
             per_step = (full.run_seconds - startup) / steps
             steps = max(10, int((args.seconds - startup) / per_step) // 10 * 10)
         cut = replace(plan, config=replace(plan.config, max_steps=min(steps, plan.config.max_steps)))
-        predicted = estimate(cut.config, costs, startup).run_seconds
+        timed = estimate(cut.config, costs, startup)
         measured = finished_seconds(label.split()[0], cut)
-        print(f"{label:16} {cut.config.max_steps:6d} {costs.timed_batch:11d} {predicted:8.1f}s {measured:8.1f}s "
-              f"{measured / predicted:6.2f}", flush=True)
+        print(f"{label:16} {cut.config.max_steps:6d} {costs.timed_batch:11d} {costs.train_step * 1000:5.0f}ms "
+              f"{timed.training:6.1f}s {timed.evaluation:5.1f}s {timed.extras:5.1f}s {timed.run_seconds:8.1f}s "
+              f"{measured:8.1f}s {measured / timed.run_seconds:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

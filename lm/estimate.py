@@ -184,46 +184,55 @@ class _Timing:
 
 # --- during a run --------------------------------------------------------------------------------
 
-def seconds_per_step(metrics: list[dict], memory: float = 0.25, min_memory_steps: int = 100) -> float | None:
-    """Seconds a step takes, from metrics.jsonl's records (each with "step" and "elapsed" since
-    the process started): the intervals between records averaged with weights that halve every
-    `memory` of the steps done (at least `min_memory_steps`). A long memory keeps the ETA steady
-    through validation passes and a busy moment of the machine (a plain window of the last few
-    records jumped 1:37 → 2:26 → 1:06); it still follows a lasting change of speed. A resumed
-    run restarts its clock: only records after the last restart count, the first of them
-    counted from its start."""
+def _since_restart(metrics: list[dict]) -> list[tuple[dict, int, float]]:
+    """(record, steps, seconds) of each interval between metrics.jsonl records since the process
+    last (re)started: a resumed run restarts its clock ("elapsed"), so only records after the
+    last restart count, the first of them from the step the process started at."""
     timed = [r for r in metrics if isinstance(r.get("elapsed"), (int, float)) and isinstance(r.get("step"), int)]
     start = len(timed) - 1
     while start > 0 and timed[start - 1]["elapsed"] < timed[start]["elapsed"]:
         start -= 1
-    recent = timed[start:]
-    if not recent:
-        return None
-    last = recent[-1]["step"]
-    half_life = max(min_memory_steps, memory * last)
-    total_seconds = total_steps = 0.0
-    previous = {"step": recent[0]["step"] - _first_steps(timed, start), "elapsed": 0.0}
-    for record in recent:
-        steps, seconds = record["step"] - previous["step"], record["elapsed"] - previous["elapsed"]
-        if steps > 0 and seconds > 0:
-            weight = 0.5 ** ((last - record["step"]) / half_life)
-            total_seconds, total_steps = total_seconds + weight * seconds, total_steps + weight * steps
+    if not timed:
+        return []
+    previous = {"step": timed[start - 1]["step"] if start else 0, "elapsed": 0.0}
+    intervals = []
+    for record in timed[start:]:
+        intervals.append((record, record["step"] - previous["step"], record["elapsed"] - previous["elapsed"]))
         previous = record
-    return total_seconds / total_steps if total_steps > 0 else None
+    return intervals
 
 
-def _first_steps(timed: list[dict], start: int) -> int:
-    """Steps the first record after a (re)start covers: from the step the process started at."""
-    if start == 0:
-        return timed[0]["step"]
-    return timed[start]["step"] - timed[start - 1]["step"]
+def seconds_per_step(metrics: list[dict], memory: float = 0.25, min_memory_steps: int = 100) -> float | None:
+    """Seconds a training step takes, from metrics.jsonl's records: the intervals between them
+    without a validation pass, averaged with weights that halve every `memory` of the steps
+    done (at least `min_memory_steps`). Steady through a busy moment of the machine (a plain
+    window of the last few records jumped 1:37 → 2:26 → 1:06), it still follows a lasting
+    change of speed. Validation passes are counted apart (eta_seconds)."""
+    intervals = [(r, n, s) for r, n, s in _since_restart(metrics) if n > 0 and s > 0]
+    plain = [(r, n, s) for r, n, s in intervals if "val_loss" not in r] or intervals
+    if not plain:
+        return None
+    last = plain[-1][0]["step"]
+    half_life = max(min_memory_steps, memory * last)
+    weights = [0.5 ** ((last - r["step"]) / half_life) for r, _, _ in plain]
+    return sum(w * s for w, (_, _, s) in zip(weights, plain)) / sum(w * n for w, (_, n, _) in zip(weights, plain))
 
 
 def eta_seconds(metrics: list[dict], max_steps: int) -> float | None:
+    """The steps left at seconds_per_step, and the validation passes left at what each has cost
+    beyond its steps (their spacing read off the records)."""
     per_step = seconds_per_step(metrics)
     if per_step is None or not metrics:
         return None
-    return max(0, max_steps - metrics[-1]["step"]) * per_step
+    step = metrics[-1]["step"]
+    left = max(0, max_steps - step) * per_step
+    evaluations = [(r, n, s) for r, n, s in _since_restart(metrics) if "val_loss" in r and n > 0]
+    if evaluations:
+        each = max(0.0, sum(s - n * per_step for _, n, s in evaluations) / len(evaluations))
+        val_steps = [r["step"] for r in metrics if "val_loss" in r]
+        every = val_steps[-1] - val_steps[-2] if len(val_steps) > 1 else val_steps[0]
+        left += (max(0, max_steps - step) // max(1, every) + (max_steps > step and max_steps % max(1, every) > 0)) * each
+    return left
 
 
 def run_threads(threads: int) -> int:
