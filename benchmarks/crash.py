@@ -18,8 +18,10 @@ and compares with the uninterrupted run:
   lost/extra  logged steps missing or twice in metrics.jsonl;
   differs     a logged loss or the final weights differ from the uninterrupted run.
 
---tree runs another copy of the code (e.g. `git archive <commit> lm | tar -x -C DIR`:
-only its lm/ is used), so the figures before and after a change come from one script.
+Each command runs in a child forked from this process (torch imported once, so a try
+waits through no start-up) and is killed there with a real SIGKILL. --tree runs another
+copy of the code (e.g. `git archive <commit> lm | tar -x -C DIR`: only its lm/ is used),
+so the figures before and after a change come from one script.
 
 Run from the repository root:  .venv/bin/python benchmarks/crash.py [--tries 30] [--tree DIR]
 """
@@ -31,7 +33,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,18 +47,46 @@ SETTINGS = dict(
 )
 
 
-def command(tree: Path, **options) -> list[str]:
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    return [sys.executable, "-m", "lm", "train", *flags]
+def command(**options) -> list[str]:
+    """The arguments of `python -m lm train` with these options."""
+    return ["train", *(f"--{k.replace('_', '-')}={v}" for k, v in options.items())]
 
 
-def kill_at_random(cmd: list[str], tree: Path, ready, delay: float) -> None:
-    """Start `cmd`, wait until `ready()` (or the command ends), then SIGKILL it `delay` seconds later."""
-    with subprocess.Popen(cmd, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-        while not ready() and process.poll() is None:
-            time.sleep(0.005)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
+def start(argv: list[str], log: Path) -> int:
+    """`python -m lm ARGV` in a child process forked from this one (torch already imported, so
+    no start-up time to wait through); its output goes to `log`. Returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with open(log, "w") as out:
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                from lm.__main__ import main
+
+                code = main(argv)
+        finally:
+            os._exit(code)
+    return pid
+
+
+def finish(pid: int) -> int:
+    """Wait for the child; its exit code (negative: the signal that ended it)."""
+    status = os.waitpid(pid, 0)[1]
+    return os.waitstatus_to_exitcode(status)
+
+
+def kill_at_random(argv: list[str], log: Path, ready, delay: float) -> None:
+    """Start `python -m lm ARGV`, wait until `ready()` (or its end), then SIGKILL it `delay` seconds later."""
+    pid = start(argv, log)
+    while not ready() and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.002)
+    time.sleep(delay)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass  # it had finished
 
 
 def lines_logged(folder: Path) -> int:
@@ -119,22 +148,20 @@ def on_disk(folder: Path, weights: dict[int, dict]) -> dict:
 def one_try(n: int, args, inputs: dict, straight: list[dict], weights: dict, timing: tuple[float, float], rng) -> dict:
     """Kill the run while it logs a random step (somewhere between that line and the next step's),
     in some tries kill its first resume too at a random moment of its start, then resume to the end."""
-    tree, folder = args.tree, args.work / f"try-{n:02d}"
+    folder, log = args.work / f"try-{n:02d}", args.work / f"try-{n:02d}.log"
     step_seconds, start_seconds = timing
-    options = dict(SETTINGS, **inputs, max_steps=args.steps, out=folder)
     line = rng.randrange(1, args.steps)
     killed_after = rng.uniform(0, step_seconds)
-    kill_at_random(command(tree, **options), tree, lambda: lines_logged(folder) >= line, killed_after)
+    options = dict(SETTINGS, **inputs, max_steps=args.steps, out=folder)
+    kill_at_random(command(**options), log, lambda: lines_logged(folder) >= line, killed_after)
     result = dict(try_=n, killed=f"{killed_after:.3f} s after line {line}") | on_disk(folder, weights)
-    resume = command(tree, resume="", out=folder, max_steps=args.steps)
-    resume[resume.index("--resume=")] = "--resume"
+    resume = ["train", "--resume", f"--out={folder}", f"--max-steps={args.steps}"]
     if rng.random() < args.kill_resume:
         lines = lines_logged(folder)
-        kill_at_random(resume, tree, lambda: True, rng.uniform(0, 1.2 * start_seconds))
+        kill_at_random(resume, log, lambda: True, rng.uniform(0, 1.2 * start_seconds))
         result["resume_killed_lines"] = (lines, lines_logged(folder))
-    finished = subprocess.run(resume, cwd=tree, capture_output=True, text=True)
-    if finished.returncode:
-        result["refused"] = finished.stderr.strip().splitlines()[-1:]
+    if finish(start(resume, log)):
+        result["refused"] = log.read_text().strip().splitlines()[-1:]
         return result
     logged = read_metrics(folder)
     steps = [m["step"] for m in logged]
@@ -152,16 +179,16 @@ def one_try(n: int, args, inputs: dict, straight: list[dict], weights: dict, tim
 
 def timing(args, inputs: dict, straight: list[dict]) -> tuple[float, float]:
     """One uninterrupted run of the command: the seconds a step takes and the seconds to its
-    first logged line (the start); its losses must be the reference's."""
+    first logged line (the start, which a resume's kill falls within); its losses must be the reference's."""
     cli = args.work / "cli"
     started = time.monotonic()
-    with subprocess.Popen(command(args.tree, **SETTINGS, **inputs, max_steps=args.steps, out=cli), cwd=args.tree,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-        while not lines_logged(cli) and process.poll() is None:
-            time.sleep(0.005)
-        first_line = time.monotonic()
-    if process.returncode or [m["train_loss"] for m in read_metrics(cli)] != [m["train_loss"] for m in straight]:
-        raise SystemExit("error: the command's run differs from the one in this process")
+    pid = start(command(**SETTINGS, **inputs, max_steps=args.steps, out=cli), args.work / "cli.log")
+    while not lines_logged(cli) and time.monotonic() - started < 600:
+        time.sleep(0.002)
+    first_line = time.monotonic()
+    code = finish(pid)
+    if code or [m["train_loss"] for m in read_metrics(cli)] != [m["train_loss"] for m in straight]:
+        raise SystemExit(f"error: the command's run differs from the one in this process (exit code {code})")
     return (time.monotonic() - first_line) / (args.steps - 1), first_line - started
 
 
