@@ -101,19 +101,17 @@ class Trainer:
         shared = None
         if world.is_main:
             text = None if task else read_text(cfg.data)
+            state = self.run.resume_state() if resume else None  # first: it finishes or refuses a checkpoint cut short
             if resume:
-                state = self.run.resume_state()  # first: it finishes or refuses a checkpoint cut short
                 checkpoint = load_checkpoint(self.run.folder)
                 model, tokenizer = checkpoint.model, checkpoint.tokenizer
             else:
-                state = None
                 torch.manual_seed(cfg.seed)
                 train_text = None if task else text[: int(len(text) * (1 - cfg.val_fraction))]
                 tokenizer = task_tokenizer() if task else build_tokenizer(cfg.tokenizer, train_text)
                 model = GPT(cfg.model_config(padded_vocab_size(tokenizer.vocab_size)).validate())
             splits = (None, None) if task else split_tokens(encode_corpus(text, tokenizer), cfg.val_fraction, cfg.block_size)
-            shared = (tokenizer, model.config, *splits)
-            shared += (state,)
+            shared = (tokenizer, model.config, *splits, state)
         self.tokenizer, config, self.train_ids, self.val_ids, state = distributed.broadcast(shared, world)
         self.task_data = TaskData(task, self.tokenizer, cfg.block_size) if task else None  # its batches replace the ids
         if not world.is_main:
