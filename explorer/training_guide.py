@@ -14,7 +14,8 @@ from lm.estimate import eta_seconds
 
 MIN_RECORDS = 6  # logged steps needed before judging a trend
 FLAT_DROP = 0.03  # the loss fell by less than 3% of where it started: nothing is being learned
-EXPLODE_RATIO = 1.5  # the loss climbed 50% above its best after the warmup
+EXPLODE_RATIO = 1.5  # the loss climbed 50% above its best after the warmup…
+EXPLODE_MIN_RISE = 0.5  # …and by this many nats: a task's loss near 0 wobbles from 0.11 to 0.18 while it learns
 OVERFIT_RISE = 0.02  # validation 2% above its best while training still falls…
 OVERFIT_MIN_RISE = 0.02  # …and by this many nats: near a loss of 0, 2% is noise
 REPEAT_SHARE = 0.5  # half of a sample's word 3-grams are repeats
@@ -44,7 +45,7 @@ def diverged(metrics: list[dict], options: dict, error: str | None = None) -> Fl
     if len(after_warmup) < 3:
         return None
     best, recent = min(after_warmup), statistics.median(after_warmup[-3:])
-    if recent > EXPLODE_RATIO * best:
+    if recent > EXPLODE_RATIO * best and recent - best > EXPLODE_MIN_RISE:
         return Flag("diverged", "The loss is exploding",
                     f"The training loss climbed from its best, {best:.2f}, to {recent:.2f}.", advice)
     return None

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from explorer.training_guide import diagnose, repetition_share
+from lm.tasks import TASKS
 
 OPTIONS = dict(lr=1e-3, warmup_steps=20, max_steps=1000, dropout=0.0)
 HEALTHY_SAMPLE = ("ROMEO: What say you, my lord? I will not stay to hear thee speak of love and "
@@ -118,3 +119,51 @@ def test_slow_on_cpu_and_on_one_gpu():
     assert "torchrun" in gpu[0].advice
     assert diagnose(metrics, [], options, state="finished") == []  # done: no longer slow
     assert diagnose(stream(healthy(10), seconds_per_step=0.5), [], options) == []  # 7.5 minutes left
+
+
+def lr_half_run():
+    """The run at learning rate 0.5 the guide missed: the loss spiked to 22, then sat at 5.4
+    beside the blind-guess line of a 512-token vocabulary (6.24)."""
+    return [6.3, 6.0, 5.6, 22.0, 14.0, 8.0] + [5.4 + 0.05 * math.sin(i) for i in range(30)]
+
+
+def test_a_spike_then_a_plateau_near_a_blind_guess_is_flagged():
+    flags = diagnose(stream(lr_half_run()), [], {**OPTIONS, "lr": 0.5}, vocab_size=512)
+    assert keys(flags) == ["wrecked"]  # not also "flat" or "exploding"
+    assert "22.0" in flags[0].evidence and "6.24" in flags[0].evidence and "0.5" in flags[0].advice
+
+
+def test_no_wrecked_flag_without_a_spike_after_recovery_or_without_the_vocabulary():
+    assert "wrecked" not in keys(diagnose(stream(healthy()), [], OPTIONS, vocab_size=512))
+    recovered = [6.3, 22.0, 9.0] + [6.0 - 0.12 * i for i in range(30)]  # it falls back below the line and on
+    assert "wrecked" not in keys(diagnose(stream(recovered), [], OPTIONS, vocab_size=512))
+    assert "wrecked" not in keys(diagnose(stream(lr_half_run()), [], OPTIONS))  # no line to compare with
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["text", "task:copy", "task:sort"])
+def test_the_guide_raises_no_false_alarm_on_the_runs_the_tests_train(tmp_path, shakespeare_path, data):
+    """Real runs as the suite trains them (tests.helpers.TINY_RUN, and short task runs): each
+    flag the guide raises on them would be a false alarm, while running or finished."""
+    from lm.run_folder import read_metrics, read_samples, tokenizer_vocab_size
+    from lm.train_config import TrainConfig
+    from lm.trainer import Trainer
+    from tests.helpers import TINY_RUN
+
+    if data == "text":
+        options = {**TINY_RUN, "data": str(shakespeare_path), "max_steps": 60}
+    else:
+        options = {**TASKS[data.removeprefix("task:")].preset, "data": data, "max_steps": 100, "eval_every": 20,
+                   "sample_every": 20, "snapshot_every": 0}
+    cfg = TrainConfig.from_dict({**options, "out": str(tmp_path / "run")})
+    Trainer(cfg).train()
+    metrics, samples = read_metrics(tmp_path / "run"), read_samples(tmp_path / "run")
+    vocab = tokenizer_vocab_size(tmp_path / "run")
+    for state, upto in (("running", len(metrics) // 2), ("running", len(metrics)), ("finished", len(metrics))):
+        assert diagnose(metrics[:upto], samples, vars(cfg), state, device="cpu", vocab_size=vocab) == []
+
+
+def test_a_task_loss_wobbling_near_zero_is_not_an_explosion():
+    """A copy-task run at 99% accuracy: its loss went from 0.11 to 0.18 and back (this fired before)."""
+    train = [3.2, 3.0, 2.9, 2.5, 1.2, 0.4, 0.2, 0.11, 0.15, 0.18, 0.17, 0.18, 0.12, 0.10]
+    assert diagnose(stream(train), [], OPTIONS, vocab_size=257) == []
