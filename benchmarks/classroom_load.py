@@ -35,7 +35,7 @@ from tests.helpers import TINY_RUN  # noqa: E402
 CODE, PASSWORD, WORD = "owl-42", "hedgehog-teacher", "sesame"
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 TEXT_AREAS = {"Tokenizer": "st-key-tok_text", "Attention": "st-key-att_text", "Generate": "st-key-gen_prompt"}
-TIMEOUT_MS = 120_000
+TIMEOUT_MS = 300_000
 RUN_AND_IDLE = """() => new Promise(resolve => {
   const app = document.querySelector('[data-testid="stApp"]');
   let running = false;
@@ -90,7 +90,7 @@ async def open_page(page, name: str) -> None:
 async def one_student(browser, url: str, number: int, rounds: int, others: list[str], results: dict) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
     page = await context.new_page()
-    mine = results[number] = {"times": [], "lost": 0, "errors": 0, "leaks": []}
+    mine = results[number] = {"times": [], "lost": 0, "errors": 0, "leaks": [], "failed": None}
     await asyncio.sleep(number * 0.5)  # a class does not click at the same millisecond
     await page.goto(url, timeout=TIMEOUT_MS)
     await page.locator(".st-key-sign_in_code input").fill(CODE)
@@ -120,8 +120,11 @@ async def class_session(url: str, students: int, rounds: int, owners: list[int])
     others = [f"bench-{n:02d}" for n in owners]
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        await asyncio.gather(*(one_student(browser, url, n, rounds, others, results) for n in range(students)),
-                             return_exceptions=False)
+        outcomes = await asyncio.gather(*(one_student(browser, url, n, rounds, others, results)
+                                          for n in range(students)), return_exceptions=True)
+        for number, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):  # a student who could not finish: counted, shown, not fatal
+                results[number]["failed"] = f"{type(outcome).__name__}: {str(outcome).splitlines()[0]}"
         await browser.close()
     return results
 
@@ -160,6 +163,8 @@ def main() -> None:
     print(f"change to idle: p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, max {max(times):.2f} s")
     print(f"lost (no rerun or text gone): {sum(r['lost'] for r in results.values())}; "
           f"error boxes: {sum(r['errors'] for r in results.values())}")
+    failed = {n: r["failed"] for n, r in results.items() if r["failed"]}
+    print(f"students who could not finish: {len(failed)}", *(f"  {student(n)}: {e}" for n, e in failed.items()), sep="\n")
     print(f"runs of others seen on a Train page: {sum(len(r['leaks']) for r in results.values())}; "
           f"owners seeing their own run: {sum(r.get('own_run_shown', False) for r in results.values())} of {len(owners)}")
     print("training line at the end:", "; ".join(f"{k}: {v}" for k, v in states.items()))
