@@ -4,6 +4,7 @@ import streamlit as st
 
 from explorer import presenter
 from explorer.gpt2_import_form import import_form
+from explorer.home_picture import home_picture
 from explorer.home_sections import page_cards, this_machine
 from explorer.lesson_widgets import lessons_section
 from explorer.navigation import PAGES
@@ -16,6 +17,7 @@ presenter.page_title(
     "Everything you see is computed by this project's own `lm` package, which you can also use "
     "from Python and the command line.",
 )
+home_picture()
 page_cards(PAGES)
 
 st.subheader("🎓 Lessons")
