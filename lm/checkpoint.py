@@ -86,7 +86,10 @@ def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
         config = GPTConfig.from_dict(data["model"]).validate(training=False)
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"{CONFIG_FILE} in {folder} has a bad model config: {exc}") from None
-    return config, data.get("training") or {}
+    training = data.get("training") or {}
+    if not isinstance(training, dict) or not isinstance(training.get("config", {}), dict):
+        raise CheckpointError(f"{CONFIG_FILE} in {folder} has a bad training record: it must be a JSON object")
+    return config, training
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:

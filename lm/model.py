@@ -17,7 +17,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.attention import AttentionSteps, CausalSelfAttention, Linear, Probe
-from lm.sizing import memory_problem
+from lm.sizing import cost_problem, memory_problem
+
+
+SHAPING_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
 
 
 class ConfigError(ValueError):
@@ -35,8 +38,9 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
 
     def validate(self, memory_bytes: int | None = None, training: bool = True) -> GPTConfig:
-        """Raise ConfigError unless the config can build a model that fits in memory
-        (lm.sizing.memory_problem: for training with AdamW or, with training=False, for running it)."""
+        """Raise ConfigError unless the config can build a model within the app's cost limit
+        (lm.sizing.cost_problem) that fits in memory (lm.sizing.memory_problem: for training
+        with AdamW or, with training=False, for running it)."""
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -48,12 +52,19 @@ class GPTConfig:
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be a number in [0, 1), not {self.dropout!r}")
-        if problem := memory_problem(self, memory_bytes, training):
+        if problem := cost_problem(self) or memory_problem(self, memory_bytes, training):
             raise ConfigError(problem)
         return self
 
     @classmethod
     def from_dict(cls, data: dict) -> GPTConfig:
+        """The config a checkpoint's config.json holds: every field that shapes the weights must
+        be there (a default would build the wrong shapes and fail later, less clearly)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"the model config must be a JSON object, not {type(data).__name__}")
+        missing = [name for name in SHAPING_FIELDS if name not in data]
+        if missing:
+            raise ConfigError(f"the model config has no {', '.join(missing)}")
         return from_known_fields(cls, data, "model config fields")
 
     def to_dict(self) -> dict:

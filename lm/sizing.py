@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lm.model import GPTConfig
 
+# What any config may cost, whatever the machine: a config.json comes from anywhere (an
+# imported run), and building a model takes time for every layer even with no memory behind
+# it (about 3 ms a layer on the meta device), so these are checked before anything is built.
+# GPT-2 XL, the largest model the app imports, has 48 layers and 1.56 billion parameters.
+MAX_LAYERS = 128
+MAX_PARAMETERS = 2_000_000_000
+
 
 def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
     """Parameters by part (the tied head adds none)."""
@@ -58,6 +65,17 @@ def physical_memory_bytes() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def cost_problem(config: GPTConfig) -> str | None:
+    """Why a config is beyond what this app builds on any machine (MAX_LAYERS, MAX_PARAMETERS), or None."""
+    if config.n_layer > MAX_LAYERS:
+        return f"n_layer is {config.n_layer:,}; this app builds at most {MAX_LAYERS} layers (GPT-2 XL has 48)"
+    parameters = parameter_count(config)
+    if parameters > MAX_PARAMETERS:
+        return (f"this model would have {parameters / 1e9:,.1f} billion parameters; this app builds at most "
+                f"{MAX_PARAMETERS / 1e9:.0f} billion (GPT-2 XL has 1.56): make n_layer, n_embd, block_size or vocab_size smaller")
+    return None
 
 
 def memory_problem(config: GPTConfig, memory_bytes: int | None = None, training: bool = True) -> str | None:

@@ -75,7 +75,9 @@ def test_impossible_plans_say_why_and_are_not_started(tmp_path, monkeypatch):
 
     assert problem({}) is None
     assert "n_embd (100) must be divisible by n_head (3)" in problem({"n_embd": 100, "n_head": 3})
-    assert "GiB to train" in problem({"n_layer": 48, "n_embd": 8192, "n_head": 64})
+    assert "38.7 billion parameters" in problem({"n_layer": 48, "n_embd": 8192, "n_head": 64})  # on any machine
+    monkeypatch.setattr("lm.plan.physical_memory_bytes", lambda: 2**30)
+    assert "GiB to train" in problem({"n_layer": 12, "n_embd": 1024, "n_head": 16})  # 150M parameters, 1 GiB
     assert "not more than the context of 32" in problem({}, tokens=320)
     assert "even counting every byte" in problem({}, tokens=320, tokens_bound=True)
     assert "at least one process" in problem({}, processes=0)
@@ -113,8 +115,10 @@ def test_check_plan_refuses_what_cannot_train():
         check_plan(tiny, vocab_size=320, tokens=320, tokens_bound=True)
     with pytest.raises(ConfigError, match="divisible"):
         check_plan(TrainConfig.from_dict({**TINY, "n_embd": 100, "n_head": 3}), 320, 10_000)
-    with pytest.raises(ConfigError, match="GiB to train"):
+    with pytest.raises(ConfigError, match="at most 2 billion"):
         check_plan(TrainConfig.from_dict({**TINY, "n_layer": 48, "n_embd": 8192, "n_head": 64}), 320, 10_000)
+    with pytest.raises(ConfigError, match="at most 128 layers"):
+        check_plan(TrainConfig.from_dict({**TINY, "n_layer": 1_000_000, "n_embd": 8, "n_head": 2}), 320, 10_000)
     with pytest.raises(ConfigError, match="with a batch of 200000"):
         check_plan(TrainConfig.from_dict({**TINY, "batch_size": 200_000, "block_size": 1024}), 50_257, 10**7)
 
