@@ -86,11 +86,19 @@ def load_corpus(corpus: Corpus | str, progress: Progress | bool = False) -> str:
 
 def read_text_file(path: str | os.PathLike, encoding: str | None = None) -> str:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a text file: name a file in it")
+    if not path.exists():
         raise DataError(f"no such file: {path}")
+    if not path.is_file():  # /dev/zero, a pipe: no size to check, and it may never end
+        raise DataError(f"{path} is not a regular file (a device or a pipe?): name a text file")
     if path.stat().st_size > MAX_TEXT_BYTES:
         raise DataError(f"{path.name} is {human_size(path.stat().st_size)}; the limit is {human_size(MAX_TEXT_BYTES)}")
-    return decode_text(path.read_bytes(), encoding)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"could not read {path}: {exc.strerror or exc}") from None
+    return decode_text(data, encoding)
 
 
 def human_size(n: int) -> str:
