@@ -70,7 +70,7 @@ def loss_change_figure(before: Prediction, after: Prediction, labels: list[str])
             "<br>change %{y:+.2f}<extra></extra>",
         )
     )
-    step = max(1, len(names) // 40)
+    step = -(-len(names) // 32)  # at most 32 slanted labels: 14-px labels need ~14 px each on a 900-px axis
     fig.update_xaxes(tickmode="array", tickvals=list(range(0, len(names), step)), ticktext=names[::step],
                      tickangle=-60, tickfont=dict(family="monospace", size=14))
     fig.update_layout(
