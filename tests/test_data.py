@@ -152,9 +152,9 @@ def test_read_text_file_with_an_encoding(tmp_path):
     assert read_text_file(str(path), encoding="cp1252") == "Ça coûte 5 €"
 
 
-@pytest.mark.parametrize("name", ["missing.txt", "."])
-def test_read_text_file_needs_a_file(tmp_path, name):
-    with pytest.raises(DataError, match="no such file"):
+@pytest.mark.parametrize("name, message", [("missing.txt", "no such file"), (".", "is a folder, not a text file")])
+def test_read_text_file_needs_a_file(tmp_path, name, message):
+    with pytest.raises(DataError, match=message):
         read_text_file(tmp_path / name)
 
 
