@@ -191,14 +191,14 @@ def test_sigkill_in_the_middle_of_the_switch_then_resume_with_more_steps(inputs,
         from lm import journal
         from lm.__main__ import main
         real_switch = journal._switch
-        def switch(folder, manifest):
+        def switch(folder, manifest, names):
             if manifest["step"] == {CRASH_STEP}:
                 real_replace = os.replace
                 def replace(src, dst):
                     real_replace(src, dst)
                     os.kill(os.getpid(), signal.SIGKILL)
                 os.replace = replace
-            return real_switch(folder, manifest)
+            return real_switch(folder, manifest, names)
         journal._switch = switch
         sys.exit(main(sys.argv[1:]))
     """)
