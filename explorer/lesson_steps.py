@@ -111,11 +111,9 @@ def lesson_bar() -> None:
     style = shown_controls_css(lesson.steps[number - 1])
     if style and presenter.is_on():
         st.html(f"<style>{style}</style>")
-    with st.container(border=True, key="lesson-bar"):
-        back, title, forward = st.columns([1, 4, 1], vertical_alignment="center")
-        minutes = f" · about {lesson.minutes} min" if lesson.minutes else ""
-        title.markdown(f"🎓 **{lesson.title}**{minutes} · step {number} of {len(lesson.steps)}: "
-                       f"{lesson.steps[number - 1].label}")
+    with st.container(key="lesson-bar"):  # one line: the page's own picture must still fit the first screen
+        back, title, forward = st.columns([1, 6, 1], vertical_alignment="center")
+        title.markdown(f"🎓 **{lesson.title}** · step {number} of {len(lesson.steps)}: {lesson.steps[number - 1].label}")
         for column, target, label in ((back, number - 1, "◀ Previous"), (forward, number + 1, "Next ▶")):
             if 1 <= target <= len(lesson.steps):
                 step = lesson.steps[target - 1]
