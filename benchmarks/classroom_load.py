@@ -160,7 +160,9 @@ def main() -> None:
     times = [t for r in results.values() for t in r["times"]]
     print(f"{args.students} students in Chromium, {args.rounds} rounds of Tokenizer, Attention, Generate; "
           f"{len(times)} widget changes in {wall:.0f} s; {os.cpu_count()} CPUs")
-    print(f"change to idle: p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, max {max(times):.2f} s")
+    if times:
+        print(f"change to idle: p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, "
+              f"max {max(times):.2f} s")
     print(f"lost (no rerun or text gone): {sum(r['lost'] for r in results.values())}; "
           f"error boxes: {sum(r['errors'] for r in results.values())}")
     failed = {n: r["failed"] for n, r in results.items() if r["failed"]}
