@@ -9,12 +9,14 @@ keeps them there, so no reader changes. The commit, by the folder's one writer:
      written atomically and durably: the commit point;
   3. each staged file is renamed over its NAME, in the order given (config.json last),
      and the folder fsync'd;
-  4. manifest.json is rewritten with "state": "complete".
+  4. manifest.json is rewritten with "state": "complete" (not synced: should a power cut
+     undo it, the manifest is pending again and `recover` finds every file in place).
 
 A kill before 2 leaves the old set whole (its manifest still complete) and some staged
 files, which the next commit removes. A kill after 2 leaves a pending manifest whose every
 file is complete, either staged or in place, so `recover` can always finish the switch
-(roll forward): each file's size and hash tell which of the two it is. `verify` checks the files in place against the manifest's sizes and hashes.
+(roll forward): each file's size and hash tell which of the two it is. `verify` checks
+the files in place against the manifest's sizes and hashes.
 
 Only the writer recovers (a reader renaming files under a live writer could switch in
 a half-written staged file of the next commit): the trainer before each commit and at
@@ -83,8 +85,8 @@ def _switch(folder: Path, manifest: dict, names: list[str]) -> None:
     """Steps 3 and 4: the staged files of `names` renamed into place, then the manifest complete."""
     for name in names:
         os.replace(staged_path(folder, name), folder / name)
-    fsync_dir(folder)
-    write_json(folder / MANIFEST_FILE, {**manifest, "state": COMPLETE}, durable=True, indent=2)
+    fsync_dir(folder)  # the renames are on disk before anything else changes
+    write_json(folder / MANIFEST_FILE, {**manifest, "state": COMPLETE}, indent=2)
 
 
 def read_manifest(folder: Path) -> dict | None:
