@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import classroom, lesson_steps, presenter, url_state
+from explorer import classroom, lesson_steps, presenter, url_state, warm_up
 from explorer.lesson_widgets import lesson_builder
 from explorer.navigation import HOME, PAGES
 from lm.device import use_threads_for_server
@@ -20,6 +20,7 @@ presenter.apply_style()
 url_state.begin_run()
 lesson_steps.lesson_bar()
 page.run()
+warm_up.start_once()  # once the first page is drawn: the other pages' imports, in the background
 # After the page (a page that stops early has nothing to share): the link then has its last changes.
 with st.sidebar:
     url_state.copy_link()

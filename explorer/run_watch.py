@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import runs
 from explorer.navigation import PAGES
+from explorer.paths import FileStamp
 from explorer.run_continue import continue_control
 from explorer.training_guide import diagnose
 from explorer.training_view import (
@@ -18,7 +20,7 @@ from explorer.training_view import (
 )
 from explorer.widgets import chart
 from lm.device import resolve_device
-from lm.run_folder import read_metrics, read_samples, tokenizer_vocab_size
+from lm.run_folder import METRICS_FILE, read_metrics, read_samples, tokenizer_vocab_size
 
 REPO = Path(__file__).resolve().parents[1]
 LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
@@ -67,8 +69,6 @@ def live_view(name: str, was_active: bool) -> None:
         st.info("Starting: loading the text, training the tokenizer and building the model…")
     if info.queue_note:
         st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
-    if info.queue_note:
-        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
     device = resolve_device(info.options.get("device", "auto"))
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
@@ -102,13 +102,28 @@ def title_bar(info: runs.RunInfo) -> None:
 
 def charts(name: str, folder: Path, metrics: list[dict]) -> None:
     """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm."""
-    vocab = tokenizer_vocab_size(folder)
-    uniform = None if vocab is None else math.log(vocab)
-    chart(loss_figure(metrics, uniform), "train_loss_chart", f"{name}-loss")
-    if has_task_accuracy(metrics):  # a synthetic task: how often it answers exactly right
-        chart(accuracy_figure(metrics), "train_accuracy_chart", f"{name}-accuracy")
+    try:
+        stamp = FileStamp.of(folder / METRICS_FILE)
+    except OSError:  # deleted meanwhile: the next look says so
+        return
+    figures = live_figures(stamp, tokenizer_vocab_size(folder), metrics)
+    chart(figures["loss"], "train_loss_chart", f"{name}-loss")
+    if "accuracy" in figures:  # a synthetic task: how often it answers exactly right
+        chart(figures["accuracy"], "train_accuracy_chart", f"{name}-accuracy")
     left, right = st.columns(2)
     with left:
-        chart(lr_figure(metrics), "train_lr_chart", f"{name}-learning-rate")
+        chart(figures["lr"], "train_lr_chart", f"{name}-learning-rate")
     with right:
-        chart(grad_norm_figure(metrics), "train_grad_chart", f"{name}-gradient-norm")
+        chart(figures["grad"], "train_grad_chart", f"{name}-gradient-norm")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def live_figures(metrics_stamp: FileStamp, vocab: int | None, _metrics: list[dict]) -> dict[str, go.Figure]:
+    """A run's curves, built once per version of its metrics file for every session watching it
+    (a class watching one run, a student refreshing), not once per viewer every second. Never
+    modified afterwards: chart() restyles a copy."""
+    uniform = None if vocab is None else math.log(vocab)
+    figures = {"loss": loss_figure(_metrics, uniform), "lr": lr_figure(_metrics), "grad": grad_norm_figure(_metrics)}
+    if has_task_accuracy(_metrics):
+        figures["accuracy"] = accuracy_figure(_metrics)
+    return figures

@@ -12,6 +12,7 @@ from lm import run_folder
 from lm.plan import RunChoice, plan_run
 from tests.checkpoints import make_checkpoint
 from tests.helpers import TINY_RUN, wait_for
+from tests.test_train_page import open_through_app
 
 
 @pytest.fixture
@@ -71,3 +72,26 @@ def test_continue_to_a_chosen_end_by_default_the_planned_one_or_twice_as_far():
     assert default_target(runs.RunInfo("a", folder, "stopped", step=13, max_steps=40)) == 40
     assert default_target(runs.RunInfo("a", folder, "finished", step=40, max_steps=40)) == 80
     assert default_target(runs.RunInfo("a", folder, "died", step=0, max_steps=None)) == 1
+
+
+@pytest.mark.slow
+def test_the_train_page_continues_a_finished_run(app_dirs, shakespeare_text):
+    runs.start_run("tiny", plan_run(RunChoice({**TINY_RUN, "max_steps": 10, "log_every": 1}, vocab_size=320,
+                                              text=shakespeare_text[:60_000])))
+    wait_for(lambda: ended("tiny"))
+    at = open_through_app(run="tiny")  # the run's links need the app's navigation
+    assert at.number_input(key="train_continue_steps").value == 20  # twice as far by default
+    at.button(key="train_continue").click().run()
+    assert not at.exception, at.exception
+    assert state_of("tiny").active
+    done = wait_for(lambda: ended("tiny"))
+    assert done.state == "finished" and done.step == 20
+    steps = [record["step"] for record in run_folder.read_metrics(done.folder) if "train_loss" in record]
+    assert steps == list(range(1, 21))
+
+
+def test_the_train_page_says_why_an_imported_model_cannot_be_continued(app_dirs):
+    make_checkpoint(app_dirs / "runs" / "imported")
+    at = open_through_app(run="imported")
+    assert any("cannot be continued" in info.value and "no training state" in info.value for info in at.info)
+    assert not [b for b in at.button if b.key == "train_continue"]
