@@ -12,15 +12,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lm import distributed
-from lm.checkpoint import load_checkpoint
-from lm.data import CORPORA, load_corpus, read_text_file
-from lm.device import default_device
+from lm.checkpoint import load_checkpoint, read_config
+from lm.data import CORPORA, DataError, decode_text, load_corpus, read_text_file
+from lm.device import available_devices, default_device, resolve_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
-from lm.plan import with_preset
+from lm.plan import check_plan, with_preset
 from lm.prepare import class_files, prepare
 from lm.sizing import parameter_count
 from lm.slots import training_slot
+from lm.tasks import find_task, task_tokenizer
 from lm.train_config import TrainConfig
 from lm.trainer import Trainer, TrainingFailed, resume_config
 from lm.tokenizer import SPLIT_PATTERN_LABELS, TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
@@ -57,9 +58,18 @@ def cmd_download(args) -> None:
                       f"and copy the files to the same places here: {', '.join(str(f.path) for f in missing)}")
 
 
+def read_stdin() -> str:
+    """Standard input as UTF-8 text, refused with the first bad byte named (Python's own
+    reading would keep undecodable bytes as surrogates that fail later, less clearly)."""
+    try:
+        return decode_text(sys.stdin.buffer.read())
+    except DataError as exc:
+        raise DataError(f"standard input: {exc}") from None
+
+
 def cmd_tokenize(args) -> None:
     tokenizer = open_tokenizer(args.tokenizer)
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = read_stdin() if args.text == "-" else args.text
     ids = tokenizer.encode(text)
     if args.ids:
         print(" ".join(map(str, ids)))
@@ -82,7 +92,7 @@ def cmd_train_tokenizer(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    checkpoint = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    checkpoint = load_checkpoint(args.checkpoint, device=check_device(args.device or default_device()))
     settings = Sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed)
     tokenizer = checkpoint.tokenizer
     print(args.prompt, end="", flush=True)
@@ -106,6 +116,8 @@ def cmd_train(args) -> None:
     else:
         options = {**(read_config_file(args.config) if args.config else {}), **overrides}
         cfg = TrainConfig.from_dict(with_preset(options))  # a task brings its own sizes and schedule, which flags override
+    check_device(cfg.device)
+    check_plan(cfg, planned_vocab_size(cfg, args.resume), tokens=None)  # the Train page's checks, before any work
     try:
         with training_slot(cfg.out, cfg.max_steps):  # waits in line when the app shares the machine's slots
             train_and_report(cfg, args.resume)
@@ -113,6 +125,28 @@ def cmd_train(args) -> None:
         distributed.end(finished=False)
         raise
     distributed.end()
+
+
+def check_device(name: str) -> str:
+    """The device a setting names, refused unless this machine has it."""
+    device, known = resolve_device(name), available_devices()
+    if device not in known and not (device == "cuda" and any(d.startswith("cuda") for d in known)):
+        raise ValueError(f"this machine has no device {name!r}; it has {', '.join(known)}")
+    return device
+
+
+def planned_vocab_size(cfg: TrainConfig, resume: bool) -> int:
+    """The vocabulary the run's model will have (at most, for a BPE not trained yet), known
+    before any text is read, so that its memory can be checked first."""
+    if resume:
+        return read_config(cfg.out)[0].vocab_size
+    if find_task(cfg.data):
+        return task_tokenizer().vocab_size
+    if cfg.tokenizer.startswith("bpe:"):
+        if not cfg.tokenizer[4:].isdigit():
+            raise ValueError(f"tokenizer {cfg.tokenizer!r}: bpe:N needs a whole number N, the vocabulary size")
+        return int(cfg.tokenizer[4:])
+    return open_tokenizer(cfg.tokenizer).vocab_size
 
 
 def train_and_report(cfg: TrainConfig, resume: bool) -> None:
@@ -146,11 +180,17 @@ def train_and_report(cfg: TrainConfig, resume: bool) -> None:
 
 def read_config_file(path: str) -> dict:
     """Training options from a .json or .toml file (keys as in `train --help`)."""
-    text = Path(path).read_text(encoding="utf-8")
+    kind = "TOML" if path.endswith(".toml") else "JSON"
     try:
-        return tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+        text = read_text_file(path)
+        options = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except DataError as exc:
+        raise DataError(f"config file: {exc}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}") from None
+        raise ValueError(f"{path} is not valid {kind}: {exc}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{path} must hold training options by name (keys as in `train --help`), not a {type(options).__name__}")
+    return options
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
