@@ -9,7 +9,7 @@ import streamlit as st
 
 from explorer import runs, workspace
 from explorer.workspace import run_limit_problem, runs_place, training_slots
-from explorer.training_view import format_bytes, format_duration
+from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
 from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds
 from lm.model import GPTConfig
@@ -37,7 +37,7 @@ def show_estimates(plan: RunPlan) -> None:
     params.metric("Parameters", f"{parameter_count(model):,}")
     memory.metric("Memory to train", format_bytes(training_memory_bytes(model, cfg.batch_size)))
     step_time.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}")
-    total.metric(f"{cfg.max_steps:,} steps", f"≈ {format_duration(timed.run_seconds)}")
+    total.metric(f"{cfg.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}")
     where = cfg.device if cfg.device != "cpu" else f"the CPU with {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
     st.caption(
         f"A few steps of this very model timed here, on {where}: {format_duration(timed.training)} of training steps, "

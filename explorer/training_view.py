@@ -25,7 +25,8 @@ STATES = {  # state: (label, st.badge colour)
     "failed": ("❌ failed", "red"),
     "died": ("💀 died", "red"),
 }
-LEGEND = dict(orientation="h", y=1.02, yanchor="bottom", x=0, font=dict(size=16))
+# At the foot of the figure, under the axis title: above the plot it ran into a long title on a projector.
+LEGEND = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, font=dict(size=16))
 
 
 def state_label(state: str) -> str:
@@ -64,7 +65,7 @@ def _curve(metrics: list[dict], key: str, max_points: int) -> tuple[list[int], l
 def _layout(fig: go.Figure, title: str, y_title: str, height: int) -> go.Figure:
     fig.update_layout(
         title=title, xaxis_title="training step", yaxis_title=y_title, font=PROJECTOR_FONT, height=height,
-        margin=dict(l=70, r=20, t=90, b=60), legend=LEGEND, hovermode="x unified",
+        margin=dict(l=70, r=20, t=60, b=120), legend=LEGEND, hovermode="x unified",
     )
     return fig
 
@@ -159,6 +160,15 @@ def format_duration(seconds: float) -> str:
     if hours < 48:
         return f"{hours} h {minutes:02d} min"
     return f"{seconds / 86400:.1f} days"
+
+
+def rough_duration(seconds: float) -> str:
+    """An estimate as precise as it is: "6 min", not "6 min 05 s" (it fits a metric's width too)."""
+    if seconds < 60:
+        return format_duration(seconds)
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return format_duration(round(seconds / 60) * 60)
 
 
 def format_bytes(n: float) -> str:

@@ -73,3 +73,9 @@ def test_a_resumed_run_counts_from_its_restart():
     assert seconds_per_step(before + after) == pytest.approx(2.0)
     assert seconds_per_step([{"step": 10, "elapsed": 5.0}]) == pytest.approx(0.5)
     assert eta_seconds([], 100) is None
+
+
+def test_an_estimate_is_shown_as_precise_as_it_is():
+    from explorer.training_view import rough_duration
+
+    assert [rough_duration(s) for s in (42, 365, 3725, 9000)] == ["42 s", "6 min", "1 h 02 min", "2 h 30 min"]
