@@ -12,13 +12,14 @@ from explorer.url_state import BIND
 from explorer.widgets import model_picker
 from lm.generate import end_of_text_id
 
-presenter.page_title(
+bar = presenter.page_title(
     "✍️ Generate",
     "A model writes by predicting a probability for every possible next token, drawing one, "
     "appending it and repeating. Watch it happen, then pick any token to see what else it could have written.",
 )
 
-checkpoint = model_picker("gen_model")
+with bar:
+    checkpoint = model_picker("gen_model")
 if checkpoint is None:
     st.stop()
 end_id = end_of_text_id(checkpoint.tokenizer)

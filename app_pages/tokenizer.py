@@ -14,7 +14,7 @@ tokenize_tab, train_tab = st.tabs(["Tokenize text", "Train your own BPE"], key="
 trained = trained_bpe()
 
 with tokenize_tab:
-    controls, picture = presenter.beside()
+    controls, picture = presenter.beside((1, 4))  # two tokenizers' chips side by side need the width
     with controls:
         text = text_input()
         choices = tokenizer_choices(trained.tokenizer if trained else None)

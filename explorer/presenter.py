@@ -56,6 +56,8 @@ html {{ font-size: {FONT_SIZE}px !important; }}
 .stApp button {{ padding-left: 0.5rem; padding-right: 0.5rem; }}
 .stApp button p {{ font-size: 0.85rem; }}
 .stApp [data-testid="stMetricValue"] {{ font-size: 1.5rem; }}
+.stApp .token-chips {{ font-size: 0.8rem !important; line-height: 1.6 !important; }}
+.stApp .gen-text {{ font-size: 1rem !important; line-height: 1.9 !important; }}
 .st-key-{CONTROLS_KEY} [data-testid="stHorizontalBlock"] {{ flex-direction: column; }}
 .st-key-{CONTROLS_KEY} [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{ width: 100% !important; flex: 1 1 auto !important; }}
 """
@@ -73,14 +75,17 @@ def is_on() -> bool:
     return bool(st.session_state.get(PARAM))
 
 
-def page_title(title: str, intro: str) -> None:
+def page_title(title: str, intro: str) -> DeltaGenerator:
     """The page's title and what it is for; in presenter view the text goes behind the title's
-    (?) so the first screen keeps its room for the picture (the teacher says it anyway)."""
+    (?) so the first screen keeps its room for the picture (the teacher says it anyway).
+    Returns a place for the page's first control (its model): beside the title in presenter view."""
     if is_on():
-        st.title(title, help=intro)
-    else:
-        st.title(title)
-        st.write(intro)
+        title_col, bar = st.columns([3, 2], vertical_alignment="bottom")
+        title_col.title(title, help=intro)
+        return bar
+    st.title(title)
+    st.write(intro)
+    return st.container()
 
 
 def beside(spec: tuple[float, float] = (1, 3)) -> tuple[DeltaGenerator, DeltaGenerator]:

@@ -14,6 +14,7 @@ import sys
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import ARTIFACTS, REPO, wait_until_idle
 from tests.helpers import TINY_RUN
@@ -36,6 +37,7 @@ def pages() -> list[tuple[str, str]]:
         ("tokenizer", "tokenizer?presenter=true"),
         ("train", f"train?run={RUN}&presenter=true"),
         *[(f"attention-{tab.lower().replace(' ', '-')}", attention + quote(tab)) for tab in ATTENTION_TABS],
+        ("attention-lines", attention + "Attention+map&att_map_kind=lines"),
         ("generate", f"generate?gen_model={RUN}&gen_max_new=12&presenter=true"),
     ]
 
@@ -44,13 +46,16 @@ def pages() -> list[tuple[str, str]]:
 def trained_run(app_url, app_home):
     """A finished tiny run with attention snapshots (Train's curves, Attention's "Across training")."""
     folder = app_home / "runs" / RUN
-    options = TINY_RUN | dict(n_layer=2, max_steps=20, snapshot_every=10)
+    options = TINY_RUN | dict(n_layer=2, block_size=64, max_steps=20, snapshot_every=10)
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
     subprocess.run([sys.executable, "-m", "lm", "train", f"--out={folder}", "--data=tinyshakespeare", *flags],
                    cwd=REPO, env={**os.environ, "LM_DATA_DIR": str(app_home / "data")}, check=True,
                    capture_output=True, timeout=300)
     return folder
 
+
+# Every chart on the page drawn (plotly draws after the script run ends).
+DRAWN_JS = "[...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')].every(c => c.querySelector('.main-svg'))"
 
 # Returns what is wrong on the page as it is now: text boxes narrower than their text, charts
 # whose title or legend leaves the chart or covers an axis title, tick labels drawn over each other.
@@ -109,15 +114,26 @@ PROBLEMS_JS = """
 """
 
 
-def main_picture_box(page) -> dict | None:
-    """The first picture (chart, token chips, image, table, generated text) of the open tab, or
-    of the page when it has no tabs."""
+def pictures(page):
+    """The pictures (charts, token chips, images, tables, generated text) of the open tab, or of
+    the page when it has no tabs."""
     tab = page.locator("[data-testid='stMain'] [role='tabpanel']:not([hidden])")
     where = tab.first if tab.count() else page.locator("[data-testid='stMain']")
-    pictures = where.locator(f":is({PICTURE})")
-    if pictures.count() == 0:
-        return None
-    return pictures.first.bounding_box()
+    return where.locator(f":is({PICTURE})")
+
+
+def wait_for_picture(page) -> None:
+    """A fragment (Train's live view) and plotly draw after the script run ends: wait for them."""
+    try:
+        pictures(page).first.wait_for(timeout=15_000)
+    except PlaywrightTimeout:
+        return  # no picture: the test says so
+    page.wait_for_function(DRAWN_JS)
+
+
+def main_picture_box(page) -> dict | None:
+    found = pictures(page)
+    return found.first.bounding_box() if found.count() else None
 
 
 def show_picture(page, name: str) -> None:
@@ -138,7 +154,8 @@ def test_presenter_view_fits_a_projector(app_url, browser, trained_run):
             page.goto(f"{app_url}/{address}")
             wait_until_idle(page)
             show_picture(page, name)
-            page.wait_for_timeout(300)  # plotly lays out its labels after the script ends
+            wait_for_picture(page)
+            page.wait_for_timeout(300)  # plotly lays out its labels after it draws
             where = f"{name} at {width}×{height}"
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"presenter-{name}-{width}x{height}.png"))
