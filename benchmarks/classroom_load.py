@@ -89,6 +89,7 @@ async def open_page(page, name: str) -> None:
 
 async def one_student(browser, url: str, number: int, rounds: int, others: list[str], results: dict) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(TIMEOUT_MS)  # thirty first loads at once take longer than Playwright's 30 s
     page = await context.new_page()
     mine = results[number] = {"times": [], "lost": 0, "errors": 0, "leaks": [], "failed": None}
     await asyncio.sleep(number * 0.5)  # a class does not click at the same millisecond
