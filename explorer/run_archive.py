@@ -1,27 +1,49 @@
 """A run as a zip file: export one to hand it on (its folder, as it is on disk), import
-one a classmate sent, so a class can pool runs and overlay their curves. An archive
-is untrusted input: nothing in it may land outside the new run folder, and its
-checkpoint must load before the run appears."""
+one a classmate sent, so a class can pool runs and overlay their curves.
+
+An archive is untrusted input. Before anything is unpacked its listing is bounded (how
+many files, how big each and all together, what the person's imports may use of the disk)
+and every path stays inside the new run folder; while unpacking, no file may grow past the
+size the listing gave it or fail its checksum; then the checkpoint must load (its config
+within the app's cost limit, lm.sizing) and every record must be what the app writes,
+before the run appears. How the other machine ran it (launch.json, status.json: a pid, a
+state) is not taken over: an imported run is "imported", with no process to stop."""
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from explorer.paths import runs_root
 from explorer.runs import RunError, name_problem, run_folder
-from lm.atomic import is_temporary
+from lm.atomic import is_temporary, write_json
 from lm.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
-from lm.run_folder import LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE
+from lm.data import human_size
+from lm.run_folder import (
+    DETECTORS_FILE, LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, read_record,
+)
+from lm.train_config import TrainConfig
 
-MAX_UNPACKED_BYTES = 2 * 2**30
+MAX_MEMBERS = 5_000  # a long run's attention snapshots number in the hundreds
+MAX_MEMBER_BYTES = 768 * 2**20  # GPT-2 small's weights are 498 MB
+MAX_UNPACKED_BYTES = 2**30  # one import
+IMPORT_QUOTA_ENV = "LM_IMPORT_QUOTA_MB"  # what all imports in one runs root (a student's workspace) may use
+DEFAULT_IMPORT_QUOTA_BYTES = 2 * 2**30
+DISK_MARGIN_BYTES = 512 * 2**20  # left free on the server's disk whatever the quota says
+IMPORTED = "imported"  # the state of every imported run
 LEFT_OUT = {LAUNCH_FILE}  # how this machine started the process; its pid means nothing elsewhere
+NOT_TAKEN = {LAUNCH_FILE, STATUS_FILE}  # another machine's process and state: replaced on import
 RUN_FILES = {METRICS_FILE, WEIGHTS_FILE}  # an archive with neither is not a run
+CHUNK = 2**20
 
 
 def export_run(folder: Path) -> bytes:
@@ -45,18 +67,18 @@ def import_run(data: bytes, name: str) -> Path:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise RunError("this file is not a zip archive: export a run from the Train page and import that") from None
+    root = runs_root()
     with archive:
         members = _checked_members(archive)
-        root = runs_root()
+        total = sum(info.file_size for info, _ in members)
         root.mkdir(parents=True, exist_ok=True)
+        _check_room(root, total)
         staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
         try:
             for info, target in members:
-                destination = staging / target
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
-            _check_run(staging)
+                _unpack(archive, info, staging / target)
+            status = _check_run(staging)
+            write_json(staging / STATUS_FILE, {**status, "state": IMPORTED, "imported": time.time(), "bytes": total})
             try:
                 staging.rename(run_folder(name))
             except OSError:
@@ -67,12 +89,49 @@ def import_run(data: bytes, name: str) -> Path:
     return run_folder(name)
 
 
+def import_quota_bytes() -> int:
+    """What the imports in one runs root may use together: $LM_IMPORT_QUOTA_MB, default 2 GiB."""
+    value = os.environ.get(IMPORT_QUOTA_ENV, "")
+    return int(value) * 2**20 if value.isdigit() else DEFAULT_IMPORT_QUOTA_BYTES
+
+
+def imports_bytes(root: Path) -> int:
+    """The disk the imported runs in `root` use (what their status says they unpacked to)."""
+    used = 0
+    for folder in (f for f in root.iterdir() if f.is_dir()) if root.is_dir() else ():
+        status = read_record(folder / STATUS_FILE) or {}
+        if status.get("state") == IMPORTED and _is_count(status.get("bytes")):
+            used += status["bytes"]
+    return used
+
+
+def _check_room(root: Path, total: int) -> None:
+    """Refuse an archive that would take the imports past their quota, or the disk nearly full."""
+    used, quota = imports_bytes(root), import_quota_bytes()
+    if used + total > quota:
+        raise RunError(
+            f"this archive unpacks to {human_size(total)}, and your imported runs use {human_size(used)} of the "
+            f"{human_size(quota)} imports may use: delete an imported run first"
+        )
+    free = shutil.disk_usage(root).free
+    if total + DISK_MARGIN_BYTES > free:
+        raise RunError(f"this archive unpacks to {human_size(total)} but the server's disk has only {human_size(free)} free")
+
+
 def _checked_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """Each file and where it goes inside the run folder: relative, no '..', no links, a
-    sane total size; one enclosing folder (a zipped folder rather than its files) is dropped."""
+    """Each file and where it goes inside the run folder: relative, no '..', no links, few
+    enough and small enough; one enclosing folder (a zipped folder rather than its files) is
+    dropped, and so are the records of another machine's process (NOT_TAKEN)."""
     files = [info for info in archive.infolist() if not info.is_dir()]
-    if sum(info.file_size for info in files) > MAX_UNPACKED_BYTES:
-        raise RunError(f"the archive unpacks to more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB; that is not a run of this app")
+    if len(files) > MAX_MEMBERS:
+        raise RunError(f"the archive holds {len(files):,} files; a run of this app has at most {MAX_MEMBERS:,}")
+    for info in files:
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise RunError(f"{info.filename!r} in the archive unpacks to {human_size(info.file_size)}; "
+                           f"a run's files are at most {human_size(MAX_MEMBER_BYTES)}")
+    total = sum(info.file_size for info in files)
+    if total > MAX_UNPACKED_BYTES:
+        raise RunError(f"the archive unpacks to {human_size(total)}; one import may unpack at most {human_size(MAX_UNPACKED_BYTES)}")
     paths = []
     for info in files:
         path = PurePosixPath(info.filename)
@@ -83,22 +142,92 @@ def _checked_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, Pu
         paths.append(path)
     if len({p.parts[0] for p in paths}) == 1 and all(len(p.parts) > 1 for p in paths):
         paths = [PurePosixPath(*p.parts[1:]) for p in paths]
+    if len(set(paths)) < len(paths):
+        raise RunError("the archive holds the same file twice; refusing it")
     if not RUN_FILES & {str(p) for p in paths}:
         raise RunError("the archive holds no run: a run has metrics.jsonl and model.safetensors at its top")
-    return list(zip(files, paths))
+    return [(info, path) for info, path in zip(files, paths) if str(path) not in NOT_TAKEN]
 
 
-def _check_run(folder: Path) -> None:
-    """The checkpoint loads and the records parse, or the import is refused."""
+def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
+    """One member, never more bytes than its listing says; a damaged one is refused by name."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with archive.open(info) as source, open(destination, "xb") as out:
+            while chunk := source.read(CHUNK):
+                written += len(chunk)
+                if written > info.file_size:
+                    raise RunError(f"{info.filename!r} in the archive is bigger than the archive says; refusing it")
+                out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise RunError(f"{info.filename!r} in the archive is damaged or lies about its size ({exc}); refusing it") from None
+    if written != info.file_size:
+        raise RunError(f"{info.filename!r} in the archive is smaller than the archive says; refusing it")
+
+
+def _check_run(folder: Path) -> dict:
+    """The checkpoint loads and every record is what the app writes, or the import is
+    refused; returns what of the run's status is kept (its progress, checked)."""
     if (folder / WEIGHTS_FILE).is_file():
         try:
             load_checkpoint(folder, "cpu")
         except CheckpointError as exc:
-            raise RunError(f"the run's checkpoint is damaged: {exc}") from None
-    for records in (METRICS_FILE, SAMPLES_FILE, STATUS_FILE):
+            raise RunError(f"the run's checkpoint is damaged: {str(exc).replace(str(folder), 'the archive')}") from None
+    for records, check in RECORD_CHECKS.items():
         path = folder / records
         if path.is_file():
             try:
-                [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise RunError(f"{records} in the archive is damaged ({exc})") from None
+            bad = next((number for number, line in enumerate(lines, 1) if not check(line)), None)
+            if bad is not None:
+                raise RunError(f"{records} in the archive is not what this app writes (line {bad}); refusing it")
+    if (folder / TRAIN_CONFIG_FILE).is_file():
+        try:
+            options = read_record(folder / TRAIN_CONFIG_FILE)
+            if options is None:
+                raise ValueError("not a JSON object")
+            TrainConfig.from_dict(options).check()
+        except (ValueError, TypeError) as exc:
+            raise RunError(f"{TRAIN_CONFIG_FILE} in the archive is not a training config of this app ({exc})") from None
+    return _progress(folder)
+
+
+def _progress(folder: Path) -> dict:
+    """How far the run got, from its metrics (the archive's status.json is not taken)."""
+    metrics = [json.loads(line) for line in _lines(folder / METRICS_FILE)]
+    losses = [r["val_loss"] for r in metrics if _is_number(r.get("val_loss")) and math.isfinite(r["val_loss"])]
+    progress = {"step": metrics[-1]["step"] if metrics else 0}
+    return {**progress, "best_val_loss": min(losses)} if losses else progress
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_record(record) -> bool:
+    return isinstance(record, dict) and _is_count(record.get("step")) and all(map(_is_number, record.values()))
+
+
+def _sample_record(record) -> bool:
+    return isinstance(record, dict) and _is_count(record.get("step")) and isinstance(record.get("text"), str)
+
+
+def _detectors_record(record) -> bool:
+    if not isinstance(record, dict) or not _is_count(record.get("step")):
+        return False
+    scores = record.get("scores")
+    return isinstance(scores, dict) and all(isinstance(v, list) for v in scores.values())
+
+
+RECORD_CHECKS = {METRICS_FILE: _metrics_record, SAMPLES_FILE: _sample_record, DETECTORS_FILE: _detectors_record}

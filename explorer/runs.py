@@ -7,7 +7,8 @@ A run's state is what status.json says, checked against the process itself (its 
 start time, so a pid the system has since given another program is not taken for it),
 since a killed process cannot update its status:
 starting (launched, not training yet), running, finished, stopped, failed (with the
-error), died (status says running but the process is gone)."""
+error), died (status says running but the process is gone); imported (unpacked from an
+archive by explorer.run_archive, which writes that status: no process of ours, none to stop)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class RunError(ValueError):
 class RunInfo:
     name: str
     folder: Path
-    state: str  # starting | queued | running | finished | stopped | failed | died
+    state: str  # starting | queued | running | finished | stopped | failed | died | imported
     step: int = 0
     max_steps: int | None = None
     error: str | None = None
@@ -137,6 +138,8 @@ def continue_problem(info: RunInfo) -> str | None:
         return "this run is not yours: only its owner and the teacher may continue it"
     if info.active:
         return f"{info.name!r} is still training: stop it first, or wait for it to finish"
+    if info.state == "imported":  # its training config names another machine's files (and any path at all)
+        return f"{info.name!r} was imported: it can be watched and compared, not trained on here"
     if not (info.folder / STATE_FILE).is_file():
         return (f"{info.name!r} has no training state to continue from (an imported model, or a run that ended "
                 "before its first checkpoint)")
