@@ -87,15 +87,17 @@ def live_view(name: str, was_active: bool) -> None:
 def title_bar(info: runs.RunInfo) -> None:
     """The run's name and state, with Stop while it trains; Continue and Close after."""
     label, colour = STATES.get(info.state, (info.state, "gray"))
-    title, more, stop = st.columns([4, 1, 1], vertical_alignment="center")
+    title, buttons = st.columns([3, 2], vertical_alignment="center")
     title.subheader(f"Run {info.name} :{colour}-badge[{label}]")
+    actions = buttons.container(horizontal=True, horizontal_alignment="right")  # each button as wide as its label
     if info.active:
-        stop.button("⏹ Stop", key="train_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
-                    help="The run saves a checkpoint, then ends; you keep the model trained so far.")
+        actions.button("⏹ Stop", key="train_stop", on_click=runs.stop_run, args=(info.name,),
+                       disabled=info.stop_requested,
+                       help="The run saves a checkpoint, then ends; you keep the model trained so far.")
         return
-    with more:
+    with actions:
         continue_control(info)
-    if stop.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
+    if actions.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
         del st.query_params["run"]
         st.rerun()
 
