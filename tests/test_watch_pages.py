@@ -70,7 +70,7 @@ def test_across_training_slider_replays_the_snapshots(runs):
     z = as_array(head_map["data"][0]["z"])
     np.testing.assert_allclose(z, snapshots[0][0, 0].half().float(), atol=1e-6)
     assert np.abs(z - snapshots[-1][0, 0].numpy()).max() > 0.5  # the head has not learned its job yet
-    assert head_map["layout"]["title"]["text"] == "run: layer 0, head 0 at step 0"
+    assert head_map["layout"]["title"]["text"] == "layer 0, head 0 at step 0"
     assert [shape["x0"] for shape in history["layout"]["shapes"]] == [0, 0]
     traces = {trace["name"]: trace for trace in history["data"]}
     assert list(traces["training loss"]["y"]) == [5.0, 3.5, 2.0]
