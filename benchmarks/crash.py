@@ -132,6 +132,8 @@ def on_disk(folder: Path, weights: dict[int, dict]) -> dict:
     from safetensors.torch import load_file
 
     found = {}
+    if not (folder / "config.json").exists() and not (folder / "manifest.json").exists():
+        return {"no_checkpoint": True}  # killed before its first: nothing to resume (and nothing mixed)
     try:
         found["config"] = json.loads((folder / "config.json").read_text())["training"]["step"]
         found["state"] = torch.load(folder / "state.pt", weights_only=True)["step"]
@@ -223,10 +225,13 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result, default=str), flush=True)
     count = lambda key: sum(1 for r in results if r.get(key))  # noqa: E731
-    print(f"\n{args.tries} kills: mixed {count('mixed')}, pending (to finish) {count('pending')}, "
-          f"unreadable {count('unreadable')}, resume refused {count('refused')}, "
+    print(f"\n{args.tries} kills: before the first checkpoint {count('no_checkpoint')} (resume says so), "
+          f"mixed {count('mixed')}, pending (to finish) {count('pending')}, "
+          f"unreadable {count('unreadable')}, "
           f"curve or weights differ {count('differs')} (max |dloss| {max((r.get('max_dloss', 0) for r in results), default=0):.3g}), "
           f"steps lost {sum(len(r.get('lost', [])) for r in results)}, logged twice {sum(r.get('extra', 0) for r in results)}")
+    refused = [r["refused"] for r in results if r.get("refused") and not r.get("no_checkpoint")]
+    print(f"resumes refused with a checkpoint there: {len(refused)} {refused}")
     mixed_accepted = sum(1 for r in results if r.get("mixed") and not r.get("pending") and not r.get("refused"))
     print(f"mixed checkpoints resumed without repair: {mixed_accepted}")
 

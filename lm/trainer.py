@@ -18,18 +18,19 @@ import os
 import signal
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from lm import distributed
-from lm.checkpoint import load_checkpoint, read_config
+from lm.checkpoint import CONFIG_FILE, load_checkpoint, read_config
 from lm.data import CORPORA, DataError, encode_corpus, load_corpus, random_batch, read_text_file, split_tokens
 from lm.detectors import attention_weights, head_scores
 from lm.device import device_precision, resolve_device, to_device
 from lm.generate import Sampling, end_of_text_id, generate
 from lm.model import GPT
-from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SAMPLES_FILE, Run
+from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SAMPLES_FILE, Run, is_training_run
 from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 from lm.train_config import TrainConfig, padded_vocab_size
@@ -195,10 +196,8 @@ class Trainer:
         evaluate_now = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
         record = None
         if evaluate_now or self.step % cfg.log_every == 0:
-            record = {
-                "step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s, "elapsed": time.time() - started,
-            }
+            record = {"step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
+                      "tokens_per_s": tokens_per_s, "elapsed": time.time() - started}
             if evaluate_now:
                 record["val_loss"] = self.evaluate()
                 if self.task_data is not None:
@@ -310,8 +309,7 @@ class Trainer:
         if not self.world.is_main:
             return
         training = {
-            "config": asdict(self.cfg), "step": self.step,
-            "best_val_loss": self._best(),
+            "config": asdict(self.cfg), "step": self.step, "best_val_loss": self._best(),
             "val_loss": self.val_loss if self.val_step == self.step else None,  # of exactly these weights
         }
         state = {
@@ -344,6 +342,8 @@ class Trainer:
 
 def resume_config(folder: str | os.PathLike, **overrides) -> TrainConfig:
     """The config a run was started with (for resuming it), with e.g. max_steps raised."""
+    if is_training_run(Path(folder)) and not (Path(folder) / CONFIG_FILE).is_file():
+        raise DataError(f"{folder} stopped before its first checkpoint: there is nothing to resume; start the run again")
     _, training = read_config(folder)
     if not isinstance(training.get("config"), dict):
         raise DataError(f"{folder} was not written by training (an imported model, say): there is no run to resume")

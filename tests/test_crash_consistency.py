@@ -295,3 +295,10 @@ def test_a_refused_resume_says_so_on_the_command_line_without_a_traceback(run):
     assert result.returncode == 1
     assert "error:" in result.stderr and "model.safetensors" in result.stderr and "mixed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_said_to_have_nothing_to_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    Run(tmp_path / "run").write_status("running", step=0, max_steps=STEPS)
+    with pytest.raises(DataError, match="stopped before its first checkpoint: there is nothing to resume"):
+        resume_config(tmp_path / "run")
