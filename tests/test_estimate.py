@@ -79,3 +79,12 @@ def test_an_estimate_is_shown_as_precise_as_it_is():
     from explorer.training_view import rough_duration
 
     assert [rough_duration(s) for s in (42, 365, 3725, 9000)] == ["42 s", "6 min", "1 h 02 min", "2 h 30 min"]
+
+
+def test_timing_leaves_the_servers_threads_alone():
+    import torch
+
+    threads = torch.get_num_threads()
+    cfg = TrainConfig(data="task:copy", n_layer=1, n_head=1, n_embd=16, block_size=16, batch_size=2, threads=1, device="cpu")
+    measure_costs(cfg, cfg.model_config(257))
+    assert torch.get_num_threads() == threads

@@ -7,7 +7,6 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
-import torch
 
 import lm.__main__ as cli
 import lm.device
@@ -17,7 +16,6 @@ from lm.device import resolve_device
 from lm.model import ConfigError, GPTConfig
 from lm.plan import PRESETS, RunChoice, check_plan, plan_run, preset_options, with_preset
 from lm.sizing import parameter_count
-from lm.speed import measure_training_flops, threads_used
 from lm.tasks import TASKS, task_tokenizer
 from lm.train_config import TrainConfig, padded_vocab_size
 from tests.helpers import TINY_RUN
@@ -126,10 +124,3 @@ def test_check_plan_refuses_what_cannot_train():
 def test_padded_vocab_size_matches_the_trainer():
     assert [padded_vocab_size(v) for v in (64, 300, 320, 321, 50_257)] == [64, 320, 320, 384, 50_304]
     assert plan_run(RunChoice(TINY, vocab_size=300)).model.vocab_size == 320
-
-
-def test_measured_device_speed_is_a_plausible_flop_rate_and_leaves_the_threads_alone():
-    threads = torch.get_num_threads()
-    assert 1e7 < measure_training_flops("cpu", threads=1, steps=1) < 1e14
-    assert torch.get_num_threads() == threads
-    assert threads_used(0) == threads and threads_used(3) == 3
