@@ -13,6 +13,7 @@ import streamlit as st
 
 from explorer.charts import compression_figure
 from explorer.paths import tokenizers_dir
+from explorer.plain_text import plain
 from explorer.token_view import chips_html, describe_tokens, token_label, vocabulary_rows
 from explorer.tokenizers import save_tokenizer
 from explorer.url_state import BIND
@@ -71,7 +72,7 @@ def train(text: str, label: str, vocab_size: int, pattern: str) -> TrainedBPE | 
             progress=lambda done, total: bar.progress(done / total, f"Merge {done:,} of {total:,}"),
         )
     except TokenizerError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
     finally:
         bar.empty()
@@ -136,7 +137,7 @@ def save_form(tokenizer: BPETokenizer) -> None:
         try:
             path = save_tokenizer(tokenizer, name)
         except (ValueError, OSError) as exc:
-            st.error(f"Not saved: {exc}")
+            st.error(f"Not saved: {plain(exc)}")
         else:
             st.session_state[SAVED] = f"Saved as {path}. It is offered on this page and for training models."
             st.rerun()  # so the Tokenize tab, drawn above, offers it

@@ -11,6 +11,7 @@ import streamlit as st
 from explorer import identity, workspace
 from explorer.identity import IDENTITY_PARAM, LOCAL, Person, SignInError
 from explorer.paths import workspaces_root
+from explorer.plain_text import plain
 
 REFUSAL_DELAY_S = 1.0  # a wrong code or password costs a second: guessing one is slow
 
@@ -64,7 +65,7 @@ def attempt(check) -> None:
         person = check()
     except SignInError as exc:
         time.sleep(REFUSAL_DELAY_S)
-        st.error(str(exc), icon="🔒")
+        st.error(plain(exc), icon="🔒")
         return
     workspace.sign_in(person)
     for key in ("sign_in_code", "sign_in_word", "sign_in_password"):

@@ -10,11 +10,12 @@ import streamlit as st
 
 from explorer.generation_view import generation_html, label_of, probability_legend
 from explorer.next_token_charts import attention_row_figure, distribution_bars, distribution_figure
+from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.url_state import BIND
 from explorer.widgets import chart
 from lm.checkpoint import Checkpoint
-from lm.generate import Sampling, Step, generate
+from lm.generate import BrokenModelError, Sampling, Step, generate
 from lm.inspect import last_token_attention
 from lm.model import GPT
 
@@ -85,7 +86,10 @@ def stepper_controls(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sa
     if restart or stepper is None or stepper.model != model_path or stepper.prompt_ids != prompt_ids:
         stepper = st.session_state["gen_stepper"] = Stepper(model_path, prompt_ids, settings.seed)
     if clicked:
-        draw_next(checkpoint.model, checkpoint.tokenizer, stepper, settings)
+        try:
+            draw_next(checkpoint.model, checkpoint.tokenizer, stepper, settings)
+        except BrokenModelError as exc:
+            st.error(plain(exc))
     return stepper
 
 

@@ -13,10 +13,11 @@ import streamlit as st
 from explorer.generate_inputs import pace_control
 from explorer.generation_view import generation_html, probability_legend
 from explorer.next_token_charts import describe_settings, distribution_bars, distribution_figure
+from explorer.plain_text import plain
 from explorer.token_view import token_label
 from explorer.widgets import chart
 from lm.checkpoint import Checkpoint
-from lm.generate import Sampling, Step, generate
+from lm.generate import BrokenModelError, Sampling, Step, generate
 
 REDRAW_SECONDS = 0.1  # while streaming, redraw the text at most this often
 
@@ -58,7 +59,11 @@ def write_at_once(checkpoint: Checkpoint, prompt_ids: list[int], settings: Sampl
     st.html(probability_legend())
     status, box = st.empty(), st.empty()
     if clicked:
-        stream(checkpoint, prompt_ids, settings, pace, status, box)
+        try:
+            stream(checkpoint, prompt_ids, settings, pace, status, box)
+        except BrokenModelError as exc:
+            st.error(plain(exc))
+            return
     gen = st.session_state.get("gen")
     if gen is not None and gen.model == str(checkpoint.path) and gen.steps:
         explain(gen, checkpoint.tokenizer, end_id, status, box)

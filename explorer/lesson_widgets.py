@@ -11,6 +11,7 @@ import streamlit as st
 from explorer import presenter
 from explorer.lessons import BY_TITLE, MAX_LESSON_BYTES, Lesson, LessonError, Step, dumps, parse_lesson, shipped_lessons
 from explorer.lesson_steps import UPLOADED, step_link
+from explorer.plain_text import plain
 from explorer.prepare import lesson_readiness
 from explorer.url_state import current_params
 from explorer.widgets import file_stem
@@ -51,7 +52,7 @@ def lessons_section() -> None:
             st.session_state.setdefault(UPLOADED, {})[key] = parse_lesson(upload.getvalue(), upload.name)
             lesson_card(st.session_state[UPLOADED][key], key)
         except LessonError as exc:
-            st.error(f"{upload.name} cannot be opened as a lesson: {exc}")
+            st.error(plain(f"{upload.name} cannot be opened as a lesson: {exc}"))
 
 
 def lesson_builder(page_title: str) -> None:

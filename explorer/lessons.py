@@ -115,6 +115,8 @@ def parse_lesson(data: bytes, filename: str) -> Lesson:
         raise LessonError(f"not valid TOML: {exc}") from None
     except json.JSONDecodeError as exc:
         raise LessonError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:  # [[[[… thousands deep: the parsers recurse once a level
+        raise LessonError("the file nests lists or tables thousands deep; a lesson is a few levels at most") from None
     return lesson_from_dict(raw)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import runs
+from explorer.plain_text import plain
 
 
 def default_target(info: runs.RunInfo) -> int:
@@ -32,6 +33,6 @@ def continue_control(info: runs.RunInfo) -> None:
             try:
                 runs.continue_run(info.name, int(target))
             except runs.RunError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
                 return
             st.rerun()  # the whole page: it redraws every second again while the run trains

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer import runs
+from explorer.plain_text import plain
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
@@ -64,7 +65,7 @@ def import_section() -> None:
         try:
             folder = import_run(upload.getvalue(), name.strip())
         except runs.RunError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
             return
         st.success(f"Imported as **{folder.name}**: it is in the table above, and its curve can be compared.")
 
@@ -79,7 +80,7 @@ def confirm_delete(info: runs.RunInfo) -> None:
         try:
             runs.delete_run(info.name)
         except runs.RunError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
             return
         st.session_state.pop("train_confirm_delete", None)
         if st.query_params.get("run") == info.name:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer import runs, workspace
+from explorer.plain_text import plain
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
@@ -55,7 +56,7 @@ def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
         return
     show_estimates(plan)
     if plan.problem:
-        st.error(f"This cannot train: {plan.problem}.")
+        st.error(f"This cannot train: {plain(plan.problem)}.")
     name_column, button_column = st.columns([3, 1], vertical_alignment="bottom")
     suggested = runs.free_name(name_base)
     typed = name_column.text_input(
@@ -65,7 +66,7 @@ def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
     name = typed.strip() or suggested
     bad_name = runs.name_problem(name)
     if bad_name:
-        name_column.error(bad_name)
+        name_column.error(plain(bad_name))
     limit = run_limit_problem(runs.list_runs())
     if limit:
         st.warning(f"Not now: {limit}.", icon="⏳")
@@ -77,7 +78,7 @@ def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
         try:
             runs.start_run(name, plan)
         except ValueError as exc:
-            st.error(f"Not started: {exc}")
+            st.error(f"Not started: {plain(exc)}")
             return
         st.query_params["run"] = name
         st.session_state.pop("train_name", None)

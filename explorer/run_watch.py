@@ -13,6 +13,7 @@ import streamlit as st
 from explorer import runs
 from explorer.navigation import PAGES
 from explorer.paths import FileStamp
+from explorer.plain_text import plain
 from explorer.run_continue import continue_control
 from explorer.training_guide import diagnose
 from explorer.training_view import (
@@ -34,7 +35,7 @@ def watched_run() -> runs.RunInfo | None:
     try:
         return runs.run_info(runs.run_folder(name))
     except runs.RunError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
         del st.query_params["run"]
         return None
 
@@ -52,7 +53,7 @@ def live_view(name: str, was_active: bool) -> None:
     try:
         info = runs.run_info(runs.run_folder(name))
     except runs.RunError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
         return
     if was_active and not info.active:
         st.rerun()  # it just ended: redraw the whole page (the table, the links) and stop the timer
@@ -62,7 +63,7 @@ def live_view(name: str, was_active: bool) -> None:
         text = progress_text(info.step, info.max_steps, metrics, info.active)
         st.progress(min(1.0, info.step / info.max_steps), text=text)
     if info.error:
-        st.error(f"The run {info.state}: {info.error}")
+        st.error(f"The run {info.state}: {plain(info.error)}")
     if info.stop_requested and info.active:
         st.info("Stopping: the run saves a checkpoint, then ends.")
     if info.state == "starting":

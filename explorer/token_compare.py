@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
+from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats
 from explorer.prepare import download_button
@@ -67,7 +68,7 @@ def compare_tokens(text: str, chosen: list[str], choices: dict[str, Callable[[],
                 try:
                     rows.append(show_tokens(label, choices[label](), text, show_ids))
                 except TokenizerError as exc:
-                    st.warning(f"{label} is not available: {exc}")
+                    st.warning(plain(f"{label} is not available: {exc}"))
     st.caption("Hover a token for its id and bytes. · is a space, ↵ a line break; a dashed red box is part of a character (its raw bytes).")
     chars, nbytes = st.columns(2)  # under the tokens: they are the picture, first on the screen
     chars.metric("Characters", f"{len(text):,}")

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import streamlit as st
 
+from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.tokenizers import load_saved, load_tiktoken, saved_tokenizers
 from explorer.url_state import BIND
@@ -98,13 +99,13 @@ def tokenizer_input() -> tuple[str, int, object | None] | None:
         try:
             tokenizer = load_saved(saved[name])
         except TokenizerError as exc:
-            st.error(f"{name} cannot be used: {exc}")
+            st.error(plain(f"{name} cannot be used: {exc}"))
             return None
         return str(saved[name].resolve()), tokenizer.vocab_size, tokenizer
     try:
         tokenizer = load_tiktoken(GPT2)
     except TokenizerError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
     st.caption(
         f"{tokenizer.vocab_size:,} tokens: its embedding table alone holds {tokenizer.vocab_size:,} × width "

@@ -11,6 +11,7 @@ import streamlit as st
 from explorer import presenter
 from explorer.models import find_models, load_model
 from explorer.paths import runs_root
+from explorer.plain_text import plain
 from explorer.prepare import download_button
 from explorer.url_state import BIND, bind_text
 from lm.checkpoint import Checkpoint, CheckpointError
@@ -56,7 +57,7 @@ def _registered_corpus(corpus, key: str) -> tuple[str, str] | None:
         path = data_dir() / corpus.filename
         return _read_cached_corpus(corpus.name, str(path), path.stat().st_mtime_ns), corpus.title
     except DataError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
 
 
@@ -67,22 +68,22 @@ def _uploaded_text(key: str) -> tuple[str, str] | None:
     if upload is None:
         return None
     if upload.size > MAX_TEXT_BYTES:  # the browser's limit is not enforced by the server
-        st.error(f"{upload.name} is {human_size(upload.size)}; the limit is {human_size(MAX_TEXT_BYTES)}.")
+        st.error(f"{plain(upload.name)} is {human_size(upload.size)}; the limit is {human_size(MAX_TEXT_BYTES)}.")
         return None
     data = upload.getvalue()
     try:
         return decode_text(data), upload.name
     except NotUTF8Error as exc:
-        st.warning(f"{upload.name}: {exc}")
+        st.warning(plain(f"{upload.name}: {exc}"))
         encoding = st.selectbox("Read the file as", TEXT_ENCODINGS[1:], index=None, key=f"{key}_encoding")
         if encoding is None:
             return None
         try:
             return decode_text(data, encoding), f"{upload.name} ({encoding})"
         except DataError as retry_exc:
-            st.error(f"{upload.name}: {retry_exc}")
+            st.error(plain(f"{upload.name}: {retry_exc}"))
     except DataError as exc:
-        st.error(f"{upload.name}: {exc}")
+        st.error(plain(f"{upload.name}: {exc}"))
     return None
 
 
@@ -107,7 +108,7 @@ def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint |
     try:
         return load_model(by_name[name])
     except CheckpointError as exc:
-        st.error(f"{name} cannot be loaded: {exc}")
+        st.error(plain(f"{name} cannot be loaded: {exc}"))
         return None
 
 

@@ -20,6 +20,10 @@ from lm.model import GPT
 from lm.tokenizer import ENDOFTEXT
 
 
+class BrokenModelError(ValueError):
+    """The model computes NaN or infinity (its weights are, as after a run whose loss blew up)."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0  # 0 = greedy: always the most likely token
@@ -108,6 +112,11 @@ def generate(
     head = readout(model, tokenizer.vocab_size)
     logits = next_logits(model, head, ids[-block_size:], cache)
     for produced in range(1, settings.max_new_tokens + 1):
+        if not torch.isfinite(logits).all():  # NaN would be drawn from (a RuntimeError) or argmax'd into nonsense
+            raise BrokenModelError(
+                "this model's outputs are not numbers (NaN or infinity): its weights are broken, as after a "
+                "training run whose loss blew up. Choose another model or an earlier checkpoint."
+            )
         raw = torch.softmax(logits.float(), dim=-1)
         probs = sampling_distribution(logits, settings)
         token = int(torch.multinomial(probs.cpu(), 1, generator=generator)) if settings.temperature else int(probs.argmax())

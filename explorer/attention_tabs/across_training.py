@@ -10,6 +10,7 @@ from explorer import presenter
 from explorer.attention_maps import LABELLED_SMALL, tokens_window, weights_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.paths import FileStamp
+from explorer.plain_text import plain
 from explorer.token_view import token_label
 from explorer.training_snapshots import (
     Snapshots, SnapshotError, find_snapshots, history_figure, load_snapshot, nearest_step, read_detector_history,
@@ -59,7 +60,7 @@ def replay(name: str, checkpoint: Checkpoint, view: AttentionView) -> None:
     try:
         weights = snapshot(FileStamp.of(snapshots.path(step)), step, snapshots)
     except (SnapshotError, OSError) as exc:
-        st.error(f"{name}: {exc}")
+        st.error(plain(f"{name}: {exc}"))
         return
     labels = tuple(token_label(token.encode("utf-8")) for token in snapshots.tokens)
     history = read_detector_history(snapshots.folder)
