@@ -103,7 +103,7 @@ def lr_figure(metrics: list[dict]) -> go.Figure:
 
 
 def grad_norm_figure(metrics: list[dict]) -> go.Figure:
-    return metric_figure(metrics, "grad_norm", "Gradient norm: how big each update wants to be", "gradient norm", GRAD_COLOUR)
+    return metric_figure(metrics, "grad_norm", "Gradient norm: each update's size", "gradient norm", GRAD_COLOUR)
 
 
 def has_task_accuracy(metrics: list[dict]) -> bool:

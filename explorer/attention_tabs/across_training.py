@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer import presenter
 from explorer.attention_maps import LABELLED_SMALL, tokens_window, weights_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.paths import FileStamp
@@ -64,7 +63,7 @@ def replay(name: str, checkpoint: Checkpoint, view: AttentionView) -> None:
         return
     labels = tuple(token_label(token.encode("utf-8")) for token in snapshots.tokens)
     history = read_detector_history(snapshots.folder)
-    map_col, chart_col = (st.container(), st.container()) if presenter.is_on() else st.columns([5, 6])  # map: the width
+    map_col, chart_col = st.container(), st.container()  # one under the other: beside, a map's labels collide
     if layer < weights.shape[0] and head < weights.shape[1]:
         with map_col:
             chart(weights_figure(weights[layer, head], labels, f"layer {layer}, head {head} at step {step:,}",
