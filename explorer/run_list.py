@@ -24,7 +24,7 @@ def runs_section() -> None:
         return
     st.dataframe(runs_table(infos), hide_index=True, width="stretch")
     compare_curves(infos)
-    pick_column, watch_column, export_column, delete_column = st.columns([4, 1, 1, 1], vertical_alignment="bottom")
+    pick_column, watch_column, export_column, delete_column = st.columns([3, 1, 1, 1.2], vertical_alignment="bottom")  # "🗑 Delete…" was cut at 1280 px
     pick = pick_column.selectbox("Run", [info.name for info in infos], key="train_pick")
     picked = next(info for info in infos if info.name == pick)
     export_column.download_button(
