@@ -16,6 +16,7 @@ DEFAULT_PROMPT = "ROMEO:"
 MAX_CHARS = 10_000  # in the page's text boxes: a prompt, or a text to score
 PACES = [1, 2, 5, 10, 20, 50, 0]  # tokens shown per second; 0: as fast as the model writes
 PRESENTER_PACE, PACE = 5, 20  # slow enough to read aloud on a projector; brisk on one's own screen
+PACE_VIEW = "gen_pace_presenting"  # session key: the view the pace was last drawn in
 
 
 def prompt_input() -> str:
@@ -87,8 +88,14 @@ def stepwise_toggle() -> bool:
 
 def pace_control() -> float | None:
     """How many tokens a second the text appears at (None: as fast as the model writes them);
-    slower by default in presenter view. The pace only holds tokens back: the text is the same."""
-    default = PRESENTER_PACE if presenter.is_on() else PACE
+    slower by default in presenter view. The pace only holds tokens back: the text is the same.
+    Switching the view moves a pace left at the old view's default to the new view's."""
+    presenting = presenter.is_on()
+    default, other = (PRESENTER_PACE, PACE) if presenting else (PACE, PRESENTER_PACE)
+    view_changed = st.session_state.get(PACE_VIEW, presenting) != presenting
+    st.session_state[PACE_VIEW] = presenting
+    if view_changed and st.session_state.get("gen_pace") == other:
+        st.session_state["gen_pace"] = default
     with control("gen_pace"):
         pace = st.select_slider(
             "Writing speed", PACES, value=default, key="gen_pace", bind=BIND,

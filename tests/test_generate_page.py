@@ -188,3 +188,17 @@ def test_presenter_view_writes_slowly_by_default(checkpoint, presenting, pace):
     at.run()
     assert not at.exception, at.exception
     assert at.select_slider(key="gen_pace").value == pace
+
+
+def test_turning_presenter_view_on_slows_a_pace_nobody_chose_but_keeps_a_chosen_one(checkpoint):
+    at = open_page(PAGE)
+    at.session_state["presenter"] = True
+    at.run()
+    assert at.select_slider(key="gen_pace").value == 5  # was 20, the normal view's default
+    at.session_state["presenter"] = False
+    at.run()
+    assert at.select_slider(key="gen_pace").value == 20
+    at.select_slider(key="gen_pace").set_value(50).run()
+    at.session_state["presenter"] = True
+    at.run()
+    assert at.select_slider(key="gen_pace").value == 50  # chosen: kept

@@ -43,8 +43,11 @@ def test_generate_streams_text_then_explains_each_token(app_url, page, checkpoin
     length.fill(str(NEW_TOKENS))
     length.press("Enter")
     wait_until_idle(page)
+    page.get_by_role("slider", name="Writing speed").press("End")  # full speed: the last choice
+    wait_until_idle(page)
+    expect(page.get_by_text("full speed", exact=True)).to_be_visible()
 
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.locator(".gen-text .gen-tok").first.wait_for()
     first_seen = len(shown_ids(page))
     wait_until_idle(page)
@@ -67,3 +70,19 @@ def test_generate_streams_text_then_explains_each_token(app_url, page, checkpoin
     expect(page.get_by_text("Perplexity", exact=True)).to_be_visible()
     expect(page.locator(".score-text .gen-tok").first).to_be_visible()
     screenshot(page, "generate-score")
+
+
+def test_a_slow_writing_speed_shows_the_tokens_one_by_one(app_url, page, checkpoint):
+    page.goto(f"{app_url}/generate?gen_model={MODEL}&gen_max_new=12&gen_pace=5&gen_seed=3")
+    wait_until_idle(page)
+    expect(page.get_by_text("5 tokens/s", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator(".gen-text .gen-tok").first.wait_for()
+    seen = [len(shown_ids(page))]
+    for _ in range(3):
+        page.wait_for_timeout(500)
+        seen.append(len(shown_ids(page)))
+    assert seen == sorted(seen) and seen[0] < seen[-1] < 12  # arriving, a few at a time, not all at once
+    page.get_by_text("12 new tokens in").wait_for()
+    expect(page.get_by_text("shown at 5/s", exact=False)).to_be_visible()
+    screenshot(page, "generate-slow")
