@@ -13,7 +13,7 @@ from explorer.attention_view import AttentionRun
 from explorer.url_state import BIND
 from explorer.widgets import chart
 
-KINDS = {"matrix": "▦ Matrix", "lines": "⫘ Lines"}
+KINDS = {"matrix": "Matrix", "lines": "Lines"}  # the label is the link's value: ?att_map_kind=Lines
 
 
 def labelled_tokens(view: AttentionView) -> int:

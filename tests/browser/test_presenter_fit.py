@@ -37,7 +37,7 @@ def pages() -> list[tuple[str, str]]:
         ("tokenizer", "tokenizer?presenter=true"),
         ("train", f"train?run={RUN}&presenter=true"),
         *[(f"attention-{tab.lower().replace(' ', '-')}", attention + quote(tab)) for tab in ATTENTION_TABS],
-        ("attention-lines", attention + "Attention+map&att_map_kind=lines"),
+        ("attention-lines", attention + "Attention+map&att_map_kind=Lines"),
         ("generate", f"generate?gen_model={RUN}&gen_max_new=12&presenter=true"),
     ]
 
