@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import re
 
-MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'])")  # CommonMark lets any of these be escaped
+# What starts Markdown anywhere in a line: links and images need [ ], autolinks and HTML < >,
+# emphasis * and _ at a word's edge (r50k_base stays as it is), code `, tables |, ~~, LaTeX $,
+# Streamlit's :colour[…] its [. What starts it only at a line's start: headings, lists, quotes.
+ANYWHERE = re.compile(r"[\\`*\[\]<>|~$]|(?<!\w)_|_(?!\w)")
+LINE_START = re.compile(r"^(\s*)([-+=#])|^(\s*\d+)([.)])", re.MULTILINE)
 
 
 def plain(text: object) -> str:
-    """`text` with every Markdown character escaped, for a Markdown element to show it as it is."""
-    return MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
+    """`text` with what Markdown would act on escaped, for a Markdown element to show it as it is."""
+    escaped = ANYWHERE.sub(lambda m: "\\" + m.group(0), str(text))
+    return LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\{m.group(4)}", escaped)

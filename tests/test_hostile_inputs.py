@@ -34,7 +34,8 @@ def shown_literally(body: str, text: str) -> bool:
 
 
 @pytest.mark.parametrize("text", [IMAGE, "[link](http://example.com)", "**bold** _x_ `c` :red[x] $x$", "# heading",
-                                  "1. one", "<b>tag</b>", "a\\b"])
+                                  "1. one", "2) two", "- item", "+ item", "> quote", "~~gone~~", "| a | b |",
+                                  "<b>tag</b>", "a\\b", "_x_ and r50k_base"])
 def test_plain_text_renders_as_the_characters_it_is(text):
     html = rendered(plain(text))
     assert html == f"<p>{text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}</p>\n"
