@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from explorer.attention_maps import FONT, HIGHLIGHT, ROW_PX, TOKEN_FONT, plotly_text
 from explorer.presenter import WEIGHTED
 
-LEVELS = (0.05, 0.2, 0.4, 0.7)  # weights are drawn in bands from these upwards (under 0.05: no line)
+LEVELS = (0.01, 0.2, 0.4, 0.7)  # weights are drawn in bands from these upwards: a spread-out head is a faint web
 BAND_WIDTH = (1, 2.5, 4.5, 7)
 FAINT = "rgba(33, 102, 172, {alpha})"
 

@@ -12,7 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer.attention_maps import GRID_CELLS, attention_figure, head_grid_figure, pool_max, scores_figure
+from explorer.attention_lines import line_bands, lines_figure
+from explorer.attention_maps import (
+    GRID_CELLS, LABELLED, attention_figure, head_grid_figure, pool_max, scores_figure, tokens_window,
+)
 from explorer.attention_view import MAX_TOKENS, context_window, run_attention
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
 from explorer.head_statistics import head_statistics, uniform_entropy
@@ -340,3 +343,26 @@ def test_block_diagram_carries_the_real_sizes():
         assert part in diagram, part
     per_block = (parameter_count(CONFIG) - 320 * 384 - 256 * 384 - 2 * 384) // 6
     assert f"{si(per_block)} parameters each" in diagram
+
+
+def test_a_long_text_is_shown_a_window_at_a_time_every_token_labelled(model):
+    long = run_attention(model, BYTES, BYTES.encode("abcdefghij" * 6))  # 60 tokens, past LABELLED
+    assert tokens_window(60, LABELLED) == slice(12, 60) and tokens_window(60, 16, end=3) == slice(0, 16)
+    fig = attention_figure(long, 0, 1, "long", window=tokens_window(60, 16, end=30))
+    heatmap = fig.data[0]
+    np.testing.assert_array_equal(heatmap.z, long.weights[0, 1][15:31, 15:31])
+    assert heatmap.x[0] == "#15 f" and list(fig.layout.xaxis.tickvals) == list(heatmap.x)  # every token labelled
+    assert list(fig.layout.xaxis.ticktext) == list(long.labels[15:31])
+
+
+def test_lines_view_draws_each_weight_in_its_band(run):
+    weights = run.weights[1, 0]
+    T = len(run.ids)
+    bands = line_bands(weights, list(range(T)))
+    drawn = {pair for _, pairs in bands for pair in pairs}
+    assert all(j <= i for i, j in drawn)  # no line to the future
+    assert drawn == {(i, j) for i in range(T) for j in range(i + 1) if weights[i, j] >= 0.01}
+    fig = lines_figure(weights, run.labels, "lines", query=5)
+    focus = [trace for trace in fig.data if trace.line.color == "#e8590c"]
+    assert {y for trace in focus for y in trace.y[::3]} == {5}  # the followed token's lines start at it
+    assert list(fig.data[-2].text) == [html.escape(label, quote=False) for label in run.labels]

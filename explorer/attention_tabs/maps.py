@@ -70,7 +70,7 @@ def render_map(view: AttentionView, tab: str = "map") -> None:
         "and no token looks ahead: everything right of the diagonal is 0. Hover a cell for its tokens."
         if kind == "matrix" else
         "Left: each token looking (query); right: the tokens it may look at (keys, itself and before). "
-        "The thicker and darker a line, the more attention. Lines under 0.05 are left out."
+        "The thicker and darker a line, the more attention. Lines under 0.01 are left out."
     )
 
 
