@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from explorer import workspace  # noqa: E402
-from lm.estimate import estimate, measure_costs, run_threads, startup_seconds  # noqa: E402
+from lm.estimate import estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds  # noqa: E402
 from lm.plan import PRESETS, RunChoice, plan_run  # noqa: E402
 from lm.tasks import TASKS, TASK_PREFIX  # noqa: E402
 
@@ -67,13 +67,14 @@ def main() -> None:
         plan = plan_run(choice)  # the threads the run will have, as the Train page estimates it
         plan = replace(plan, config=replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run())))
         costs = measure_costs(plan.config, plan.model)
-        full = estimate(plan.config, costs, startup)
+        start = startup + tokenizer_seconds(plan.config, plan.text)
+        full = estimate(plan.config, costs, start)
         steps = plan.config.max_steps
         if not args.full and full.run_seconds > args.seconds:
-            per_step = (full.run_seconds - startup) / steps
-            steps = max(10, int((args.seconds - startup) / per_step) // 10 * 10)
+            per_step = (full.run_seconds - start) / steps
+            steps = max(10, int((args.seconds - start) / per_step) // 10 * 10)
         cut = replace(plan, config=replace(plan.config, max_steps=min(steps, plan.config.max_steps)))
-        timed = estimate(cut.config, costs, startup)
+        timed = estimate(cut.config, costs, start)
         measured = finished_seconds(label.split()[0], cut)
         print(f"{label:16} {cut.config.max_steps:6d} {costs.timed_batch:11d} {costs.train_step * 1000:5.0f}ms "
               f"{timed.training:6.1f}s {timed.evaluation:5.1f}s {timed.extras:5.1f}s {timed.run_seconds:8.1f}s "

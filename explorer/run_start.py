@@ -12,7 +12,7 @@ from explorer.plain_text import plain
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
-from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds
+from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds
 from lm.model import GPTConfig
 from lm.plan import RunPlan
 from lm.sizing import parameter_count, training_memory_bytes
@@ -30,10 +30,16 @@ def process_startup() -> float:
     return startup_seconds()
 
 
+@st.cache_resource(show_spinner="Timing the tokenizer's training on this text…", ttl=600, max_entries=16)
+def tokenizer_time(data: str, tokenizer: str, val_fraction: float, text: str | None) -> float:
+    return tokenizer_seconds(TrainConfig(data=data, tokenizer=tokenizer, val_fraction=val_fraction), text)
+
+
 def show_estimates(plan: RunPlan) -> None:
     cfg = replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run()))
     model = plan.model
-    timed = estimate(cfg, step_costs(replace(cfg, max_steps=1, out=""), model), process_startup())
+    startup = process_startup() + tokenizer_time(cfg.data, cfg.tokenizer, cfg.val_fraction, plan.text)
+    timed = estimate(cfg, step_costs(replace(cfg, max_steps=1, out=""), model), startup)
     params, memory, step_time, total = st.columns(4)
     params.metric("Parameters", f"{parameter_count(model):,}")
     memory.metric("Memory to train", format_bytes(training_memory_bytes(model, cfg.batch_size)))
@@ -43,7 +49,7 @@ def show_estimates(plan: RunPlan) -> None:
     st.caption(
         f"A few steps of this very model timed here, on {where}: {format_duration(timed.training)} of training steps, "
         f"{format_duration(timed.evaluation)} measuring the validation loss and saving, {format_duration(timed.extras)} "
-        f"of samples and attention snapshots, {format_duration(timed.startup)} to start. Runs training at the same time "
+        f"of samples and attention snapshots, {format_duration(timed.startup)} to start (and train the tokenizer). Runs training at the same time "
         "slow each other down."
     )
 

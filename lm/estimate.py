@@ -17,14 +17,17 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import psutil
 import torch
 
+from lm.data import CORPORA, is_cached, load_corpus, read_text_file
 from lm.device import device_precision
 from lm.model import GPT, GPTConfig
 from lm.tasks import TaskData, find_task, task_tokenizer
+from lm.tokenizer import BPETokenizer
 from lm.train_config import TrainConfig
 
 TIMED_STEPS = 3  # the median of these, after one to warm up
@@ -149,17 +152,18 @@ class _Timing:
             self.model(x[:, :length], y[:, :length]).loss.item()
 
     def step_seconds(self, budget: float) -> tuple[float, int]:
-        """(seconds per step at the run's batch, the batch timed): a step that would blow the
-        budget is timed at one sequence and at a larger batch that fits, and the line through
-        both (a fixed cost per step plus a cost per sequence) read at the run's batch."""
+        """(seconds per step at the run's batch, the batch timed). A step of one sequence, times
+        the batch, bounds a full step from above: when that fits the budget the full batch is
+        timed as it is; a model too slow for that is timed at one sequence and at a larger batch
+        that fits, and the line through both (a fixed cost per step plus a cost per sequence)
+        read at the run's batch."""
         full = self.cfg.batch_size
         self.train_step(1)  # the first step allocates and warms up
-        one = _median_seconds(lambda: self.train_step(1), 2, self.device)
-        fits = max(1, int(budget / (TIMED_STEPS * one)))
-        if fits >= full:
+        one = min(_median_seconds(lambda: self.train_step(1), 1, self.device) for _ in range(2))  # a busy moment only slows
+        if full <= 2 or one * full * TIMED_STEPS <= budget:
             self.train_step(full)
             return _median_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device), full
-        some = max(2, fits)
+        some = min(full - 1, max(2, int(budget / (TIMED_STEPS * one))))
         timed = _median_seconds(lambda: self.train_step(some), TIMED_STEPS, self.device)
         per_sequence = max(0.0, (timed - one) / (some - 1))
         return one + per_sequence * (full - 1), some
@@ -239,3 +243,29 @@ def run_threads(threads: int) -> int:
     """The CPU threads a new training process computes with when asked for `threads` (0: PyTorch's
     default there, one per physical core; the server's own count differs)."""
     return threads or psutil.cpu_count(logical=False) or 1
+
+
+BPE_SLICE = 200_000  # characters of the text a BPE is timed on before its time is scaled to the whole
+
+
+def tokenizer_seconds(cfg: TrainConfig, text: str | None = None) -> float:
+    """Training the run's own BPE (tokenizer "bpe:N") on its text, before the first step: timed
+    on a slice and scaled to the training part's length (a BPE's time grows a little slower
+    than that, so this leans long). 0 for a task, a ready tokenizer, or a corpus not on disk
+    yet (the download is not estimated). `text`: the run's own text, if the plan keeps one."""
+    if not cfg.tokenizer.startswith("bpe:") or find_task(cfg.data):
+        return 0.0
+    text = text if text is not None else _text_on_disk(cfg.data)
+    if not text:
+        return 0.0
+    training = text[: int(len(text) * (1 - cfg.val_fraction))]
+    sample = training[:BPE_SLICE]
+    started = time.perf_counter()
+    BPETokenizer.train(sample, int(cfg.tokenizer[4:]))
+    return (time.perf_counter() - started) * len(training) / max(1, len(sample))
+
+
+def _text_on_disk(data: str) -> str | None:
+    if data in CORPORA:
+        return load_corpus(data) if is_cached(CORPORA[data]) else None
+    return read_text_file(data) if Path(data).is_file() else None

@@ -88,3 +88,12 @@ def test_timing_leaves_the_servers_threads_alone():
     cfg = TrainConfig(data="task:copy", n_layer=1, n_head=1, n_embd=16, block_size=16, batch_size=2, threads=1, device="cpu")
     measure_costs(cfg, cfg.model_config(257))
     assert torch.get_num_threads() == threads
+
+
+def test_the_tokenizer_a_run_trains_first_is_timed(shakespeare_path):
+    from lm.estimate import tokenizer_seconds
+
+    assert tokenizer_seconds(TrainConfig(data=str(shakespeare_path), tokenizer="bpe:300")) > 0
+    assert tokenizer_seconds(TrainConfig(data="task:copy", tokenizer="bpe:300")) == 0  # a task has its own
+    assert tokenizer_seconds(TrainConfig(data="x.txt", tokenizer="r50k_base")) == 0  # ready made
+    assert tokenizer_seconds(TrainConfig(data="no-such-file.txt", tokenizer="bpe:300")) == 0  # nothing on disk to time
