@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import BPETokenizer
 from lm.train_config import TrainConfig
 
-TIMED_STEPS = 3  # the median of these, after one to warm up
+TIMED_STEPS = 4  # the fastest of these, after one to warm up: other programs only ever slow a step down
 BUDGET_S = 3.0  # the longest the timed steps may take; a slower model is timed at a smaller batch
 PROBE_PASSES = 3  # forward passes per attention snapshot (the text, the induction probe, the weights saved)
 
@@ -94,7 +93,7 @@ def measure_costs(cfg: TrainConfig, model_config: GPTConfig, budget: float = BUD
         torch.set_num_threads(previous)
 
 
-def _median_seconds(work: Callable[[], object], repeats: int, device: str) -> float:
+def _fastest_seconds(work: Callable[[], object], repeats: int, device: str) -> float:
     def once() -> float:
         started = time.perf_counter()
         work()
@@ -102,7 +101,7 @@ def _median_seconds(work: Callable[[], object], repeats: int, device: str) -> fl
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
 
-    return statistics.median(once() for _ in range(repeats))
+    return min(once() for _ in range(repeats))
 
 
 class _Timing:
@@ -159,12 +158,12 @@ class _Timing:
         read at the run's batch."""
         full = self.cfg.batch_size
         self.train_step(1)  # the first step allocates and warms up
-        one = min(_median_seconds(lambda: self.train_step(1), 1, self.device) for _ in range(2))  # a busy moment only slows
+        one = _fastest_seconds(lambda: self.train_step(1), 2, self.device)
         if full <= 2 or one * full * TIMED_STEPS <= budget:
             self.train_step(full)
-            return _median_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device), full
+            return _fastest_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device), full
         some = min(full - 1, max(2, int(budget / (TIMED_STEPS * one))))
-        timed = _median_seconds(lambda: self.train_step(some), TIMED_STEPS, self.device)
+        timed = _fastest_seconds(lambda: self.train_step(some), TIMED_STEPS, self.device)
         per_sequence = max(0.0, (timed - one) / (some - 1))
         return one + per_sequence * (full - 1), some
 
@@ -172,14 +171,14 @@ class _Timing:
         step, timed_batch = self.step_seconds(budget)
         scale = self.cfg.batch_size / timed_batch
         if self.task_data is not None:
-            evaluation = _median_seconds(lambda: self.task_data.evaluate(self.model, self.device), 2, self.device)
-            sample = _median_seconds(lambda: self.task_data.show_answers(self.model), 1, self.device)
+            evaluation = _fastest_seconds(lambda: self.task_data.evaluate(self.model, self.device), 2, self.device)
+            sample = _fastest_seconds(lambda: self.task_data.show_answers(self.model), 1, self.device)
         else:
-            batch = scale * _median_seconds(lambda: self.forward(timed_batch), 2, self.device)
+            batch = scale * _fastest_seconds(lambda: self.forward(timed_batch), 2, self.device)
             evaluation = self.cfg.eval_batches * batch
-            sample = self.cfg.sample_tokens * _median_seconds(lambda: self.forward(1, 1), 5, self.device)
-        snapshot = PROBE_PASSES * _median_seconds(lambda: self.forward(1), 2, self.device)
-        checkpoint = _median_seconds(self.serialise, 1, self.device)
+            sample = self.cfg.sample_tokens * _fastest_seconds(lambda: self.forward(1, 1), 5, self.device)
+        snapshot = PROBE_PASSES * _fastest_seconds(lambda: self.forward(1), 2, self.device)
+        checkpoint = _fastest_seconds(self.serialise, 1, self.device)
         return StepCosts(step, evaluation, sample, snapshot, checkpoint, timed_batch)
 
     def serialise(self) -> None:
