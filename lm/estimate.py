@@ -25,12 +25,14 @@ import torch
 from lm.data import CORPORA, is_cached, load_corpus, read_text_file
 from lm.device import device_precision
 from lm.model import GPT, GPTConfig
+from lm.sizing import flops_per_token
 from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import BPETokenizer
 from lm.train_config import TrainConfig
 
 TIMED_STEPS = 4  # the fastest of these, after one to warm up: other programs only ever slow a step down
-BUDGET_S = 3.0  # the longest the timed steps may take; a slower model is timed at a smaller batch
+BUDGET_S = 3.0  # the longest the timed steps may take
+FAST_CPU_FLOPS, FAST_GPU_FLOPS = 1e12, 1e15  # faster than any such device trains: a step's time can only be longer
 PROBE_PASSES = 3  # forward passes per attention snapshot (the text, the induction probe, the weights saved)
 
 
@@ -151,21 +153,21 @@ class _Timing:
             self.model(x[:, :length], y[:, :length]).loss.item()
 
     def step_seconds(self, budget: float) -> tuple[float, int]:
-        """(seconds per step at the run's batch, the batch timed). A step of one sequence, times
-        the batch, bounds a full step from above: when that fits the budget the full batch is
-        timed as it is; a model too slow for that is timed at one sequence and at a larger batch
-        that fits, and the line through both (a fixed cost per step plus a cost per sequence)
-        read at the run's batch."""
+        """(seconds per step at the run's batch, the batch timed). The full batch is timed as it
+        is: a few steps when one fits the budget, else that one step. Only a model so big that
+        even a fast device would pass the budget is timed at one sequence and scaled by the batch
+        (timing small batches and extrapolating overestimated a tiny model several times on a
+        busy machine)."""
         full = self.cfg.batch_size
         self.train_step(1)  # the first step allocates and warms up
-        one = _fastest_seconds(lambda: self.train_step(1), 2, self.device)
-        if full <= 2 or one * full * TIMED_STEPS <= budget:
-            self.train_step(full)
-            return _fastest_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device), full
-        some = min(full - 1, max(2, int(budget / (TIMED_STEPS * one))))
-        timed = _fastest_seconds(lambda: self.train_step(some), TIMED_STEPS, self.device)
-        per_sequence = max(0.0, (timed - one) / (some - 1))
-        return one + per_sequence * (full - 1), some
+        tokens = full * self.cfg.block_size * self.cfg.grad_accum
+        fast_device = FAST_GPU_FLOPS if self.device.startswith("cuda") else FAST_CPU_FLOPS
+        if flops_per_token(self.model.config) * tokens / fast_device > budget:
+            return _fastest_seconds(lambda: self.train_step(1), 1, self.device) * full, 1
+        first = _fastest_seconds(lambda: self.train_step(full), 1, self.device)
+        if first * TIMED_STEPS > budget:
+            return first, full
+        return min(first, _fastest_seconds(lambda: self.train_step(full), TIMED_STEPS, self.device)), full
 
     def costs(self, budget: float) -> StepCosts:
         step, timed_batch = self.step_seconds(budget)
