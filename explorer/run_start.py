@@ -38,19 +38,23 @@ def tokenizer_time(data: str, tokenizer: str, val_fraction: float, text: str | N
 def show_estimates(plan: RunPlan) -> None:
     cfg = replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run()))
     model = plan.model
-    startup = process_startup() + tokenizer_time(cfg.data, cfg.tokenizer, cfg.val_fraction, plan.text)
-    timed = estimate(cfg, step_costs(replace(cfg, max_steps=1, out=""), model), startup)
     params, memory, step_time, total = st.columns(4)
     params.metric("Parameters", f"{parameter_count(model):,}")
     memory.metric("Memory to train", format_bytes(training_memory_bytes(model, cfg.batch_size)))
+    if plan.problem:  # nothing to time: a run that cannot train (its problem is shown below)
+        step_time.metric("Time per step", "—")
+        total.metric(f"{cfg.max_steps:,} steps", "—")
+        return
+    startup = process_startup() + tokenizer_time(cfg.data, cfg.tokenizer, cfg.val_fraction, plan.text)
+    timed = estimate(cfg, step_costs(replace(cfg, max_steps=1, out=""), model), startup)
     step_time.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}")
     total.metric(f"{cfg.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}")
     where = cfg.device if cfg.device != "cpu" else f"the CPU with {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
     st.caption(
         f"A few steps of this very model timed here, on {where}: {format_duration(timed.training)} of training steps, "
         f"{format_duration(timed.evaluation)} measuring the validation loss and saving, {format_duration(timed.extras)} "
-        f"of samples and attention snapshots, {format_duration(timed.startup)} to start (and train the tokenizer). Runs training at the same time "
-        "slow each other down."
+        f"of samples and attention snapshots, {format_duration(timed.startup)} to start (and train the tokenizer). "
+        "Runs training at the same time slow each other down."
     )
 
 
