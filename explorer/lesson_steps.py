@@ -42,12 +42,15 @@ def run_exists(name: str) -> bool:
 
 
 def best_induction_head(folder: Path) -> tuple[int, int] | None:
-    """(layer, head) scoring highest on the induction probe at the run's last snapshot."""
+    """(layer, head) scoring highest on the induction probe at the run's last snapshot, past the
+    first layer when there is more than one: an induction head reads what a head before it
+    wrote (the previous token), so a first-layer head that scores is copying by position."""
     records = read_jsonl(folder / DETECTORS_FILE)
     scores = (records[-1].get("scores") or {}).get("induction") if records else None
     if not scores:
         return None
-    best = max((value, layer, head) for layer, row in enumerate(scores) for head, value in enumerate(row))
+    first = 1 if len(scores) > 1 else 0
+    best = max((value, layer, head) for layer, row in enumerate(scores) if layer >= first for head, value in enumerate(row))
     return best[1], best[2]
 
 

@@ -94,7 +94,10 @@ def test_a_run_already_made_is_offered_up_front_and_its_induction_head_opened(ap
 def test_best_induction_head_reads_the_last_snapshot(tmp_path):
     records = [{"step": 0, "scores": {"induction": [[0.9, 0.0]]}}, {"step": 5, "scores": {"induction": [[0.1, 0.3]]}}]
     (tmp_path / "detectors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert best_induction_head(tmp_path) == (0, 1)
+    assert best_induction_head(tmp_path) == (0, 1)  # one layer: its best head
+    two_layers = {"step": 9, "scores": {"induction": [[0.9, 0.5], [0.2, 0.3]]}}
+    (tmp_path / "detectors.jsonl").write_text(json.dumps(two_layers) + "\n")
+    assert best_induction_head(tmp_path) == (1, 1)  # layer 0's 0.9 is copying by position
     assert best_induction_head(tmp_path / "missing") is None
 
 
