@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("only", nargs="*", help="run only these (e.g. tiny copy)")
     parser.add_argument("--seconds", type=float, default=60, help="cut longer runs to about this long (estimated)")
     parser.add_argument("--full", action="store_true", help="never cut a run")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for every run (0: each run's own)")
     args = parser.parse_args()
     os.environ["LM_RUNS_DIR"] = tempfile.mkdtemp(prefix="estimates-")
     startup = startup_seconds()
@@ -64,6 +65,8 @@ def main() -> None:
     for label, choice in choices().items():
         if args.only and label.split()[0] not in args.only:
             continue
+        if args.threads:
+            choice = replace(choice, settings={**choice.settings, "threads": args.threads})
         plan = plan_run(choice)  # the threads the run will have, as the Train page estimates it
         plan = replace(plan, config=replace(plan.config, threads=run_threads(plan.config.threads or workspace.threads_per_run())))
         costs = measure_costs(plan.config, plan.model)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from lm.data import CORPORA, is_cached, load_corpus, read_text_file
 from lm.device import device_precision
 from lm.model import GPT, GPTConfig
+from lm.run_folder import METRICS_FILE, Run
 from lm.sizing import flops_per_token
 from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import BPETokenizer
@@ -45,6 +47,7 @@ class StepCosts:
     sample: float  # one sample: a text's tokens, or a task's answers to a few held-out prompts
     snapshot: float  # one attention snapshot with the detector scores
     checkpoint: float  # serialising the weights and the optimizer's state
+    log: float  # a line of metrics.jsonl and status.json written, every log_every steps
     timed_batch: int  # the batch the step was timed at (smaller than the run's: scaled up)
 
 
@@ -52,7 +55,7 @@ class StepCosts:
 class TimeEstimate:
     step_seconds: float
     startup: float  # starting the process until the first step
-    training: float  # every training step
+    training: float  # every training step, and the lines logged
     evaluation: float  # validation passes and the checkpoints saved with them
     extras: float  # samples and attention snapshots
 
@@ -69,7 +72,7 @@ def estimate(cfg: TrainConfig, costs: StepCosts, startup: float) -> TimeEstimate
     return TimeEstimate(
         step_seconds=costs.train_step,
         startup=startup,
-        training=cfg.max_steps * costs.train_step,
+        training=cfg.max_steps * costs.train_step + cfg.max_steps // cfg.log_every * costs.log,
         evaluation=evaluations * (costs.evaluation + costs.checkpoint),
         extras=samples * costs.sample + snapshots * costs.snapshot,
     )
@@ -181,7 +184,10 @@ class _Timing:
             sample = self.cfg.sample_tokens * _fastest_seconds(lambda: self.forward(1, 1), 5, self.device)
         snapshot = PROBE_PASSES * _fastest_seconds(lambda: self.forward(1), 2, self.device)
         checkpoint = _fastest_seconds(self.serialise, 1, self.device)
-        return StepCosts(step, evaluation, sample, snapshot, checkpoint, timed_batch)
+        with tempfile.TemporaryDirectory() as folder:
+            run = Run(folder)
+            log = _fastest_seconds(lambda: (run.append(METRICS_FILE, {"step": 1}), run.write_status("running")), 3, "cpu")
+        return StepCosts(step, evaluation, sample, snapshot, checkpoint, log, timed_batch)
 
     def serialise(self) -> None:
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, io.BytesIO())

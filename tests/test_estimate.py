@@ -10,16 +10,16 @@ import pytest
 from lm.estimate import StepCosts, estimate, eta_seconds, measure_costs, seconds_per_step
 from lm.train_config import TrainConfig
 
-COSTS = StepCosts(train_step=0.1, evaluation=2.0, sample=0.5, snapshot=0.3, checkpoint=0.2, timed_batch=16)
+COSTS = StepCosts(train_step=0.1, evaluation=2.0, sample=0.5, snapshot=0.3, checkpoint=0.2, log=0.01, timed_batch=16)
 
 
 def test_estimate_counts_what_the_schedule_does():
-    cfg = TrainConfig(max_steps=1000, eval_every=250, sample_every=200, snapshot_every=100)
+    cfg = TrainConfig(max_steps=1000, eval_every=250, sample_every=200, snapshot_every=100, log_every=1000)
     timed = estimate(cfg, COSTS, startup=4.0)
-    assert timed.training == pytest.approx(100.0)
+    assert timed.training == pytest.approx(100.0 + 0.01)  # a line logged at step 1000
     assert timed.evaluation == pytest.approx(4 * (2.0 + 0.2))  # steps 250, 500, 750, 1000, each with a checkpoint
     assert timed.extras == pytest.approx(5 * 0.5 + 11 * 0.3)  # 5 samples; snapshots at 0, 100, …, 1000
-    assert timed.run_seconds == pytest.approx(4.0 + 100.0 + 8.8 + 5.8)
+    assert timed.run_seconds == pytest.approx(4.0 + 100.01 + 8.8 + 5.8)
 
 
 def test_a_last_partial_interval_still_evaluates_and_snapshots():
@@ -36,7 +36,7 @@ def test_measured_costs_are_positive_and_scale_down_when_over_budget(data):
     model = cfg.model_config(320)
     full = measure_costs(cfg, model)
     assert full.timed_batch == 8
-    assert 0 < full.train_step < 5 and full.evaluation > 0 and full.sample > 0 and full.snapshot > 0
+    assert 0 < full.train_step < 5 and full.evaluation > 0 and full.sample > 0 and full.snapshot > 0 and full.log > 0
     scaled = measure_costs(cfg, model, budget=1e-9)  # "too big to time": one sequence, scaled by the batch
     assert scaled.timed_batch == 1 and 0 < scaled.train_step < 5
 
