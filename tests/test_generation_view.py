@@ -163,13 +163,15 @@ def test_describe_settings():
 
 def test_generation_summary_reports_speed_and_how_it_ended():
     steps = [step(1, 4, b"a"), step(2, 319, b"<|endoftext|>")]
-    gen = Generation("runs/x", [3], Sampling(temperature=0.8, top_k=50, seed=9), steps, seconds=0.5, finished=True)
+    gen = Generation("runs/x", [3], Sampling(temperature=0.8, top_k=50, seed=9), steps=steps, seconds=0.5, finished=True)
     assert gen.summary(end_id=319) == (
         "2 new tokens in 0.50 s · 4.0 tokens/s · temperature 0.8 · top-k 50 · no top-p · seed 9"
         " · stopped at <|endoftext|>"
     )
     gen.finished = False
     assert gen.summary(end_id=319).endswith("seed 9 · interrupted")
+    gen.pace = 5
+    assert "4.0 tokens/s, shown at 5/s ·" in gen.summary(end_id=319)  # the model's speed, and the speed it was shown at
 
 
 def cross_entropy(model: GPT, context: list[int], target: int) -> float:

@@ -236,7 +236,8 @@ def test_a_text_run_snapshots_the_start_of_its_validation_text(tmp_path, shakesp
 
 
 def test_resuming_drops_the_snapshots_logged_after_the_checkpoint(task_config):
-    """A crash at step 5 after the checkpoint of step 3: snapshots 4 and those lines go, then come back."""
+    """A crash at step 5 after the checkpoint of step 3 (step 5's lines are written before the
+    callback that crashes): snapshots 4 and 5 and those lines go, then come back."""
     cfg = task_config(snapshot_every=1, max_steps=6, eval_every=3)
 
     def crash(record):
@@ -246,7 +247,7 @@ def test_resuming_drops_the_snapshots_logged_after_the_checkpoint(task_config):
     with pytest.raises(RuntimeError, match="power cut"):
         Trainer(cfg).train(crash)
     folder = Path(cfg.out)
-    assert snapshot_steps(folder) == [0, 1, 2, 3, 4]
+    assert snapshot_steps(folder) == [0, 1, 2, 3, 4, 5]
     resumed = Trainer(resume_config(folder), resume=True)
     assert resumed.step == 3
     assert snapshot_steps(folder) == [0, 1, 2, 3]

@@ -95,9 +95,17 @@ def test_an_impossible_head_split_is_refused_before_starting(app_dirs):
     assert run_folders(app_dirs) == []
 
 
-def test_a_model_too_big_for_memory_is_refused(app_dirs):
-    at = set_inputs(open_train(), {"train_n_layer": 48, "train_n_embd": 8192, "train_n_head": 64})
+def test_a_model_too_big_for_memory_is_refused(app_dirs, monkeypatch):
+    monkeypatch.setattr("lm.plan.physical_memory_bytes", lambda: 2**30)  # a 1 GiB machine, whatever this one has
+    at = set_inputs(open_train(), {"train_n_layer": 12, "train_n_embd": 1024, "train_n_head": 16})
     assert "GiB to train" in errors(at)
+    assert at.button(key="train_start").disabled
+    assert run_folders(app_dirs) == []
+
+
+def test_a_model_past_the_cost_limit_is_refused_before_it_is_built(app_dirs):
+    at = set_inputs(open_train(), {"train_n_layer": 48, "train_n_embd": 8192, "train_n_head": 64})
+    assert "at most 2 billion" in errors(at)
     assert at.button(key="train_start").disabled
     assert run_folders(app_dirs) == []
 
