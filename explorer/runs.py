@@ -140,6 +140,8 @@ def continue_problem(info: RunInfo) -> str | None:
         return f"{info.name!r} is still training: stop it first, or wait for it to finish"
     if info.state == "imported":  # its training config names another machine's files (and any path at all)
         return f"{info.name!r} was imported: it can be watched and compared, not trained on here"
+    if limit := workspace.training_limit_problem(list_runs(runs_root())):
+        return limit
     if not (info.folder / STATE_FILE).is_file():
         return (f"{info.name!r} has no training state to continue from (an imported model, or a run that ended "
                 "before its first checkpoint)")

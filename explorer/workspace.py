@@ -79,8 +79,9 @@ def can_read_server_paths() -> bool:
     return current_person().manages_all
 
 
-def run_limit_problem(runs: list) -> str | None:
-    """Why the person on this page may not start another run now (their RunInfos given), or None."""
+def training_limit_problem(runs: list) -> str | None:
+    """Why the person on this page may not set one more run training now (their RunInfos
+    given), or None: a new run and a continued one both count."""
     person, limits = current_person(), settings()
     if person.manages_all or limits is None:
         return None
@@ -90,9 +91,16 @@ def run_limit_problem(runs: list) -> str | None:
     if active >= limits.active_runs_per_student:
         return (f"you have {active} run{'s' if active > 1 else ''} training or waiting already (this class allows "
                 f"{limits.active_runs_per_student} at a time): let it finish or stop it first")
-    if len(runs) >= limits.runs_per_student:
-        return f"your workspace holds {len(runs)} runs, this class's limit: delete one you no longer need first"
     return None
+
+
+def run_limit_problem(runs: list) -> str | None:
+    """Why the person on this page may not start another run now (their RunInfos given), or None."""
+    problem = training_limit_problem(runs)
+    limits = settings()
+    if problem is None and limits is not None and not current_person().manages_all and len(runs) >= limits.runs_per_student:
+        problem = f"your workspace holds {len(runs)} runs, this class's limit: delete one you no longer need first"
+    return problem
 
 
 def training_slots() -> int:

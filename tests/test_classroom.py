@@ -179,6 +179,22 @@ def test_a_student_may_keep_one_run_going_and_ten_in_all(as_person):
     assert workspace.run_limit_problem([]) == "sign in first"
 
 
+def test_continuing_a_run_counts_against_the_runs_going_not_the_runs_kept(as_person):
+    as_person(ADA)
+    done = [runs.RunInfo(str(n), Path(str(n)), "finished") for n in range(10)]
+    assert workspace.training_limit_problem(done) is None  # a full workspace may still train one of its runs on
+    assert "at a time" in workspace.training_limit_problem([runs.RunInfo("a", Path("a"), "running"), *done])
+    first = finished_run(runs.runs_root() / "first")
+    (first / "state.pt").write_bytes(b"")
+    assert runs.continue_problem(runs.run_info(first)) is None
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        finished_run(runs.runs_root() / "second", sleeper.pid, psutil.Process(sleeper.pid).create_time())
+        assert "at a time" in runs.continue_problem(runs.run_info(first))
+    finally:
+        sleeper.kill()
+
+
 # --- the app: sign-in and the GPT-2 import ------------------------------------------------
 
 
