@@ -31,6 +31,12 @@ WEIGHTED = "weighted"  # a trace's meta when its line width carries a value (res
 # page title and a two-row tab strip (about 230 px), so the whole chart is on the first screen.
 CHART_HEIGHT = 470
 
+# Every tab in sight in either view (a second row if need be): the Attention page's eight
+# tabs need about 850 px, more than a 1280-px screen leaves beside the sidebar.
+ALWAYS_CSS = """
+.stApp [role="tablist"] { flex-wrap: wrap; overflow: visible; row-gap: 0.2rem; }
+"""
+
 PRESENTER_CSS = f"""
 html {{ font-size: {FONT_SIZE}px !important; }}
 .stApp, .stApp [data-testid="stSidebar"] {{ background: #ffffff; color: #000000; }}
@@ -48,8 +54,6 @@ html {{ font-size: {FONT_SIZE}px !important; }}
 .stApp h2 {{ font-size: 1.35rem !important; }}
 .stApp h3, .stApp h4 {{ font-size: 1.1rem !important; padding: 0.2rem 0 !important; }}
 .stApp [data-testid="stVerticalBlock"] {{ gap: 0.6rem; }}
-/* Every tab in sight (a second row if need be), and no label cut short: long ones wrap. */
-.stApp [role="tablist"] {{ flex-wrap: wrap; overflow: visible; row-gap: 0.2rem; }}
 .stApp [role="tab"] p {{ font-size: 0.85rem; }}
 .stApp button p, .stApp [data-testid="stMetricLabel"] *, .stApp [data-testid="stWidgetLabel"] p {{
     white-space: normal !important; overflow-wrap: break-word; text-overflow: clip; }}
@@ -120,7 +124,7 @@ def drawn_controls() -> list[str]:
 
 def css(presenting: bool, hide: list[str]) -> str:
     """The style sheet for this view: presenter styles if `presenting`, and rules hiding `hide`."""
-    rules = [PRESENTER_CSS] if presenting else []
+    rules = [ALWAYS_CSS, PRESENTER_CSS] if presenting else [ALWAYS_CSS]
     rules += [f".st-key-{prefix}{name} {{ display: none !important; }}"
               for name in hide for prefix in (ADVANCED_PREFIX, CONTROL_PREFIX)]
     return "\n".join(rules)
@@ -132,9 +136,7 @@ def apply_style() -> None:
     st.session_state[DRAWN] = []
     if is_on():
         st.set_page_config(initial_sidebar_state="collapsed")  # the projector needs the width
-    style = css(is_on(), hidden())
-    if style:
-        st.html(f"<style>{style}</style>")
+    st.html(f"<style>{css(is_on(), hidden())}</style>")
 
 
 def restyle(fig: go.Figure) -> go.Figure:

@@ -200,8 +200,9 @@ def test_presenter_view_styles_the_app_and_hides_advanced_controls(two_models):
 def test_without_presenter_view_nothing_is_hidden(app_dirs):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     assert not at.exception, at.exception
-    assert not [h for h in at.html if h.value.startswith("<style>")]
-    assert presenter.css(False, []) == ""
+    styles = [h.value for h in at.html if h.value.startswith("<style>")]
+    assert styles and not [style for style in styles if "display: none" in style]
+    assert "display: none" not in presenter.css(False, []) and "font-size" not in presenter.css(False, [])
 
 
 def test_presenter_charts_are_restyled_on_a_copy():
