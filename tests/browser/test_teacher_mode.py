@@ -89,6 +89,8 @@ def test_presenter_view_hides_the_advanced_controls(app_url, page, checkpoint):
     wait_until_idle(page)
     screenshot(page, "teacher-presenter-view")
 
+    expect(page.get_by_test_id("stSidebarNav")).not_to_be_in_viewport()  # the projector gets the sidebar's width
+    page.get_by_test_id("stExpandSidebarButton").click()
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Tokenizer").click()  # it follows every page
     wait_until_idle(page)
     assert params(page).get("presenter") == "true"
