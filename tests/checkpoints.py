@@ -21,6 +21,13 @@ def shakespeare_bpe(vocab_size: int = 320) -> BPETokenizer:
     return BPETokenizer.train(SHAKESPEARE_FILE.read_text(encoding="utf-8")[:60_000], vocab_size)
 
 
+def text_and_bpe(folder: Path, text: str) -> dict:
+    """A training text and the Shakespeare BPE as files, as `lm train --data --tokenizer` take them."""
+    (folder / "text.txt").write_text(text, encoding="utf-8")
+    shakespeare_bpe().save(folder / "bpe.json")
+    return dict(data=str(folder / "text.txt"), tokenizer=str(folder / "bpe.json"))
+
+
 def tiny_gpt(vocab_size: int, seed: int = 0, sharpen: float = 1.0, **config) -> GPT:
     """A randomly initialised GPT in eval mode (default 2 layers, 2 heads, 32 wide, context 32).
     `sharpen` scales its final LayerNorm, spreading its next-token distributions (at 1 they

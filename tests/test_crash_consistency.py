@@ -27,7 +27,7 @@ from lm.data import DataError
 from lm.journal import MANIFEST_FILE, InconsistentSet, staged_path
 from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SAMPLES_FILE, STATE_FILE, Run
 from lm.trainer import TrainConfig, Trainer, resume_config
-from tests.checkpoints import shakespeare_bpe, tiny_gpt
+from tests.checkpoints import shakespeare_bpe, text_and_bpe, tiny_gpt
 from tests.helpers import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +41,7 @@ SETTINGS = dict(
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, shakespeare_text) -> dict:
-    folder = tmp_path_factory.mktemp("inputs")
-    (folder / "text.txt").write_text(shakespeare_text[:12_000], encoding="utf-8")
-    shakespeare_bpe().save(folder / "bpe.json")
-    return dict(data=str(folder / "text.txt"), tokenizer=str(folder / "bpe.json"))
+    return text_and_bpe(tmp_path_factory.mktemp("inputs"), shakespeare_text[:12_000])
 
 
 @pytest.fixture(scope="module")

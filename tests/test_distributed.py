@@ -25,7 +25,7 @@ from lm.device import Precision, choose_precision, max_processes
 from lm.distributed import World
 from lm.plan import RunChoice, RunPlan, plan_run
 from lm.trainer import TrainConfig, Trainer
-from tests.checkpoints import shakespeare_bpe
+from tests.checkpoints import shakespeare_bpe, text_and_bpe
 from tests.helpers import read_jsonl, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +40,7 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, shakespeare_text) -> dict:
-    folder = tmp_path_factory.mktemp("ddp-data")
-    (folder / "text.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
-    shakespeare_bpe().save(folder / "bpe.json")
-    return dict(data=str(folder / "text.txt"), tokenizer=str(folder / "bpe.json"))
+    return text_and_bpe(tmp_path_factory.mktemp("ddp-data"), shakespeare_text[:20_000])
 
 
 def torchrun(processes: int, *flags: str, **options) -> list[str]:
