@@ -56,18 +56,18 @@ def test_detector_heatmap_hovers_and_opens_a_head(app_url, page, run):
 
 def test_slider_scrubs_through_training(app_url, page, run):
     open_tab(app_url, page, "Across training")
-    expect(titles(page).first).to_have_text(f"{RUN}: layer 0, head 0 at step {STEPS[-1]}")
+    expect(titles(page).first).to_have_text(f"layer 0, head 0 at step {STEPS[-1]}")
     screenshot(page, "watch-across-training-end")
 
     thumb = page.locator(".st-key-att_train_step_watch-run").get_by_role("slider")
     thumb.focus()
     thumb.press("Home")
     wait_until_idle(page)
-    expect(titles(page).first).to_have_text(f"{RUN}: layer 0, head 0 at step 0")
+    expect(titles(page).first).to_have_text("layer 0, head 0 at step 0")
     thumb.press("ArrowRight")
     thumb.press("ArrowRight")
     wait_until_idle(page)
-    expect(titles(page).first).to_have_text(f"{RUN}: layer 0, head 0 at step {STEPS[2]}")
+    expect(titles(page).first).to_have_text(f"layer 0, head 0 at step {STEPS[2]}")
     expect(page.get_by_text(f"Layer 0, head 0 at step {STEPS[2]}:")).to_be_visible()
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
     screenshot(page, "watch-across-training-early")
