@@ -278,10 +278,18 @@ class TiktokenTokenizer:
         write_json(path, {"tiktoken": self.encoding_name})
 
 
+MAX_TOKENIZER_BYTES = 64 * 2**20  # a BPE of 200k merges (GPT-4o's size) is about 5 MB as our JSON
+
+
 def load_tokenizer(path: str | os.PathLike, download: bool = True) -> BPETokenizer | TiktokenTokenizer:
     """Read a tokenizer.json written by either class; anything else gets a clear error.
     `download` is TiktokenTokenizer's, for a file that names one of OpenAI's."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a device like /dev/zero that never ends
+        raise TokenizerError(f"{path} is not a tokenizer file (a folder, a device or a pipe?)")
+    if path.is_file() and path.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise TokenizerError(f"{path.name} is {path.stat().st_size / 2**20:,.0f} MB: no tokenizer file is that large "
+                             f"(at most {MAX_TOKENIZER_BYTES // 2**20} MB)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -124,6 +124,18 @@ def write_status(folder: Path, **status) -> None:
     (folder / run_folder.STATUS_FILE).write_text(json.dumps({"step": 7, "max_steps": 50, **status}))
 
 
+def test_a_status_of_the_wrong_types_reads_as_a_failed_run_not_an_error(root):
+    from explorer.training_view import runs_table
+
+    folder = root / "odd"
+    write_status(folder, state=["running"], step="12", max_steps=True, error=7, best_val_loss="low", position={})
+    info = runs.run_info(folder)
+    assert (info.state, info.step, info.max_steps, info.error, info.best_val_loss) == ("failed", 0, None, None, None)
+    assert runs_table([info])[0]["step"] == "0"
+    (folder / run_folder.STATUS_FILE).write_text(json.dumps({"state": "finished", "step": 40, "best_val_loss": 2}))
+    assert (runs.run_info(folder).state, runs.run_info(folder).best_val_loss) == ("finished", 2.0)
+
+
 def test_a_status_that_says_running_is_checked_against_the_process(root):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     here = psutil.Process().create_time()

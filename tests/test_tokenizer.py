@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import regex
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from lm.bpe import Merge, train_merges_reference
 from lm.tokenizer import (
     ENDOFTEXT,
+    MAX_TOKENIZER_BYTES,
     MAX_VOCAB_SIZE,
     SPLIT_PATTERNS,
     BPETokenizer,
@@ -483,3 +485,16 @@ def test_a_corrupt_rank_file_is_not_handed_to_tiktoken(tmp_path, monkeypatch):
     (tmp_path / tiktoken_file("r50k_base").filename).write_bytes(b"not ranks")
     with pytest.raises(TokenizerMissing):
         TiktokenTokenizer("r50k_base", download=False)
+
+
+@pytest.mark.parametrize("where", ["/dev/zero", "folder", "huge"])
+def test_loading_a_tokenizer_from_a_device_a_folder_or_a_huge_file_is_refused_at_once(tmp_path, where):
+    """/dev/zero never ends: reading it whole would hang the command and fill the memory."""
+    path = Path(where) if where.startswith("/") else tmp_path / where
+    if where == "folder":
+        path.mkdir()
+    elif where == "huge":
+        with open(path, "wb") as f:
+            f.truncate(MAX_TOKENIZER_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(TokenizerError, match="not a tokenizer file|no tokenizer file is that large"):
+        load_tokenizer(path)
