@@ -3,6 +3,7 @@ holding the shared reference files at their real URLs' paths, with requests poin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import shutil
@@ -25,12 +26,29 @@ def shared_copy(name: str) -> Path:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder quietly, noting each path asked for."""
+
     def do_GET(self):
         self.server.seen.append(self.path)
         super().do_GET()
 
     def log_message(self, format, *args):
         pass
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path):
+    """An HTTP server on 127.0.0.1 serving `root`: yields its port and the list of paths asked for."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port, server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)
@@ -50,20 +68,11 @@ def mirror(tmp_path, monkeypatch):
         target = root / urlsplit(file.url).path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared_copy(file.name), target)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
-    server.seen = []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     request = requests.Session.request
+    with serve_folder(root) as (port, seen):
+        def to_mirror(self, method, url, *args, **kwargs):
+            return request(self, method, f"http://127.0.0.1:{port}{urlsplit(url).path}", *args, **kwargs)
 
-    def to_mirror(self, method, url, *args, **kwargs):
-        return request(self, method, f"http://127.0.0.1:{server.server_port}{urlsplit(url).path}", *args, **kwargs)
-
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setattr(requests.Session, "request", to_mirror)
-    try:
-        yield root, server.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setattr(requests.Session, "request", to_mirror)
+        yield root, seen

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import http.server
 import multiprocessing
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,7 @@ from lm.data import (
     load_corpus,
     read_text_file,
 )
+from tests.offline import serve_folder
 
 SHAKESPEARE = CORPORA["tinyshakespeare"]
 
@@ -193,15 +191,6 @@ class LocalServer:
     requests: list[str]
 
 
-class _QuietCountingHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self):
-        self.server.seen_paths.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format, *args):
-        pass
-
-
 @pytest.fixture
 def local_server(tmp_path, monkeypatch, shakespeare_path):
     """An HTTP server on 127.0.0.1 serving a folder that holds input.txt (Tiny Shakespeare)."""
@@ -209,17 +198,8 @@ def local_server(tmp_path, monkeypatch, shakespeare_path):
     root = tmp_path / "www"
     root.mkdir()
     shutil.copyfile(shakespeare_path, root / "input.txt")
-    handler = functools.partial(_QuietCountingHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.seen_paths = []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield LocalServer(root, f"http://127.0.0.1:{server.server_port}", server.seen_paths)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_folder(root) as (port, seen):
+        yield LocalServer(root, f"http://127.0.0.1:{port}", seen)
 
 
 def closed_port() -> int:
