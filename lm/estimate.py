@@ -10,7 +10,6 @@ steps: starting the process, validation passes and checkpoints, samples and atte
 
 from __future__ import annotations
 
-import functools
 import io
 import subprocess
 import tempfile
@@ -78,10 +77,9 @@ def estimate(cfg: TrainConfig, costs: StepCosts, startup: float) -> TimeEstimate
     )
 
 
-@functools.cache
 def startup_seconds() -> float:
     """Starting a training process on this machine: Python and its imports (PyTorch most of
-    all). Timed once per server."""
+    all). A second's work: callers keep the figure (the app, once per server)."""
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import lm.trainer"], check=True, capture_output=True)
     return time.perf_counter() - started
