@@ -123,8 +123,9 @@ def weights_figure(
     weights: np.ndarray, labels: tuple[str, ...], title: str, highlight_row: int | None = None, compact: bool = False,
     window: slice | None = None,
 ) -> go.Figure:
-    """A [T, T] map of attention weights over the tokens' labels (for a snapshot saved in training too)."""
-    window = window or slice(0, len(labels))
+    """A [T, T] map of attention weights over the tokens' labels (for a snapshot saved in training too);
+    without a `window`, the last tokens a map of its size can label (see tokens_window)."""
+    window = window or tokens_window(len(labels), LABELLED_SMALL if compact else LABELLED)
     T = len(labels[window])
     return _token_heatmap(
         weights[window, window], labels[window], title=title, value_name="weight", colorscale="Blues", zmin=0.0,

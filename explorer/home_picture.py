@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer.attention_maps import LABELLED_SMALL, attention_figure, tokens_window
+from explorer.attention_maps import attention_figure
 from explorer.attention_tabs.inputs import attention_run
 from explorer.models import find_models, load_model
 from explorer.widgets import chart
@@ -42,8 +42,7 @@ def home_picture() -> None:
     layer, head = sharpest_head(run.weights)
     words, picture = st.columns([2, 3], vertical_alignment="center")
     with picture:
-        window = tokens_window(len(ids), LABELLED_SMALL)  # another model's tokenizer may cut the line finer
-        chart(attention_figure(run, layer, head, f"{entry.name}: layer {layer}, head {head}", compact=True, window=window),
+        chart(attention_figure(run, layer, head, f"{entry.name}: layer {layer}, head {head}", compact=True),
               "home_attention", f"{entry.name}-attention-L{layer}H{head}")
     with words:
         st.markdown(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from explorer.attention_lines import line_bands, lines_figure
 from explorer.attention_maps import (
-    GRID_CELLS, LABELLED, attention_figure, head_grid_figure, pool_max, scores_figure, tokens_window,
+    GRID_CELLS, LABELLED, LABELLED_SMALL, attention_figure, head_grid_figure, pool_max, scores_figure, tokens_window,
 )
 from explorer.attention_view import MAX_TOKENS, context_window, run_attention
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
@@ -353,6 +353,9 @@ def test_a_long_text_is_shown_a_window_at_a_time_every_token_labelled(model):
     np.testing.assert_array_equal(heatmap.z, long.weights[0, 1][15:31, 15:31])
     assert heatmap.x[0] == "#15 f" and list(fig.layout.xaxis.tickvals) == list(heatmap.x)  # every token labelled
     assert list(fig.layout.xaxis.ticktext) == list(long.labels[15:31])
+    for compact, shown in ((False, LABELLED), (True, LABELLED_SMALL)):  # no window: the last tokens its size can label
+        heatmap = attention_figure(long, 0, 1, "long", compact=compact).data[0]
+        np.testing.assert_array_equal(heatmap.z, long.weights[0, 1][60 - shown:, 60 - shown:])
 
 
 def test_lines_view_draws_each_weight_in_its_band(run):

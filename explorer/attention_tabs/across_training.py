@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer.attention_maps import LABELLED_SMALL, tokens_window, weights_figure
+from explorer.attention_maps import weights_figure
 from explorer.attention_tabs.view import AttentionView
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
@@ -67,7 +67,7 @@ def replay(name: str, checkpoint: Checkpoint, view: AttentionView) -> None:
     if layer < weights.shape[0] and head < weights.shape[1]:
         with map_col:
             chart(weights_figure(weights[layer, head], labels, f"layer {layer}, head {head} at step {step:,}",
-                                 compact=True, window=tokens_window(len(labels), LABELLED_SMALL)),
+                                 compact=True),
                   f"att_train_map_{name}", f"{name}-layer{layer}-head{head}-step{step}")
     with chart_col:
         chart(history_figure(read_metrics(snapshots.folder), history, layer, head, step),
