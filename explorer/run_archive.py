@@ -29,7 +29,7 @@ from lm.atomic import is_temporary, write_json
 from lm.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
 from lm.data import human_size
 from lm.run_folder import (
-    DETECTORS_FILE, LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, read_record,
+    DETECTORS_FILE, LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, read_record, read_status,
 )
 from lm.train_config import TrainConfig
 
@@ -99,9 +99,9 @@ def imports_bytes(root: Path) -> int:
     """The disk the imported runs in `root` use (what their status says they unpacked to)."""
     used = 0
     for folder in (f for f in root.iterdir() if f.is_dir()) if root.is_dir() else ():
-        status = read_record(folder / STATUS_FILE) or {}
-        if status.get("state") == IMPORTED and _is_count(status.get("bytes")):
-            used += status["bytes"]
+        status = read_status(folder) or {}
+        if status.get("state") == IMPORTED:
+            used += max(0, status.get("bytes", 0))
     return used
 
 

@@ -31,6 +31,7 @@ from lm.plan import RunPlan
 from lm.slots import QUEUE_ENV, SLOTS_ENV, queued_message
 from lm.run_folder import (
     DATA_FILE, LAUNCH_FILE, LOG_FILE, STATE_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, is_training_run, read_record,
+    read_status,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +206,7 @@ def run_info(folder: Path) -> RunInfo:
     if not folder.is_dir():
         raise RunError(f"there is no run named {folder.name!r} (any more)")
     launch = read_record(folder / LAUNCH_FILE) or {}
-    status = _checked_status(read_record(folder / STATUS_FILE))
+    status = read_status(folder)
     error = None
     if status is None:
         state, error = _before_training(folder, launch)
@@ -213,7 +214,7 @@ def run_info(folder: Path) -> RunInfo:
     else:
         state = status.get("state", "failed")
         if state in ("queued", "running") and _run_process(launch, status) is None:
-            status = _checked_status(read_record(folder / STATUS_FILE)) or status  # it may have finished a moment ago
+            status = read_status(folder) or status  # it may have finished a moment ago
             state = status.get("state", "failed")
             if state in ("queued", "running"):
                 kept = "; the last checkpoint it saved is kept" if (folder / WEIGHTS_FILE).is_file() else ""
@@ -225,36 +226,10 @@ def run_info(folder: Path) -> RunInfo:
     return RunInfo(
         name=workspace.run_name(folder), folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
         error=error, best_val_loss=status.get("best_val_loss"),
-        started=_number(launch.get("started")) or folder.stat().st_mtime, stop_requested="stop_requested" in launch,
+        started=launch.get("started") or folder.stat().st_mtime, stop_requested="stop_requested" in launch,
         options=read_record(folder / TRAIN_CONFIG_FILE) or {},
         queue_position=status.get("position") if state == "queued" else None, wait_seconds=status.get("wait_seconds"),
     )
-
-
-STATUS_TYPES = {"state": str, "step": int, "max_steps": int, "error": str, "best_val_loss": float,
-                "position": int, "wait_seconds": float}
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _checked_status(status: dict | None) -> dict | None:
-    """status.json with only the fields of the right type: a run folder may have come from an
-    archive or an older version, and a page must not fail on what it holds."""
-    if status is None:
-        return None
-    kept = {}
-    for key, kind in STATUS_TYPES.items():
-        value = status.get(key)
-        if kind is float and _number(value) is not None:
-            kept[key] = _number(value)
-        elif kind is int and isinstance(value, int) and not isinstance(value, bool):
-            kept[key] = value
-        elif kind is str and isinstance(value, str):
-            kept[key] = value
-    kept.update({key: status[key] for key in ("pid", "started") if key in status})  # read by the liveness check
-    return kept
 
 
 def stop_run(name: str) -> bool:

@@ -185,6 +185,30 @@ def read_record(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+# status.json's fields and their types; read_status keeps only these
+STATUS_FIELDS = {"state": str, "step": int, "max_steps": int, "error": str, "best_val_loss": float, "position": int,
+                 "wait_seconds": float, "pid": int, "started": float, "bytes": int, "imported": float}
+
+
+def read_status(folder: Path) -> dict | None:
+    """status.json with only its known fields of the right types (a number may be an int where
+    a float is due): a folder may come from an archive or an older version, and every page
+    reads it. None when there is none."""
+    status = read_record(folder / STATUS_FILE)
+    if status is None:
+        return None
+    kept = {}
+    for key, kind in STATUS_FIELDS.items():
+        value = status.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, kind):
+            kept[key] = value
+        elif kind is float and isinstance(value, int):
+            kept[key] = float(value)
+    return kept
+
+
 def read_metrics(folder: Path) -> list[dict]:
     """metrics.jsonl as records (shared and cached: do not modify them)."""
     return read_jsonl(folder / METRICS_FILE)

@@ -25,7 +25,7 @@ import psutil
 from filelock import FileLock, Timeout
 
 from lm.atomic import write_json
-from lm.run_folder import STATUS_FILE, Run, read_record
+from lm.run_folder import Run, read_record, read_status
 
 SLOTS_ENV, QUEUE_ENV = "LM_TRAIN_SLOTS", "LM_TRAIN_QUEUE"
 TICKET_SUFFIX, HOLDER_SUFFIX = ".ticket", ".holder"
@@ -161,7 +161,7 @@ def _holders(queue: Path, slots: int) -> list[Holder]:
         record = read_record(queue / f"slot-{number}.lock{HOLDER_SUFFIX}")
         if record is None:
             continue
-        status = read_record(Path(record.get("folder", "")) / STATUS_FILE) or {}
+        status = read_status(Path(str(record.get("folder", "")))) or {}
         step = status.get("step") if status.get("state") == "running" else 0
         try:
             holders.append(Holder(int(step or 0), int(record["max_steps"]), max(0.0, time.time() - float(record["since"]))))
