@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import subprocess
-import tempfile
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import BPETokenizer
 from lm.train_config import TrainConfig
 
+_timing_one_at_a_time = threading.Lock()
 TIMED_STEPS = 4  # the fastest of these, after one to warm up: other programs only ever slow a step down
 BUDGET_S = 3.0  # the longest the timed steps may take
 FAST_CPU_FLOPS, FAST_GPU_FLOPS = 1e12, 1e15  # faster than any such device trains: a step's time can only be longer
@@ -86,14 +88,17 @@ def startup_seconds() -> float:
 
 
 def measure_costs(cfg: TrainConfig, model_config: GPTConfig, budget: float = BUDGET_S) -> StepCosts:
-    """Time the run's pieces with its own threads (the server's are restored afterwards)."""
-    previous = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _Timing(cfg, model_config).costs(budget)
-    finally:
-        torch.set_num_threads(previous)
+    """Time the run's pieces with its own threads (the server's are restored afterwards). The
+    thread count is the whole process's: one timing at a time, or two sessions timing at once
+    would leave the server with the other's count (and each slow the other's figures)."""
+    with _timing_one_at_a_time:
+        previous = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return _Timing(cfg, model_config).costs(budget)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _fastest_seconds(work: Callable[[], object], repeats: int, device: str) -> float:

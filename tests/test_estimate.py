@@ -4,9 +4,12 @@ that stays steady through validation passes and noise but follows a lasting chan
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
+import torch
 
+import lm.estimate
 from lm.estimate import StepCosts, estimate, eta_seconds, measure_costs, seconds_per_step
 from lm.train_config import TrainConfig
 
@@ -97,3 +100,32 @@ def test_the_tokenizer_a_run_trains_first_is_timed(shakespeare_path):
     assert tokenizer_seconds(TrainConfig(data="task:copy", tokenizer="bpe:300")) == 0  # a task has its own
     assert tokenizer_seconds(TrainConfig(data="x.txt", tokenizer="r50k_base")) == 0  # ready made
     assert tokenizer_seconds(TrainConfig(data="no-such-file.txt", tokenizer="bpe:300")) == 0  # nothing on disk to time
+
+
+def test_timings_from_two_sessions_at_once_take_turns_and_leave_the_servers_threads(monkeypatch):
+    """The thread count is the process's: interleaved, the second timing would restore the first's count."""
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    class Timing:
+        def __init__(self, cfg, model_config):
+            self.threads = cfg.threads
+
+        def costs(self, budget):
+            seen.append((self.threads, torch.get_num_threads()))
+            inside.set()
+            release.wait(timeout=10)
+            return None
+
+    monkeypatch.setattr(lm.estimate, "_Timing", Timing)
+    server = torch.get_num_threads()
+    first = threading.Thread(target=lm.estimate.measure_costs, args=(TrainConfig(threads=3), None))
+    second = threading.Thread(target=lm.estimate.measure_costs, args=(TrainConfig(threads=2), None))
+    first.start()
+    assert inside.wait(timeout=10)
+    second.start()
+    second.join(timeout=0.5)
+    assert seen == [(3, 3)] and second.is_alive()  # the second waits its turn
+    release.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert seen == [(3, 3), (2, 2)] and torch.get_num_threads() == server
