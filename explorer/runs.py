@@ -127,7 +127,7 @@ def start_run(name: str, plan: RunPlan) -> RunInfo:
     config_path = folder / TRAIN_CONFIG_FILE
     write_json(config_path, asdict(cfg), indent=2)
     try:
-        return _launch(folder, ["--config", str(config_path.resolve()), "--out", cfg.out], processes, "wb")
+        return launch(folder, ["train", "--config", str(config_path.resolve()), "--out", cfg.out], processes, "wb")
     except RunError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -159,18 +159,18 @@ def continue_run(name: str, max_steps: int) -> RunInfo:
         problem = f"{name!r} has trained {info.step:,} steps already: continue to more steps than that"
     if problem:
         raise RunError(problem)
-    launch = read_record(info.folder / LAUNCH_FILE) or {}
+    launched = read_record(info.folder / LAUNCH_FILE) or {}
     out = str(info.folder.resolve())
     (info.folder / STATUS_FILE).unlink(missing_ok=True)  # "starting" until the trainer writes its own
-    return _launch(info.folder, ["--resume", "--out", out, "--max-steps", str(max_steps)],
-                   launch.get("processes", 1), "ab")
+    return launch(info.folder, ["train", "--resume", "--out", out, "--max-steps", str(max_steps)],
+                  launched.get("processes", 1), "ab")
 
 
-def _launch(folder: Path, arguments: list[str], processes: int, log_mode: str) -> RunInfo:
-    """`python -m lm train ARGUMENTS` (under torchrun for several processes) writing `folder`,
-    recorded in its launch.json."""
+def launch(folder: Path, arguments: list[str], processes: int = 1, log_mode: str = "wb") -> RunInfo:
+    """`python -m lm ARGUMENTS` (`train ...`, `finetune ...`; under torchrun for several processes)
+    writing `folder`, recorded in its launch.json."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
-    command = [sys.executable, *launcher, "-m", "lm", "train", *arguments]
+    command = [sys.executable, *launcher, "-m", "lm", *arguments]
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     slots = workspace.training_slots() if processes == 1 else 0  # torchrun's processes would each wait
     queue = {SLOTS_ENV: str(slots), QUEUE_ENV: str(workspace.queue_folder().resolve())} if slots else {}
@@ -183,8 +183,8 @@ def _launch(folder: Path, arguments: list[str], processes: int, log_mode: str) -
     except OSError as exc:
         raise RunError(f"could not start the training process: {exc}") from None
     _children[process.pid] = process
-    launch = {"pid": process.pid, "started": _start_time(process.pid), "command": command, "processes": processes}
-    write_json(folder / LAUNCH_FILE, launch)
+    record = {"pid": process.pid, "started": _start_time(process.pid), "command": command, "processes": processes}
+    write_json(folder / LAUNCH_FILE, record)
     return run_info(folder)
 
 
