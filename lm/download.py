@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,6 +58,7 @@ class RemoteFile:
     folder: Callable[[], Path]
     filename: str
     instead: str = ""  # what else the user can do when it cannot be downloaded
+    member: str = ""  # the file is this member of the zip archive at `url` (sha256 and size are the member's)
 
     @property
     def path(self) -> Path:
@@ -80,8 +83,12 @@ def fetch(file: RemoteFile, progress: Progress | bool = False) -> Path:
             return file.path
         bar = _ProgressAdapter(progress) if callable(progress) else bool(progress)
         try:
-            pooch.retrieve(file.url, known_hash=f"sha256:{file.sha256}", fname=file.filename, path=file.folder(),
-                           downloader=pooch.HTTPDownloader(progressbar=bar, timeout=TIMEOUT))
+            downloader = pooch.HTTPDownloader(progressbar=bar, timeout=TIMEOUT)
+            if file.member:
+                _fetch_member(file, downloader)
+            else:
+                pooch.retrieve(file.url, known_hash=f"sha256:{file.sha256}", fname=file.filename, path=file.folder(),
+                               downloader=downloader)
         except requests.HTTPError as exc:
             why = f"the server answered {exc.response.status_code}"
             raise DownloadError(f"{why.capitalize()} for {file.url}: the file is not there. {_what_to_do(file)}",
@@ -94,6 +101,22 @@ def fetch(file: RemoteFile, progress: Progress | bool = False) -> Path:
             raise DownloadError(f"The download of {file.title} is not the expected file (sha256 mismatch); "
                                 "try again.", "the downloaded bytes are not the expected file (sha256)") from exc
     return file.path
+
+
+def _fetch_member(file: RemoteFile, downloader) -> None:
+    """A member of a zip archive: the archive (whose hash nobody publishes) is downloaded into a
+    temporary folder beside the file, the member extracted, checked against its own hash, and
+    moved into place; the archive is deleted."""
+    with tempfile.TemporaryDirectory(dir=file.folder()) as tmp:
+        try:
+            extracted = pooch.retrieve(file.url, known_hash=None, fname="archive.zip", path=tmp, downloader=downloader,
+                                       processor=pooch.Unzip(members=[file.member]))
+        except (zipfile.BadZipFile, KeyError) as exc:  # not a zip, or without the member
+            raise ValueError(f"the download is not a zip archive holding {file.member} ({exc})") from None
+        member = Path(extracted[0])
+        if _sha256(member) != file.sha256:
+            raise ValueError(f"{file.member} in the archive does not match the known sha256")
+        os.replace(member, file.path)
 
 
 def _what_to_do(file: RemoteFile) -> str:

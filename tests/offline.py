@@ -68,11 +68,17 @@ def mirror(tmp_path, monkeypatch):
         target = root / urlsplit(file.url).path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared_copy(file.name), target)
-    request = requests.Session.request
     with serve_folder(root) as (port, seen):
-        def to_mirror(self, method, url, *args, **kwargs):
-            return request(self, method, f"http://127.0.0.1:{port}{urlsplit(url).path}", *args, **kwargs)
-
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        monkeypatch.setattr(requests.Session, "request", to_mirror)
+        redirect_requests(monkeypatch, port)
         yield root, seen
+
+
+def redirect_requests(monkeypatch, port: int) -> None:
+    """Every request made through requests goes to the same path on 127.0.0.1:port instead."""
+    request = requests.Session.request
+
+    def to_mirror(self, method, url, *args, **kwargs):
+        return request(self, method, f"http://127.0.0.1:{port}{urlsplit(url).path}", *args, **kwargs)
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setattr(requests.Session, "request", to_mirror)

@@ -1,0 +1,158 @@
+"""Fine-tuning data: the registered sets (downloaded from a local mirror, the SMS set out of
+a zip), uploads with field-level errors, the balanced split, the template and the loss mask."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+import torch
+
+from lm.data import DataError
+from lm.finetune.data import (
+    DATASETS, Example, balanced_split, fetch_dataset, format_prompt, load_classification, load_instructions,
+    load_preferences, parse_sms, response_mask,
+)
+from lm.finetune.prompts import length_batches, pad_batch
+from lm.finetune.synthetic import OPERATIONS, operation, synthetic_examples
+from tests.checkpoints import shakespeare_bpe
+from tests.conftest import SHARED_DATA
+from tests.offline import empty_caches, redirect_requests, serve_folder  # noqa: F401 (fixture)
+
+FINETUNE = SHARED_DATA / "finetune"
+
+
+@pytest.fixture
+def datasets_mirror(tmp_path, monkeypatch):
+    """The three sets served at their URLs' paths on 127.0.0.1 (the SMS file inside a zip, as UCI
+    serves it, beside a readme); yields the server's root."""
+    root = tmp_path / "www"
+    for dataset in DATASETS.values():
+        target = root / urlsplit(dataset.url).path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if dataset.member:
+            with zipfile.ZipFile(target, "w") as archive:
+                archive.write(FINETUNE / dataset.filename, dataset.member)
+                archive.writestr("readme", "the collection's readme")
+        else:
+            target.write_bytes((FINETUNE / dataset.filename).read_bytes())
+    with serve_folder(root) as (port, _):
+        redirect_requests(monkeypatch, port)
+        yield root
+
+
+def test_registered_sets_download_verify_and_load(datasets_mirror):
+    progress = []
+    path = fetch_dataset("sms-spam", progress=lambda done, total: progress.append(done))
+    assert path.read_bytes() == (FINETUNE / "SMSSpamCollection").read_bytes()
+    assert progress and not any(path.parent.glob("*.zip"))  # the archive is not kept
+    spam = load_classification("sms-spam")
+    assert len(spam) == 5574 and Counter(e.label for e in spam) == {"ham": 4827, "spam": 747}
+    instructions = load_instructions("instructions")
+    assert len(instructions) == 1100 and instructions[0].output.startswith("The spelling")
+    preferences = load_preferences("preferences")
+    assert len(preferences) == 1100 and all(p.chosen and p.rejected for p in preferences)
+
+
+def test_a_zip_without_the_right_file_is_refused(datasets_mirror):
+    dataset = DATASETS["sms-spam"]
+    with zipfile.ZipFile(datasets_mirror / urlsplit(dataset.url).path.lstrip("/"), "w") as archive:
+        archive.writestr(dataset.member, "ham\tnot the real collection\n")
+    with pytest.raises(DataError, match="not the expected file"):
+        fetch_dataset("sms-spam")
+    assert not dataset.file.path.exists()
+
+
+def test_offline_download_says_what_to_do(no_network):
+    with pytest.raises(DataError, match="Could not download SMS Spam Collection.*upload your own"):
+        load_classification("sms-spam")
+
+
+def test_a_set_of_the_wrong_kind_is_refused():
+    with pytest.raises(DataError, match="preference data set; this needs a classify one"):
+        load_classification("preferences")
+
+
+def test_csv_and_tsv_uploads(tmp_path):
+    (tmp_path / "a.csv").write_text('label,text\nspam,"WIN a prize, call now"\nham,see you at 5\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text("text\tlabel\nWIN now\tspam\nlunch?\tham\n", encoding="utf-8")
+    assert [(e.text, e.label) for e in load_classification(tmp_path / "a.csv")] == [
+        ("WIN a prize, call now", "spam"), ("see you at 5", "ham")]
+    assert [e.label for e in load_classification(tmp_path / "a.tsv")] == ["spam", "ham"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text,label\nhello,\n,spam\nfine,ham\n", "row 2: no label; row 3: no text"),
+    ("message,class\nhi,ham\n", "no text and no label"),
+    ("text,label\nhi,ham\nyo,ham\n", "at least two labels"),
+    ("text,label\n", "no rows"),
+])
+def test_malformed_tables_name_the_rows(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_classification(tmp_path / "bad.csv")
+
+
+def test_json_and_jsonl_uploads_with_field_errors(tmp_path):
+    good = [{"instruction": "Add", "input": "1 2", "output": "3"}, {"instruction": "Say hi", "output": "hi"}]
+    (tmp_path / "good.jsonl").write_text("\n".join(json.dumps(g) for g in good) + "\n\n", encoding="utf-8")
+    assert load_instructions(tmp_path / "good.jsonl") == [Example("Add", "1 2", "3"), Example("Say hi", "", "hi")]
+    bad = ['{"instruction": "a", "output": 3}', '{"output": "x"}', '[1]', '{"instruction": "b", "output": ""}']
+    (tmp_path / "bad.jsonl").write_text("\n".join(bad), encoding="utf-8")
+    with pytest.raises(DataError) as error:
+        load_instructions(tmp_path / "bad.jsonl")
+    assert str(error.value) == ("the examples cannot be used: line 1: 'output' must be a string; line 2: no 'instruction'; "
+                                "line 3: must be an object with instruction, input, output; line 4: 'output' is empty")
+    (tmp_path / "broken.json").write_text('[{"instruction": "a",', encoding="utf-8")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_instructions(tmp_path / "broken.json")
+    (tmp_path / "nopref.json").write_text(json.dumps(good), encoding="utf-8")
+    with pytest.raises(DataError, match="item 1: no 'chosen'; item 1: no 'rejected'"):
+        load_preferences(tmp_path / "nopref.json")
+    with pytest.raises(DataError, match="a .json or .jsonl file"):
+        load_instructions(tmp_path / "a.csv")
+
+
+def test_balanced_split_is_balanced_disjoint_and_seeded():
+    examples = parse_sms((FINETUNE / "SMSSpamCollection").read_text(encoding="utf-8"))
+    splits = balanced_split(examples, seed=3)
+    for part in splits.values():
+        counts = Counter(e.label for e in part)
+        assert counts["ham"] == counts["spam"]
+    assert sum(len(p) for p in splits.values()) == 2 * 747
+    ids = [id(e) for part in splits.values() for e in part]
+    assert len(set(ids)) == len(ids)
+    assert balanced_split(examples, seed=3) == splits and balanced_split(examples, seed=4) != splits
+
+
+def test_template_and_response_mask():
+    example = Example("Name a colour.", "", "Red.")
+    assert format_prompt(example).endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+    assert "### Input:\nx" in format_prompt(Example("Do", "x", "y"))
+    tokenizer = shakespeare_bpe()
+    ids, mask = response_mask(tokenizer, example)
+    start = mask.index(1)
+    assert tokenizer.decode(ids[:start]) == format_prompt(example)
+    assert tokenizer.decode(ids[start:]) == "Red.<|endoftext|>" and all(mask[start:])
+    cut, cut_mask = response_mask(tokenizer, example, block_size=8)
+    assert cut == ids[-9:] and cut_mask == mask[-9:]
+
+
+def test_padded_batches_count_only_response_tokens():
+    x, y = pad_batch([([5, 6, 7, 8], [0, 0, 1, 1]), ([1, 2, 3], [0, 1, 1])], pad_id=0)
+    assert x.tolist() == [[5, 6, 7], [1, 2, 0]]
+    assert y.tolist() == [[-1, 7, 8], [2, 3, -1]]
+    batches = length_batches([5, 1, 9, 2, 8, 3], 2, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+
+
+def test_synthetic_instructions_are_distinct_and_correct():
+    examples = synthetic_examples(seed=1)
+    assert len({e.instruction for e in examples}) == len(examples) == 1100
+    assert Counter(operation(e) for e in examples) == {name: 220 for name in OPERATIONS}
+    reverse = next(e for e in examples if operation(e) == "reverse")
+    assert reverse.output == " ".join(reversed(reverse.instruction.split(": ")[1].split()))
+    assert synthetic_examples(seed=1) == examples != synthetic_examples(seed=2)
