@@ -17,12 +17,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lm.config import GPTConfig
+from lm.rope import rotate, rotation
+
 
 @dataclass
 class AttentionSteps:
     """Every stage of one attention computation. q and output are [batch, heads, T_query,
-    head_dim]; k and v [batch, heads, T_key, head_dim] (with a cache, every position so far);
-    the rest [batch, heads, T_query, T_key]."""
+    head_dim]; k and v [batch, heads, T_key, head_dim] (with a cache, every position so far;
+    with grouped key/value heads, each query head's copy of its group's); the rest
+    [batch, heads, T_query, T_key]. With rotary positions, q and k are the rotated ones."""
 
     q: torch.Tensor
     k: torch.Tensor
@@ -33,15 +37,20 @@ class AttentionSteps:
     output: torch.Tensor  # weights @ V
 
 
-def causal_mask(t_query: int, t_key: int, device=None) -> torch.Tensor:
+def causal_mask(t_query: int, t_key: int, device=None, window: int | None = None) -> torch.Tensor:
     """True where query i may look at key j. With a cache, the queries are the last
-    t_query of t_key positions, so query i sits at position t_key - t_query + i."""
-    return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(diagonal=t_key - t_query)
+    t_query of t_key positions, so query i sits at position t_key - t_query + i. A sliding
+    window also hides the keys `window` or more positions before the query: a band."""
+    offset = t_key - t_query
+    mask = torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(diagonal=offset)
+    return mask.triu(diagonal=offset - window + 1) if window else mask
 
 
-def attention_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None) -> AttentionSteps:
+def attention_steps(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None, window: int | None = None
+) -> AttentionSteps:
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
+    masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device, window), float("-inf"))
     weights = F.softmax(masked, dim=-1)
     output = (dropout(weights) if dropout is not None else weights) @ v
     return AttentionSteps(q, k, v, scores, masked, weights, output)
@@ -105,42 +114,65 @@ class Linear(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, layer: int = 0):
+    """Attention as the config sets it: n_kv_head key/value heads each shared by a group of
+    query heads (GQA; MQA with one), optional QK-norm, rotary positions, a sliding window."""
+
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.kv_heads, config.head_dim
         self.layer = layer  # its place in the model: which cache slot and head-mask row are its own
-        self.c_attn = Linear(n_embd, 3 * n_embd, bias=bias)  # query, key, value in one matmul
-        self.c_proj = Linear(n_embd, n_embd, bias=bias)
-        self.attn_dropout = nn.Dropout(dropout)
-        self.resid_dropout = nn.Dropout(dropout)
-        self.dropout = dropout
+        self.window = config.windowed(layer)
+        self.rotary_dims, self.rope_base = config.rotary_dims, config.rope_base
+        qkv = (self.n_head + 2 * self.n_kv_head) * self.head_size
+        self.c_attn = Linear(config.n_embd, qkv, bias=config.bias)  # query, key, value in one matmul
+        self.c_proj = Linear(self.n_head * self.head_size, config.n_embd, bias=config.bias)
+        if config.qk_norm:  # per head, over its head_size dimensions, as Qwen3
+            self.q_norm = nn.RMSNorm(self.head_size, eps=config.norm_eps)
+            self.k_norm = nn.RMSNorm(self.head_size, eps=config.norm_eps)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[B, T, C] -> q, k, v each [B, heads, T, C // heads]."""
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        """[B, T, C] -> q [B, n_head, T, head size]; k, v [B, n_kv_head, T, head size]."""
+        B, T, _ = x.shape
+        sizes = [self.n_head * self.head_size, self.n_kv_head * self.head_size, self.n_kv_head * self.head_size]
+        return tuple(t.view(B, T, -1, self.head_size).transpose(1, 2) for t in self.c_attn(x).split(sizes, dim=2))
 
     def forward(self, x: torch.Tensor, probe: Probe = Probe()) -> tuple[torch.Tensor, AttentionSteps | None]:
         """The layer's output, and its AttentionSteps when the probe asks to explain."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = self.split_heads(x)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary_dims:
+            start = probe.cache.lengths[self.layer] if probe.cache is not None else 0
+            cos, sin = rotation(torch.arange(start, start + T, device=x.device), self.rotary_dims, self.rope_base)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if probe.cache is not None:
             k, v = probe.cache.extend(self.layer, k, v)
         steps = None
-        if probe.explain:
-            steps = attention_steps(q, k, v, self.attn_dropout if self.training else None)
+        if probe.explain:  # each query head is shown with the key/value head its group reads
+            group = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            steps = attention_steps(q, k, v, self.attn_dropout if self.training else None, self.window)
             y = steps.output
         else:
-            # Same computation, fused. is_causal assumes square masks, so a cached
-            # single-token query (which may see every key) passes no mask at all.
-            y = F.scaled_dot_product_attention(
-                q, k, v,
-                attn_mask=None if q.size(-2) in (1, k.size(-2)) else causal_mask(q.size(-2), k.size(-2), q.device),
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=q.size(-2) == k.size(-2) and q.size(-2) > 1,
-            )
+            mask, is_causal = self.fused_mask(q.size(-2), k.size(-2), q.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                               dropout_p=self.dropout if self.training else 0.0,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         if probe.head_mask is not None:  # ablation: a silenced head passes on zeros
             y = y * probe.head_mask[self.layer].view(1, -1, 1, 1).to(y)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), steps
+
+    def fused_mask(self, t_query: int, t_key: int, device) -> tuple[torch.Tensor | None, bool]:
+        """The mask for the fused kernel, and whether is_causal says it instead. is_causal
+        assumes square masks, so a cached single-token query (which may see every key)
+        passes no mask at all, unless a window hides some of them."""
+        if self.window is not None and t_key > self.window:
+            return causal_mask(t_query, t_key, device, self.window), False
+        if t_query in (1, t_key):
+            return None, t_query > 1
+        return causal_mask(t_query, t_key, device), False

@@ -29,7 +29,7 @@ TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "llm-explorer/checkpoint"
 FORMAT_VERSION = 1
-TIED = "lm_head.weight"  # the same tensor as transformer.wte.weight; stored once
+TIED = "lm_head.weight"  # with a tied head, the same tensor as transformer.wte.weight: stored once
 
 
 class CheckpointError(ValueError):
@@ -47,7 +47,8 @@ class Checkpoint:
 def checkpoint_writers(model: GPT, tokenizer, training: dict | None = None) -> dict[str, Writer]:
     """How to write each file of the checkpoint, in the order they are switched in: the
     config last, as a folder counts as a checkpoint once it has one."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED}
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+               if k != TIED or not model.config.tied_head}
     config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
     return {
         WEIGHTS_FILE: lambda path: save_file(weights, str(path), metadata={"format": FORMAT}),
@@ -112,7 +113,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError(f"{WEIGHTS_FILE} in {folder} is truncated or corrupt ({exc})") from None
     with torch.device("meta"):  # shapes only: the loaded tensors become the weights, no second copy
         model = GPT(config)
-    expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED}
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED or not config.tied_head}
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
     if missing or unexpected:
         raise CheckpointError(
@@ -124,5 +125,6 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
             raise CheckpointError(f"{name} has shape {tuple(weights[name].shape)}, the config needs {tuple(shape)}")
     weights = {name: tensor.float() for name, tensor in weights.items()}  # the model computes in fp32
     model.load_state_dict(weights, strict=False, assign=True)  # strict minus the tied head, checked above
-    model.lm_head.weight = model.transformer.wte.weight  # assigning replaced the embedding: tie the head again
+    if config.tied_head:
+        model.lm_head.weight = model.transformer.wte.weight  # assigning replaced the embedding: tie the head again
     return Checkpoint(model.to(device).eval(), tokenizer, training, folder)

@@ -1,100 +1,75 @@
-"""The GPT: GPT-2's architecture, small enough to read in one sitting.
+"""The GPT: GPT-2's architecture, small enough to read in one sitting, with a dial.
 
 tokens -> token embedding + position embedding -> n_layer blocks of
 (LayerNorm -> attention -> add) then (LayerNorm -> MLP -> add) -> LayerNorm ->
 a linear head sharing the token embedding's weights -> logits for the next token.
 The parameter names match OpenAI's GPT-2, so its weights load unchanged.
-What a config costs (parameters, FLOPs, memory) is counted in lm.sizing.
+
+GPTConfig's switches (lm.config) turn on what later models changed: rotary positions
+instead of the position embedding (lm.rope), RMSNorm, post-norm, QK-norm, a SwiGLU or
+ReLU² MLP, fewer key/value heads than query heads, a sliding window, a parallel
+residual, an untied head. What a config costs is counted in lm.sizing.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.attention import AttentionSteps, CausalSelfAttention, Linear, Probe
-from lm.sizing import cost_problem, memory_problem
+from lm.config import SHAPING_FIELDS, ConfigError, GPTConfig, from_known_fields  # noqa: F401 (their home was here)
 
 
-SHAPING_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+ACTIVATIONS = {
+    "gelu": lambda h: F.gelu(h, approximate="tanh"),
+    "gelu_exact": F.gelu,
+    "relu2": lambda h: F.relu(h).square(),
+    "swiglu": lambda h: F.silu(h.chunk(2, dim=-1)[0]) * h.chunk(2, dim=-1)[1],  # c_fc makes gate and up side by side
+}
 
 
-class ConfigError(ValueError):
-    """A config that cannot work; the message names the field and why."""
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 50304
-    block_size: int = 256  # context length: how many tokens the model sees at once
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
-
-    def validate(self, memory_bytes: int | None = None, training: bool = True) -> GPTConfig:
-        """Raise ConfigError unless the config can build a model within the app's cost limit
-        (lm.sizing.cost_problem) that fits in memory (lm.sizing.memory_problem: for training
-        with AdamW or, with training=False, for running it)."""
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): each head gets an equal "
-                f"slice of the embedding; try n_embd = {self.n_head * max(1, round(self.n_embd / self.n_head))}"
-            )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be a number in [0, 1), not {self.dropout!r}")
-        if problem := cost_problem(self) or memory_problem(self, memory_bytes, training):
-            raise ConfigError(problem)
-        return self
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GPTConfig:
-        """The config a checkpoint's config.json holds: every field that shapes the weights must
-        be there (a default would build the wrong shapes and fail later, less clearly)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"the model config must be a JSON object, not {type(data).__name__}")
-        missing = [name for name in SHAPING_FIELDS if name not in data]
-        if missing:
-            raise ConfigError(f"the model config has no {', '.join(missing)}")
-        return from_known_fields(cls, data, "model config fields")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        gates = 2 if config.mlp == "swiglu" else 1
+        self.c_fc = Linear(config.n_embd, gates * config.mlp_width, bias=config.bias)
+        self.c_proj = Linear(config.mlp_width, config.n_embd, bias=config.bias)
+        self.activation = ACTIVATIONS[config.mlp]
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout, config.bias, layer)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
+        self.post_norm, self.parallel = config.norm_position == "post", config.parallel_residual
 
     def forward(self, x: torch.Tensor, probe: Probe = Probe()) -> tuple[torch.Tensor, AttentionSteps | None]:
+        if self.post_norm:  # the original Transformer: normalize after each addition
+            attended, steps = self.attn(x, probe)
+            x = self.ln_1(x + attended)
+            return self.ln_2(x + self.mlp(x)), steps
         attended, steps = self.attn(self.ln_1(x), probe)
+        if self.parallel:  # both sublayers read the same x
+            return x + attended + self.mlp(self.ln_2(x)), steps
         x = x + attended
-        x = x + self.mlp(self.ln_2(x))
-        return x, steps
+        return x + self.mlp(self.ln_2(x)), steps
 
 
 @dataclass
@@ -109,17 +84,19 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config.validate(training=False)
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
+        parts = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.position == "learned":
+            parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        parts |= dict(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
+            # post-norm blocks end normalized already: no final norm, so the logit lens reads them as they are
+            ln_f=make_norm(config) if config.norm_position == "pre" else nn.Identity(),
         )
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
+        if config.tied_head:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix reads and writes tokens
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale the residual projections by depth
@@ -135,15 +112,17 @@ class GPT(nn.Module):
     def hidden(
         self, idx: torch.Tensor, probe: Probe = Probe()
     ) -> tuple[torch.Tensor, list[AttentionSteps] | None, list[torch.Tensor] | None]:
-        """Everything before the head: the final LayerNorm's output [batch, T, n_embd] (the
+        """Everything before the head: the final norm's output [batch, T, n_embd] (the
         head turns each row into next-token logits); then, one per layer, the attention
         steps and the residual stream after the block, when the probe asks for them."""
         T = idx.size(1)
         start = len(probe.cache) if probe.cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:  # rotary positions enter inside attention instead
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
         attention = [] if probe.explain else None
         residuals = [] if probe.residuals else None
         for block in self.transformer.h:
@@ -164,11 +143,3 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return GPTOutput(logits, loss, attention, residuals)
 
-
-def from_known_fields(cls, data: dict, what: str):
-    """cls(**data) for a dataclass, naming any key it has no field for (a typo in a config
-    file would otherwise end in a bare TypeError)."""
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ConfigError(f"unknown {what}: {', '.join(sorted(unknown))}")
-    return cls(**data)

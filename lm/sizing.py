@@ -19,16 +19,20 @@ MAX_PARAMETERS = 2_000_000_000
 
 
 def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
-    """Parameters by part (the tied head adds none)."""
-    C, L, b = config.n_embd, config.n_layer, int(config.bias)
-    norm = C * (1 + b)
-    return {
-        "token embedding (shared with the head)": config.vocab_size * C,
-        "position embedding": config.block_size * C,
-        "attention": L * (C * 3 * C + 3 * C * b + C * C + C * b),
-        "MLP": L * (C * 4 * C + 4 * C * b + 4 * C * C + C * b),
-        "layer norms": (2 * L + 1) * norm,
+    """Parameters by part, following the architecture dial (a tied head adds none)."""
+    C, L, b, D = config.n_embd, config.n_layer, int(config.bias), config.head_dim
+    q, kv, F = config.n_head * D, config.kv_heads * D, config.mlp_width
+    gates = 2 if config.mlp == "swiglu" else 1
+    norm = C * (1 + b) if config.norm == "layernorm" else C  # RMSNorm has no shift
+    parts = {
+        "token embedding" + (" (shared with the head)" if config.tied_head else ""): config.vocab_size * C,
+        "output head": 0 if config.tied_head else config.vocab_size * C,
+        "position embedding": config.block_size * C if config.position == "learned" else 0,
+        "attention": L * (C * (q + 2 * kv) + (q + 2 * kv) * b + q * C + C * b + (2 * D if config.qk_norm else 0)),
+        "MLP": L * (C * gates * F + gates * F * b + F * C + C * b),
+        "layer norms": (2 * L + (config.norm_position == "pre")) * norm,
     }
+    return {part: n for part, n in parts.items() if n}
 
 
 def parameter_count(config: GPTConfig) -> int:
@@ -38,8 +42,10 @@ def parameter_count(config: GPTConfig) -> int:
 def flops_per_token(config: GPTConfig, training: bool = True) -> float:
     """Matmul FLOPs per token at full context: 2 per weight (multiply-add), plus
     attention's QKᵀ and weights·V; a backward pass costs twice the forward."""
-    non_embedding = parameter_count(config) - config.block_size * config.n_embd
-    forward = 2 * non_embedding + 4 * config.n_layer * config.block_size * config.n_embd
+    lookups = parameter_breakdown(config).get("position embedding", 0)  # an embedding read is no matmul
+    lookups += 0 if config.tied_head else config.vocab_size * config.n_embd  # (a tied one is the head's matmul)
+    seen = sum(min(config.block_size, config.windowed(layer) or config.block_size) for layer in range(config.n_layer))
+    forward = 2 * (parameter_count(config) - lookups) + 4 * seen * config.n_head * config.head_dim
     return 3 * forward if training else forward
 
 
@@ -54,10 +60,15 @@ def training_memory_bytes(config: GPTConfig, batch_size: int = 1) -> int:
     return 16 * parameter_count(config) + activation_bytes(config, batch_size)
 
 
+def kv_cache_bytes(config: GPTConfig, batch_size: int = 1) -> int:
+    """The fp32 KV cache for a full context: a key and a value per layer, position and
+    key/value head. Fewer key/value heads (GQA, MQA) shrink it by n_head / n_kv_head."""
+    return 4 * batch_size * 2 * config.n_layer * config.block_size * config.kv_heads * config.head_dim
+
+
 def inference_memory_bytes(config: GPTConfig) -> int:
     """fp32 weights + what one full-context sequence needs to run: the KV cache and the logits."""
-    T, C, L = config.block_size, config.n_embd, config.n_layer
-    return 4 * parameter_count(config) + 4 * T * (2 * L * C + config.vocab_size)
+    return 4 * parameter_count(config) + kv_cache_bytes(config) + 4 * config.block_size * config.vocab_size
 
 
 def physical_memory_bytes() -> int | None:

@@ -1,0 +1,156 @@
+"""GPTConfig: the model's sizes and its architecture dial.
+
+The defaults are GPT-2 exactly (learned positions, pre-LayerNorm, GELU MLP 4× wide, one
+key/value head per query head, full causal attention, sequential residual, tied head,
+biases), so a config.json written before the dial existed loads unchanged. Each switch
+turns one later idea on, the way Llama, Qwen, Mistral or Pythia differ from GPT-2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from lm.sizing import cost_problem, memory_problem
+
+SHAPING_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+POSITIONS = {"learned": "a learned vector per position, added to the token's (GPT-2)",
+             "rope": "rotary: queries and keys are rotated by their position (Llama, Qwen, Pythia)"}
+NORMS = {"layernorm": "subtract the mean, divide by the spread, scale and shift (GPT-2)",
+         "rmsnorm": "divide by the root mean square, scale: cheaper, no mean (Llama, Qwen)"}
+NORM_POSITIONS = {"pre": "normalize each sublayer's input; the residual stream is left alone (GPT-2)",
+                  "post": "normalize after adding each sublayer's output (the original Transformer)"}
+MLPS = {"gelu": "GELU, tanh approximation (GPT-2)", "gelu_exact": "GELU, exact erf form (Pythia)",
+        "swiglu": "SiLU(x·W_gate) × (x·W_up): a gated MLP (Llama, Qwen, Mistral)", "relu2": "ReLU(x)² (Primer, nanochat)"}
+
+
+class ConfigError(ValueError):
+    """A config that cannot work; the message names the field and why."""
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304
+    block_size: int = 256  # context length: how many tokens the model sees at once
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+    # --- the architecture dial (defaults: GPT-2) ---
+    position: str = "learned"  # POSITIONS
+    rope_base: float = 10000.0  # rotary: the slowest pair turns once in about 2π·base positions
+    rotary_fraction: float = 1.0  # rotary: the share of each head's dimensions rotated (Pythia: 0.25)
+    norm: str = "layernorm"  # NORMS
+    norm_eps: float = 1e-5
+    norm_position: str = "pre"  # NORM_POSITIONS
+    qk_norm: bool = False  # RMSNorm each head's queries and keys before scoring (Qwen3, OLMo 2)
+    mlp: str = "gelu"  # MLPS
+    mlp_hidden: int | None = None  # the MLP's width; None: 4 × n_embd
+    n_kv_head: int | None = None  # key/value heads, shared by groups of query heads; None: n_head (MHA), 1: MQA
+    head_size: int | None = None  # each head's q/k/v length; None: n_embd // n_head
+    window: int | None = None  # sliding window: a query sees itself and the window − 1 tokens before it
+    window_layers: list[int] | None = None  # which layers use the window; None: all (Gemma 3 mixes)
+    parallel_residual: bool = False  # x + attn(norm x) + mlp(norm x) in one step (GPT-J, Pythia)
+    tied_head: bool = True  # the output head is the token embedding (GPT-2)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.head_size or self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_hidden or 4 * self.n_embd
+
+    @property
+    def rotary_dims(self) -> int:
+        """How many of each head's dimensions rotary positions turn (0 with learned positions)."""
+        return int(self.head_dim * self.rotary_fraction) if self.position == "rope" else 0
+
+    def windowed(self, layer: int) -> int | None:
+        """The sliding window of `layer`, or None where it sees the whole context."""
+        return self.window if self.window_layers is None or layer in self.window_layers else None
+
+    def validate(self, memory_bytes: int | None = None, training: bool = True) -> GPTConfig:
+        """Raise ConfigError unless the config can build a model within the app's cost limit
+        (lm.sizing.cost_problem) that fits in memory (lm.sizing.memory_problem: for training
+        with AdamW or, with training=False, for running it)."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            _check_whole(name, getattr(self, name))
+        if self.head_size is None and self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): each head gets an equal "
+                f"slice of the embedding; try n_embd = {self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be a number in [0, 1), not {self.dropout!r}")
+        self._check_dial()
+        if problem := cost_problem(self) or memory_problem(self, memory_bytes, training):
+            raise ConfigError(problem)
+        return self
+
+    def _check_dial(self) -> None:
+        for name, choices in (("position", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS), ("mlp", MLPS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+        for name in ("bias", "qk_norm", "parallel_residual", "tied_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        for name in ("mlp_hidden", "n_kv_head", "head_size", "window"):
+            if getattr(self, name) is not None:
+                _check_whole(name, getattr(self, name))
+        for name in ("rope_base", "norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ConfigError(f"{name} must be a positive number, not {value!r}")
+        if self.n_head % self.kv_heads:
+            raise ConfigError(f"n_kv_head ({self.kv_heads}) must divide n_head ({self.n_head}): each key/value head "
+                              f"serves an equal group of query heads (MHA: n_kv_head = n_head, MQA: 1)")
+        fraction = self.rotary_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ConfigError(f"rotary_fraction must be in (0, 1], not {fraction!r}")
+        if self.position == "rope" and (self.rotary_dims < 2 or self.rotary_dims % 2):
+            raise ConfigError(f"rotary turns pairs of dimensions: head size {self.head_dim} × rotary_fraction "
+                              f"{fraction} = {self.head_dim * fraction:g} must give an even number, at least 2")
+        if self.window_layers is not None:
+            if self.window is None:
+                raise ConfigError("window_layers needs a window: the size of the sliding window those layers use")
+            if not isinstance(self.window_layers, list) or not all(
+                    type(i) is int and 0 <= i < self.n_layer for i in self.window_layers):
+                raise ConfigError(f"window_layers must list layer numbers from 0 to {self.n_layer - 1}, "
+                                  f"not {self.window_layers!r}")
+        if self.parallel_residual and self.norm_position == "post":
+            raise ConfigError("parallel_residual is a pre-norm layout (x + attn(norm x) + mlp(norm x)); "
+                              "choose norm_position 'pre' or a sequential residual")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        """The config a checkpoint's config.json holds: every field that shapes the weights must
+        be there (a default would build the wrong shapes and fail later, less clearly). The
+        dial's switches may be absent: a config from before the dial is GPT-2."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"the model config must be a JSON object, not {type(data).__name__}")
+        missing = [name for name in SHAPING_FIELDS if name not in data]
+        if missing:
+            raise ConfigError(f"the model config has no {', '.join(missing)}")
+        return from_known_fields(cls, data, "model config fields")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_whole(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
+
+
+def from_known_fields(cls, data: dict, what: str):
+    """cls(**data) for a dataclass, naming any key it has no field for (a typo in a config
+    file would otherwise end in a bare TypeError)."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return cls(**data)

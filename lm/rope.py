@@ -1,0 +1,31 @@
+"""Rotary position embedding (RoPE, Su et al. 2021), as Llama, Qwen and Pythia use it.
+
+Instead of adding a position vector to each token, RoPE turns each query and key by an
+angle proportional to its position: dimensions i and i + d/2 form a pair (the "rotate
+half" layout of Hugging Face's Llama and GPT-NeoX) that turns at its own speed,
+base^(-2i/d) radians per position. A query at position m and a key at n are then scored
+by q·R(n − m)·k: the score depends on how far apart they are, not where they are.
+With a partial rotary fraction (Pythia) only the first dimensions of each head turn.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rotation(positions: torch.Tensor, dims: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [T, dims] of each position's angles, in float32 whatever the model's dtype
+    (angles of late positions need the precision); the same numbers as transformers computes."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.int64, device=positions.device).float() / dims))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., T, head size] with its first cos.size(-1) dimensions turned; the rest pass as they are."""
+    dims = cos.size(-1)
+    turned, rest = x[..., :dims], x[..., dims:]
+    first, second = turned.chunk(2, dim=-1)
+    rotated = turned * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
+    return torch.cat((rotated, rest), dim=-1) if rest.size(-1) else rotated
