@@ -1,0 +1,130 @@
+"""The residual stream taken apart, layer by layer, through the model's own modules.
+
+GPT-2's blocks add to one running vector per token, the residual stream: the embeddings,
+then each layer's attention (the sum of its heads' outputs through the output projection,
+plus its bias), then each layer's MLP. Interpretability views need those parts one by one
+(the logit lens, direct logit attribution, activation patching, neurons), so this module
+walks the blocks itself, calling block.ln_1, attn, ln_2 and mlp, and keeps each part.
+
+Walking the blocks by hand assumes GPT-2's sequential layout (attention, add, then MLP,
+add). A model built otherwise (a parallel residual, say) would get wrong numbers without a
+word, so every walk is checked against the model's own forward pass: a mismatch raises
+UnsupportedArchitecture instead. The model is only read (it is shared between sessions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lm.attention import Probe
+from lm.model import GPT, MLP, Block
+
+TOLERANCE = 1e-4  # relative: float32 rounding in a different order of additions
+
+
+class UnsupportedArchitecture(ValueError):
+    """This view cannot take this model apart yet; the message says why."""
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """What one block read and wrote at each position of a batch: [batch, T, n_embd] unless noted."""
+
+    resid_pre: torch.Tensor  # the residual stream coming in
+    heads: torch.Tensor  # [batch, heads, T, head size]: each head's output before the projection
+    attn_out: torch.Tensor  # the attention's write: projected heads plus bias
+    resid_mid: torch.Tensor  # after the attention's write
+    mlp_in: torch.Tensor  # ln_2's output
+    mlp_out: torch.Tensor  # the MLP's write
+    resid_post: torch.Tensor  # after the MLP's write: the next block's resid_pre
+
+
+def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Token plus position embeddings [batch, T, n_embd]: the residual stream before block 0."""
+    x = model.transformer.wte(idx)
+    if "wpe" in model.transformer:
+        x = x + model.transformer.wpe(torch.arange(idx.size(1), device=idx.device))
+    return x
+
+
+def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_mask: torch.Tensor | None = None
+         ) -> LayerParts:
+    """One block on x [batch, T, n_embd], sequentially (GPT-2's layout). With `heads`
+    [batch, heads, T, head size] and `head_mask` [batch, heads] (True: take it from `heads`),
+    those heads' outputs are replaced before the projection: activation patching."""
+    _, steps = block.attn(block.ln_1(x), Probe(explain=True))
+    outputs = steps.output
+    if heads is not None:
+        outputs = torch.where(head_mask[:, :, None, None], heads, outputs)
+    B, H, T, D = outputs.shape
+    attn_out = block.attn.c_proj(outputs.transpose(1, 2).reshape(B, T, H * D))
+    mid = x + attn_out
+    mlp_in = block.ln_2(mid)
+    mlp_out = block.mlp(mlp_in)
+    return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + mlp_out)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One text through the whole model, part by part (batch of one kept: [1, ...])."""
+
+    ids: tuple[int, ...]
+    embeddings: torch.Tensor  # [1, T, n_embd]
+    layers: list[LayerParts]
+    logits: torch.Tensor  # [1, T, vocab]: the model's own
+
+
+@torch.inference_mode()
+def trace(model: GPT, ids: list[int]) -> Trace:
+    """Every part the residual stream is made of, for 1 to block_size ids; checked against
+    the model's own forward pass (UnsupportedArchitecture when they differ)."""
+    if not 0 < len(ids) <= model.config.block_size:
+        raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
+    idx = torch.tensor([ids], device=model.lm_head.weight.device)
+    own = model(idx, probe=Probe(residuals=True))
+    x = embeddings = embed(model, idx)
+    layers = []
+    for block in model.transformer.h:
+        layers.append(step(block, x))
+        x = layers[-1].resid_post
+    for number, (parts, expected) in enumerate(zip(layers, own.residuals)):
+        check_close(parts.resid_post, expected, LAYOUT.format(what=f"the residual stream after block {number}"))
+    return Trace(tuple(ids), embeddings, layers, own.logits)
+
+
+LAYOUT = (
+    "this model's blocks are not laid out as GPT-2's (attention added to the residual stream, then the MLP "
+    "added, one after the other), so {what} cannot be taken apart here: not supported for this architecture yet"
+)
+
+
+def check_close(ours: torch.Tensor, model_s: torch.Tensor, problem: str) -> None:
+    """Raise UnsupportedArchitecture(problem) unless our walk reproduces the model's own numbers."""
+    scale = float(model_s.abs().max().clamp_min(1.0))
+    if not torch.allclose(ours, model_s, rtol=TOLERANCE, atol=TOLERANCE * scale):
+        raise UnsupportedArchitecture(problem)
+
+
+def head_writes(block: Block, heads: torch.Tensor) -> torch.Tensor:
+    """[heads, batch, T, n_embd]: what each head adds to the residual stream on its own (its
+    slice of the output projection; the projection's bias is the layer's, not a head's)."""
+    weight = block.attn.c_proj.weight  # [heads × head size, n_embd]: lm.attention.Linear's layout
+    B, H, T, D = heads.shape
+    return torch.einsum("bhtd,hdc->hbtc", heads, weight.view(H, D, -1))
+
+
+def projection_bias(block: Block) -> torch.Tensor | None:
+    return block.attn.c_proj.bias
+
+
+def neuron_activations(block: Block, mlp_in: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+    """[batch, T, 4 × n_embd]: the MLP's hidden units after GELU, what its output projection
+    reads; checked against the MLP's own output (an MLP of another kind raises)."""
+    mlp = block.mlp
+    if type(mlp) is not MLP:
+        raise UnsupportedArchitecture("this model's MLP is not GPT-2's (GELU): its neurons are not supported yet")
+    hidden = F.gelu(mlp.c_fc(mlp_in), approximate="tanh")
+    check_close(mlp.c_proj(hidden), mlp_out, "this model's MLP is not GPT-2's: its neurons are not supported yet")
+    return hidden

@@ -1,0 +1,233 @@
+"""The logit lens, direct logit attribution, activation patching, the embedding map and neurons,
+each checked against an independent computation: the model's own logits, or hooks on a private
+copy of the model that read or overwrite what its modules pass on."""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lm.embedding_map import embedding_map, nearest_tokens
+from lm.lens import direct_attribution, logit_lens
+from lm.neurons import index_neurons, top_neurons, windows
+from lm.patching import Patch, PatchingError, activation_patching, run_patched
+from lm.trace import UnsupportedArchitecture, trace
+from tests.checkpoints import sharpen_attention, tiny_gpt
+
+VOCAB, N_TOKENS = 64, 60  # the last 4 rows stand for a padded vocabulary: no token
+CLEAN = [3, 5, 7, 9, 11, 13, 3, 5, 7]
+CORRUPTED = [3, 5, 8, 9, 11, 13, 3, 5, 7]  # one token changed
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Three layers, four heads, random biases and sharp attention: nothing cancels by accident."""
+    return sharpen_attention(tiny_gpt(VOCAB, sharpen=5.0, n_layer=3, n_head=4), 3.0)
+
+
+def own_logits(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def test_the_lens_at_the_last_layer_is_the_models_own_prediction(model):
+    lens = logit_lens(model, CLEAN, N_TOKENS)
+    probs = torch.softmax(own_logits(model, CLEAN)[:, :N_TOKENS], dim=-1)
+    top = probs.topk(5, dim=-1)
+    np.testing.assert_array_equal(lens.top_ids[-1], top.indices.numpy())
+    np.testing.assert_allclose(lens.top_probs[-1], top.values.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(lens.final_probs[-1], top.values[:, 0].numpy(), rtol=1e-5)
+    assert lens.rows == ("embeddings", "block 0", "block 1", "block 2")
+    assert (lens.top_ids < N_TOKENS).all()
+
+
+def test_the_lens_reads_each_layers_residual_through_the_final_norm(model):
+    ids = torch.tensor([CLEAN])
+    with torch.no_grad():
+        x = model.transformer.wte(ids) + model.transformer.wpe(torch.arange(len(CLEAN)))
+        after_block_0 = model.transformer.h[0](x)[0]
+        expected = torch.softmax(model.lm_head(model.transformer.ln_f(after_block_0))[0, :, :N_TOKENS], -1)
+    lens = logit_lens(model, CLEAN, N_TOKENS)
+    np.testing.assert_allclose(lens.top_probs[1, :, 0], expected.max(-1).values.numpy(), rtol=1e-5)
+    settles = lens.settles_at()
+    agrees = lens.top_ids[:, :, 0] == lens.final_ids
+    for t, row in enumerate(settles):
+        assert agrees[row:, t].all() and (row == 0 or not agrees[row - 1, t])
+
+
+def reference_attribution(model, ids, position, target) -> dict[str, float]:
+    """Each head's and MLP's direct effect from hooks on a copy: a head's write is its slice of the
+    projection's input times its slice of the weight; the final LayerNorm's σ is taken from the
+    final residual and frozen."""
+    model = copy.deepcopy(model)
+    seen = {}
+    for layer, block in enumerate(model.transformer.h):
+        block.attn.c_proj.register_forward_pre_hook(lambda m, args, layer=layer: seen.__setitem__(f"in{layer}", args[0]))
+        block.mlp.register_forward_hook(lambda m, args, out, layer=layer: seen.__setitem__(f"mlp{layer}", out))
+    model.transformer.ln_f.register_forward_pre_hook(lambda m, args: seen.__setitem__("final", args[0]))
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+        ln = model.transformer.ln_f
+        final = seen["final"][0, position]
+        sigma = torch.sqrt(final.var(unbiased=False) + ln.eps)
+        read = ln.weight * model.lm_head.weight[target]
+
+        def effect(vector):
+            return float((vector - vector.mean()) / sigma @ read)
+
+        values = {}
+        D = model.config.n_embd // model.config.n_head
+        for layer, block in enumerate(model.transformer.h):
+            for head in range(model.config.n_head):
+                cut = slice(head * D, (head + 1) * D)
+                values[f"L{layer} H{head}"] = effect(seen[f"in{layer}"][0, position, cut] @ block.attn.c_proj.weight[cut])
+            values[f"L{layer} MLP"] = effect(seen[f"mlp{layer}"][0, position])
+    return values
+
+
+@pytest.mark.parametrize(("position", "target"), [(8, 7), (4, 30), (0, 59)])
+def test_direct_attributions_add_up_to_the_logit_and_match_hooks(model, position, target):
+    found = direct_attribution(model, CLEAN, position, target)
+    logit = float(own_logits(model, CLEAN)[position, target])
+    assert found.logit == pytest.approx(logit, abs=1e-5)
+    assert found.values.sum() == pytest.approx(logit, abs=1e-4)
+    by_label = dict(zip(found.labels, found.values))
+    for label, value in reference_attribution(model, CLEAN, position, target).items():
+        assert by_label[label] == pytest.approx(value, abs=1e-5), label
+    assert found.kinds.count("head") == 12 and found.labels[0] == "embeddings" and found.labels[-1] == "final norm bias"
+    biggest = found.top_heads(2)
+    assert abs(biggest[0][2]) >= abs(biggest[1][2]) and (biggest[0][0], biggest[0][1]) in found.heads
+
+
+def test_patching_everything_gives_the_clean_run_and_nothing_the_corrupted(model):
+    clean, corrupted = trace(model, CLEAN), trace(model, CORRUPTED)
+    everywhere = Patch(residual={layer: tuple(range(len(CLEAN))) for layer in range(3)})
+    every_head_and_last = Patch(residual={2: tuple(range(len(CLEAN)))},
+                                heads=frozenset((layer, h) for layer in range(3) for h in range(4)))
+    with torch.no_grad():
+        final = run_patched(model, clean, corrupted, [everywhere, Patch(), every_head_and_last])
+        logits = model.lm_head(model.transformer.ln_f(final))
+    torch.testing.assert_close(logits[0], own_logits(model, CLEAN), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[2], own_logits(model, CLEAN), rtol=0, atol=1e-5)
+
+
+def patched_by_hooks(model, layer, head) -> torch.Tensor:
+    """The corrupted run with one head's output (its slice of the projection's input) copied from
+    the clean run, by hooks on a copy of the model."""
+    model = copy.deepcopy(model)
+    D = model.config.n_embd // model.config.n_head
+    cut = slice(head * D, (head + 1) * D)
+    projection = model.transformer.h[layer].attn.c_proj
+    kept = {}
+    handle = projection.register_forward_pre_hook(lambda m, args: kept.__setitem__("clean", args[0][..., cut].clone()))
+    own_logits(model, CLEAN)
+    handle.remove()
+
+    def overwrite(m, args):
+        x = args[0].clone()
+        x[..., cut] = kept["clean"]
+        return (x,)
+
+    projection.register_forward_pre_hook(overwrite)
+    return own_logits(model, CORRUPTED)
+
+
+def test_patching_one_head_matches_hooks_and_the_grid_measures_the_logit_difference(model):
+    clean_answer, corrupted_answer = 20, 21
+    found = activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (clean_answer, corrupted_answer))
+
+    def difference(logits):
+        return float(logits[-1, clean_answer] - logits[-1, corrupted_answer])
+
+    clean, corrupted = difference(own_logits(model, CLEAN)), difference(own_logits(model, CORRUPTED))
+    assert found.clean_difference == pytest.approx(clean, abs=1e-5)
+    assert found.corrupted_difference == pytest.approx(corrupted, abs=1e-5)
+    for layer, head in [(0, 1), (1, 3), (2, 0)]:
+        expected = (difference(patched_by_hooks(model, layer, head)) - corrupted) / (clean - corrupted)
+        assert found.heads[layer, head] == pytest.approx(expected, abs=1e-3)
+    assert found.differ == (2,)
+    assert found.residual[0, 2] == pytest.approx(1.0, abs=1e-4)  # the only difference, restored at the start
+    assert (found.residual[:, :2] == 0).all()  # before it the runs are the same: patching changes nothing
+    assert found.residual[0, 3:].tolist() == [0.0] * 6
+
+
+def test_patching_refuses_prompts_it_cannot_compare(model):
+    with pytest.raises(PatchingError, match="same number of tokens"):
+        activation_patching(model, CLEAN, CLEAN[:-1], N_TOKENS)
+    with pytest.raises(PatchingError, match="the same"):
+        activation_patching(model, CLEAN, CLEAN, N_TOKENS)
+    with pytest.raises(PatchingError, match="same answer"):
+        activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (20, 20))
+
+
+def test_a_parallel_residual_model_is_refused_rather_than_taken_apart_wrongly(model):
+    parallel = copy.deepcopy(model)
+
+    def forward(self, x, probe):  # GPT-J / NeoX layout: attention and MLP read the same input
+        attended, steps = self.attn(self.ln_1(x), probe)
+        return x + attended + self.mlp(self.ln_2(x)), steps
+
+    for block in parallel.transformer.h:
+        block.forward = types.MethodType(forward, block)
+    for view in (lambda: direct_attribution(parallel, CLEAN, 3, 4), lambda: trace(parallel, CLEAN),
+                 lambda: activation_patching(parallel, CLEAN, CORRUPTED, N_TOKENS, (1, 2)),
+                 lambda: top_neurons(parallel, CLEAN, 2, 3)):
+        with pytest.raises(UnsupportedArchitecture, match="not supported for this architecture yet"):
+            view()
+
+
+def test_the_embedding_map_is_the_pca_of_the_token_embeddings(model):
+    found = embedding_map(model, N_TOKENS)
+    vectors = model.transformer.wte.weight[:N_TOKENS].detach().double().numpy()
+    centred = vectors - vectors.mean(0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ axes[:2].T
+    np.testing.assert_allclose(np.abs(found.points), np.abs(expected), atol=1e-4)  # up to each axis's sign
+    np.testing.assert_allclose(found.explained, (singular[:2] ** 2 / (singular**2).sum()), rtol=1e-6)
+    cosine = vectors @ vectors[5] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[5])
+    cosine[5] = -np.inf
+    near = nearest_tokens(model, 5, N_TOKENS, 4)
+    assert [i for i, _ in near] == list(np.argsort(-cosine)[:4])
+    assert [c for _, c in near] == pytest.approx(list(np.sort(cosine)[::-1][:4]), abs=1e-5)
+
+
+def neurons_by_hooks(model, batch: list[list[int]]) -> torch.Tensor:
+    """[layers, windows, T, 4 × n_embd]: GELU of each c_fc's output, recorded by hooks on a copy."""
+    model = copy.deepcopy(model)
+    seen = []
+    for block in model.transformer.h:
+        block.mlp.c_fc.register_forward_hook(lambda m, args, out: seen.append(F.gelu(out, approximate="tanh")))
+    with torch.no_grad():
+        model(torch.tensor(batch))
+    return torch.stack(seen)
+
+
+def test_top_neurons_and_the_corpus_index_match_hooks(model):
+    found = top_neurons(model, CLEAN, 4, 5)
+    acts = neurons_by_hooks(model, [CLEAN])[:, 0, 4]  # [layers, neurons]
+    best = acts.flatten().topk(5)
+    width = acts.shape[1]
+    assert [(layer, neuron) for layer, neuron, _ in found] == [(i // width, i % width) for i in best.indices.tolist()]
+    assert [v for *_, v in found] == pytest.approx(best.values.tolist(), abs=1e-5)
+
+    sample = windows(list(range(1, 41)), 8, 5)
+    index = index_neurons(model, sample, batch=2)
+    every = neurons_by_hooks(model, sample)  # [L, W, T, F]
+    for layer, neuron in [(0, 3), (2, 100)]:
+        values = every[layer, :, :, neuron]
+        value, w, t = index.examples(layer, neuron)[0]
+        assert value == pytest.approx(float(values.max()), abs=1e-5)
+        assert float(values[w, t]) == pytest.approx(value, abs=1e-5)
+
+
+def test_windows_spread_over_the_text():
+    ids = list(range(100))
+    found = windows(ids, 10, 4)
+    assert [w[0] for w in found] == [0, 30, 60, 90] and all(len(w) == 10 for w in found)
+    assert windows(ids[:5], 10, 4) == [ids[:5]] and windows([], 10, 4) == []
