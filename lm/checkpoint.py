@@ -30,6 +30,8 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "llm-explorer/checkpoint"
 FORMAT_VERSION = 1
 TIED = "lm_head.weight"  # with a tied head, the same tensor as transformer.wte.weight: stored once
+CLASSIFIER = "classifier"  # a classification head (lm.finetune.classify): weights "classifier.*" beside the GPT's,
+# its labels in config.json; load_checkpoint loads the GPT without it
 
 
 class CheckpointError(ValueError):
@@ -50,6 +52,8 @@ def checkpoint_writers(model: GPT, tokenizer, training: dict | None = None) -> d
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
                if k != TIED or not model.config.tied_head}
     config = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
+    if hasattr(model, CLASSIFIER):
+        config[CLASSIFIER] = {"labels": list(getattr(model, CLASSIFIER).labels)}
     return {
         WEIGHTS_FILE: lambda path: save_file(weights, str(path), metadata={"format": FORMAT}),
         TOKENIZER_FILE: tokenizer.save,
@@ -114,6 +118,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     with torch.device("meta"):  # shapes only: the loaded tensors become the weights, no second copy
         model = GPT(config)
     expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED or not config.tied_head}
+    weights = {name: tensor for name, tensor in weights.items() if not name.startswith(CLASSIFIER + ".")}
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
     if missing or unexpected:
         raise CheckpointError(

@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from lm.atomic import atomic_path, fsync_file, write_json
 from lm.checkpoint import CONFIG_FILE, TOKENIZER_FILE, checkpoint_writers, read_config
 from lm.data import DataError
-from lm.journal import commit, recover, verify
+from lm.journal import Writer, commit, recover, verify
 from lm.tokenizer import TokenizerError, load_tokenizer
 
 STATE_FILE = "state.pt"
@@ -104,15 +104,17 @@ class Run:
             with atomic_path(snapshot_path(self.folder, step)) as tmp:
                 save_file({SNAPSHOT_TENSOR: attention.contiguous()}, str(tmp))
 
-    def save(self, model, tokenizer, training: dict, state: dict) -> None:
-        """The checkpoint and state.pt to resume training from it, switched in as one unit
-        (lm.journal). The lines logged up to its step reach the disk first: once the checkpoint
-        is in, no kill can lose them, and resuming drops only lines of later steps."""
+    def save(self, model, tokenizer, training: dict, state: dict, extra: dict[str, Writer] | None = None) -> None:
+        """The checkpoint and state.pt to resume training from it (and any `extra` files, such as
+        a LoRA adapter), switched in as one unit (lm.journal). The lines logged up to its step
+        reach the disk first: once the checkpoint is in, no kill can lose them, and resuming
+        drops only lines of later steps."""
         if self.writes:
             for name in RECORDS:
                 if (self.folder / name).is_file():
                     fsync_file(self.folder / name)
-            writers = {STATE_FILE: lambda path: torch.save(state, path), **checkpoint_writers(model, tokenizer, training)}
+            writers = {STATE_FILE: lambda path: torch.save(state, path), **(extra or {}),
+                       **checkpoint_writers(model, tokenizer, training)}
             commit(self.folder, writers, step=state["step"])
 
     def resume_state(self) -> dict:
