@@ -10,6 +10,8 @@ the trainer uses and the readers the app uses while it trains.
     probe.json        {"ids", "tokens"}: the fixed text the attention snapshots show
     attention/step_NNNNNNN.safetensors   "attention": [n_layer, n_head, T, T] float16
     detectors.jsonl   {"step", "scores": {detector: [[score] * n_head] * n_layer}}
+    evaluation.json   a fine-tuning run's measurements before and after (lm.finetune)
+    adapter.safetensors   a LoRA fine-tuning run's adapter, kept apart from the merged weights
 
 and, in a run the app started: launch.json (how and when its process started),
 train_config.json (its TrainConfig) and data.txt (the uploaded or pasted text).
@@ -54,6 +56,8 @@ SNAPSHOT_NAME = re.compile(r"step_(\d+)\.safetensors")
 LAUNCH_FILE = "launch.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 DATA_FILE = "data.txt"
+EVALUATION_FILE = "evaluation.json"
+ADAPTER_FILE = "adapter.safetensors"
 RECORDS = (METRICS_FILE, SAMPLES_FILE, DETECTORS_FILE)  # the step-by-step logs, one JSON object a line
 
 
