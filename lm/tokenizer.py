@@ -300,6 +300,10 @@ def load_tokenizer(path: str | os.PathLike, download: bool = True) -> BPETokeniz
         raise TokenizerError(f"{path.name} does not hold a tokenizer (expected a JSON object)")
     if "tiktoken" in data:
         return TiktokenTokenizer(data["tiktoken"], download)
+    if data.get("format") == "llm-explorer/hf-tokenizer":  # an imported open-weight model's own (lm.hf_import)
+        from lm.hf_tokenizer import HFTokenizer  # here: it imports this module
+
+        return HFTokenizer.from_dict(data)
     return BPETokenizer.from_dict(data)
 
 
