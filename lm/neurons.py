@@ -1,6 +1,6 @@
 """MLP neurons: which fire most on a token, and where else in a corpus each fires most.
 
-A neuron is one of an MLP's hidden units (after GELU); it "fires" when its value is large.
+A neuron is one of an MLP's hidden units (after its activation, GELU in GPT-2); it "fires" when its value is large.
 Indexing a corpus sample once per model (each neuron's few strongest moments) makes any
 neuron's examples a look-up, so choosing another token costs one forward pass."""
 
@@ -13,15 +13,16 @@ import torch
 
 from lm.attention import Probe
 from lm.model import GPT
-from lm.trace import LAYOUT, check_close, embed, neuron_activations, step
+from lm.trace import LAYOUT, check_close, check_layout, embed, neuron_activations, step
 
 EXAMPLES = 3  # the strongest moments kept per neuron
 
 
 @torch.inference_mode()
 def activations(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """[layers, batch, T, 4 × n_embd]: every neuron at every position of a batch of windows
+    """[layers, batch, T, the MLP's width]: every neuron at every position of a batch of windows
     (the walk checked against the model's own forward pass, as lm.trace.trace does)."""
+    check_layout(model)
     x, found = embed(model, idx), []
     for block in model.transformer.h:
         parts = step(block, x)

@@ -6,20 +6,21 @@ plus its bias), then each layer's MLP. Interpretability views need those parts o
 (the logit lens, direct logit attribution, activation patching, neurons), so this module
 walks the blocks itself, calling block.ln_1, attn, ln_2 and mlp, and keeps each part.
 
-Walking the blocks by hand assumes GPT-2's sequential layout (attention, add, then MLP,
-add). A model built otherwise (a parallel residual, say) would get wrong numbers without a
-word, so every walk is checked against the model's own forward pass: a mismatch raises
-UnsupportedArchitecture instead. The model is only read (it is shared between sessions)."""
+Walking the blocks by hand assumes GPT-2's sequential pre-norm layout (attention, add,
+then MLP, add); the switches inside the modules (rotary positions, RMSNorm, QK-norm, fewer
+key/value heads, a window, another MLP) change nothing here. A parallel residual or
+post-norm blocks are refused by name, and every walk is also checked against the model's
+own forward pass, so a layout this module does not know raises UnsupportedArchitecture
+rather than giving wrong numbers. The model is only read (it is shared between sessions)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lm.attention import Probe
-from lm.model import GPT, MLP, Block
+from lm.model import GPT, Block
 
 TOLERANCE = 1e-4  # relative: float32 rounding in a different order of additions
 
@@ -82,6 +83,7 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     the model's own forward pass (UnsupportedArchitecture when they differ)."""
     if not 0 < len(ids) <= model.config.block_size:
         raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
+    check_layout(model)
     idx = torch.tensor([ids], device=model.lm_head.weight.device)
     own = model(idx, probe=Probe(residuals=True))
     x = embeddings = embed(model, idx)
@@ -92,6 +94,16 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     for number, (parts, expected) in enumerate(zip(layers, own.residuals)):
         check_close(parts.resid_post, expected, LAYOUT.format(what=f"the residual stream after block {number}"))
     return Trace(tuple(ids), embeddings, layers, own.logits)
+
+
+def check_layout(model: GPT) -> None:
+    """Refuse, by name, the residual layouts `step` does not follow."""
+    for switch, name in (("parallel_residual", "a parallel residual (attention and MLP read the same input)"),
+                         ("norm_position", "post-norm blocks (normalised after each addition)")):
+        value = getattr(model.config, switch, None)
+        if value not in (None, False, "pre"):
+            raise UnsupportedArchitecture(f"this model has {name}: taking its residual stream apart is not "
+                                          "supported for this architecture yet")
 
 
 LAYOUT = (
@@ -120,11 +132,10 @@ def projection_bias(block: Block) -> torch.Tensor | None:
 
 
 def neuron_activations(block: Block, mlp_in: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
-    """[batch, T, 4 × n_embd]: the MLP's hidden units after GELU, what its output projection
-    reads; checked against the MLP's own output (an MLP of another kind raises)."""
+    """[batch, T, the MLP's width]: its hidden units after the activation (GELU in GPT-2), what
+    its output projection reads; checked against the MLP's own output."""
     mlp = block.mlp
-    if type(mlp) is not MLP:
-        raise UnsupportedArchitecture("this model's MLP is not GPT-2's (GELU): its neurons are not supported yet")
-    hidden = F.gelu(mlp.c_fc(mlp_in), approximate="tanh")
-    check_close(mlp.c_proj(hidden), mlp_out, "this model's MLP is not GPT-2's: its neurons are not supported yet")
+    hidden = mlp.activation(mlp.c_fc(mlp_in))
+    check_close(mlp.c_proj(hidden), mlp_out, "this model's MLP is not built as this view expects: its neurons are "
+                "not supported for this architecture yet")
     return hidden

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from lm.embedding_map import embedding_map, nearest_tokens
 from lm.lens import direct_attribution, logit_lens
+from lm.model import GPT, GPTConfig
 from lm.neurons import index_neurons, top_neurons, windows
 from lm.patching import Patch, PatchingError, activation_patching, run_patched
 from lm.trace import UnsupportedArchitecture, trace
@@ -231,3 +232,34 @@ def test_windows_spread_over_the_text():
     found = windows(ids, 10, 4)
     assert [w[0] for w in found] == [0, 30, 60, 90] and all(len(w) == 10 for w in found)
     assert windows(ids[:5], 10, 4) == [ids[:5]] and windows([], 10, 4) == []
+
+
+MODERN = dict(position="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", n_kv_head=2, window=6, tied_head=False)
+
+
+def test_the_decomposition_follows_the_architecture_switches_inside_the_blocks():
+    """Rotary positions, RMSNorm, QK-norm, SwiGLU, grouped key/value heads, a window, an untied head:
+    the parts still add up to the logit, and patching everything still gives the clean run."""
+    model = sharpen_attention(tiny_gpt(VOCAB, sharpen=5.0, n_layer=2, n_head=4, **MODERN), 3.0)
+    found = direct_attribution(model, CLEAN, 7, 11)
+    assert found.values.sum() == pytest.approx(float(own_logits(model, CLEAN)[7, 11]), abs=1e-4)
+    assert found.labels[-1] == "final norm bias" and found.values[-1] == 0.0  # RMSNorm has no β
+    lens = logit_lens(model, CLEAN, N_TOKENS)
+    np.testing.assert_array_equal(lens.top_ids[-1, :, 0], own_logits(model, CLEAN)[:, :N_TOKENS].argmax(-1).numpy())
+    clean, corrupted = trace(model, CLEAN), trace(model, CORRUPTED)
+    with torch.no_grad():
+        final = run_patched(model, clean, corrupted, [Patch(residual={0: tuple(range(len(CLEAN)))})])
+        torch.testing.assert_close(model.lm_head(model.transformer.ln_f(final))[0], own_logits(model, CLEAN),
+                                   rtol=0, atol=1e-5)
+    assert len(top_neurons(model, CLEAN, 3, 4)) == 4
+
+
+@pytest.mark.parametrize("switch", [dict(parallel_residual=True), dict(norm_position="post")])
+def test_layouts_it_cannot_take_apart_are_refused_by_name(switch):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32, **switch)).eval()
+    with pytest.raises(UnsupportedArchitecture, match="not supported for this architecture yet"):
+        direct_attribution(model, CLEAN, 3, 4)
+    with pytest.raises(UnsupportedArchitecture, match="parallel residual" if "parallel_residual" in switch else "post-norm"):
+        activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (1, 2))
+    assert logit_lens(model, CLEAN, N_TOKENS).top_ids.shape == (3, len(CLEAN), 5)  # the lens reads any layout
