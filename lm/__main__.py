@@ -17,6 +17,7 @@ from lm.data import CORPORA, DataError, decode_text, load_corpus, read_text_file
 from lm.device import available_devices, default_device, resolve_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
+from lm.hf_import import DEFAULT_CONTEXT, import_hf
 from lm.plan import check_plan, with_preset
 from lm.prepare import class_files, prepare
 from lm.sizing import parameter_count
@@ -105,6 +106,11 @@ def cmd_import_gpt2(args) -> None:
     folder = import_gpt2(args.size, args.source, args.out, progress=True)
     print(f"GPT-2 written to {folder}; try:\n  python -m lm sample --checkpoint {folder} "
           f"--prompt \"Hello, I'm a language model,\"")
+
+
+def cmd_import_hf(args) -> None:
+    folder = import_hf(args.source, args.out, args.revision, args.context)
+    print(f"{args.source} written to {folder}; try:\n  python -m lm sample --checkpoint {folder} --prompt \"Once upon a time\"")
 
 
 def cmd_train(args) -> None:
@@ -269,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a model.safetensors, or a folder with it (and config.json), instead of downloading")
     gpt2.add_argument("--out", help="the checkpoint folder to write (default: gpt2-SIZE in $LM_RUNS_DIR, else runs/)")
     gpt2.set_defaults(run=cmd_import_gpt2)
+
+    hf = commands.add_parser(
+        "import-hf", help="import an open-weight model (Llama, Qwen3, Mistral, Pythia, GPT-2) from Hugging Face",
+        description="Reads config.json, the .safetensors weights (never pickles) and tokenizer.json from a folder, or "
+        "downloads them into the Hugging Face cache, and writes a checkpoint folder every page and command loads.",
+    )
+    hf.add_argument("--from", dest="source", required=True, metavar="FOLDER_OR_HUB_ID",
+                    help="a folder with the model's files, or a Hub id such as HuggingFaceTB/SmolLM2-135M")
+    hf.add_argument("--out", help="the checkpoint folder to write (default: the model's name in $LM_RUNS_DIR, else runs/)")
+    hf.add_argument("--revision", help="a branch, tag or commit on the Hub (Pythia's training checkpoints: step1000 ...)")
+    hf.add_argument("--context", type=int, help=f"positions to keep (default: the model's, at most {DEFAULT_CONTEXT:,})")
+    hf.set_defaults(run=cmd_import_hf)
     return parser
 
 
