@@ -14,6 +14,7 @@ from tqdm import tqdm
 from lm import distributed
 from lm.checkpoint import load_checkpoint, read_config
 from lm.data import CORPORA, DataError, decode_text, load_corpus, read_text_file
+from lm.finetune.cli import add_finetune_parser
 from lm.device import available_devices, default_device, resolve_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--revision", help="a branch, tag or commit on the Hub (Pythia's training checkpoints: step1000 ...)")
     hf.add_argument("--context", type=int, help=f"positions to keep (default: the model's, at most {DEFAULT_CONTEXT:,})")
     hf.set_defaults(run=cmd_import_hf)
+    add_finetune_parser(commands)
     return parser
 
 

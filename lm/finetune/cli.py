@@ -1,0 +1,71 @@
+"""`python -m lm finetune {continue,classify,instruct,dpo} --from CHECKPOINT --out RUN ...`.
+
+Bad input (a missing checkpoint, malformed data, impossible options) is one line on stderr
+and exit code 2, with nothing written; a run that fails while training exits 1 (its
+status.json says why), as `lm train` does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from lm.finetune.config import METHOD_DEFAULTS, METHODS, FinetuneConfig, option_fields
+from lm.finetune.loop import FinetuneRun, resume_settings
+
+BAD_INPUT = 2
+SHOWN = ("train_accuracy", "val_accuracy", "val_exact_match", "reward_margin")
+
+
+def add_finetune_parser(commands) -> None:
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a checkpoint: continue, classify, instruct (SFT) or dpo, optionally with LoRA",
+        description="Writes an ordinary run folder (metrics, samples, status, checkpoint, evaluation.json).",
+    )
+    methods = finetune.add_subparsers(dest="method", required=True)
+    for method in METHODS:
+        parser = methods.add_parser(method, help=f"defaults: {', '.join(f'{k} {v}' for k, v in METHOD_DEFAULTS[method].items())}")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        for f in option_fields():
+            flag = "--from" if f.name == "source" else "--" + f.name.replace("_", "-")
+            kind = int if "int" in str(f.type) else float if "float" in str(f.type) else str
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{f.metadata['help']}" + (f" (default {f.default})" if f.default is not None else ""))
+        parser.set_defaults(run=cmd_finetune)
+
+
+def cmd_finetune(args) -> None:
+    given = {f.name: getattr(args, f.name) for f in option_fields() if getattr(args, f.name) is not None}
+    try:
+        if args.resume:
+            if "out" not in given:
+                raise ValueError("--resume needs --out, the run folder to continue")
+            cfg = resume_settings(given["out"], **given)
+            if cfg.method != args.method:
+                raise ValueError(f"{cfg.out} is a {cfg.method} run, not {args.method}")
+        else:
+            cfg = FinetuneConfig(method=args.method, **given)
+        run = FinetuneRun(cfg, resume=args.resume)
+    except (ValueError, OSError) as exc:  # DataError, CheckpointError, bad options: nothing has been written
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(BAD_INPUT) from None
+    train_and_report(run)
+
+
+def train_and_report(run: FinetuneRun) -> None:
+    cfg = run.cfg
+    print(f"{cfg.out}: {cfg.method} from {cfg.source} on {cfg.data}; {run.trainable:,} of {run.total:,} parameters "
+          f"train ({run.trainable / run.total:.1%}){' with LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else ''}; "
+          f"device {run.device}")
+    with tqdm(total=cfg.max_steps, initial=run.step, unit="step") as bar:
+        def progress(record: dict) -> None:
+            bar.update(record["step"] - bar.n)
+            shown = {"loss": f"{record['train_loss']:.3f}"}
+            if "val_loss" in record:
+                shown["val"] = f"{record['val_loss']:.3f}"
+            shown |= {key: f"{record[key]:.2f}" for key in SHOWN if key in record}
+            bar.set_postfix(shown)
+
+        state = run.train(progress)
+    print(f"{state} at step {run.step}; evaluation.json and the checkpoint are in {cfg.out}")

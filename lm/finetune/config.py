@@ -1,0 +1,106 @@
+"""The settings of a fine-tuning run, one field per `python -m lm finetune` flag. Fields left
+None take the method's default (METHOD_DEFAULTS), which suits the demo model on a CPU."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from lm.finetune.lora import check_targets
+from lm.model import from_known_fields
+
+METHODS = ("continue", "classify", "instruct", "dpo")
+LORA_SAVES = ("merge", "adapter")
+
+METHOD_DEFAULTS = {
+    "continue": dict(data="tinyshakespeare", lr=3e-4, max_steps=200, batch_size=8),
+    "classify": dict(data="sms-spam", lr=1e-3, max_steps=300, batch_size=16),
+    "instruct": dict(data="instructions", lr=1e-3, max_steps=300, batch_size=16),
+    "dpo": dict(data="preferences", lr=1e-4, max_steps=100, batch_size=8),
+}
+
+
+def option(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class FinetuneConfig:
+    method: str = option("classify", f"what to fine-tune for: {', '.join(METHODS)}")
+    source: str = option("", "the checkpoint folder to start from")
+    out: str = option("runs/finetune", "the run folder to write (and to resume from)")
+    data: str | None = option(None, "a registered data set (sms-spam, instructions, preferences), synthetic, a corpus "
+                              "name or text file (continue), or a CSV/TSV/JSON/JSONL file of your own")
+    max_steps: int | None = option(None, "optimizer steps")
+    lr: float | None = option(None, "peak learning rate (fine-tuning wants a lower one than pretraining)")
+    batch_size: int | None = option(None, "examples per step")
+    eval_interval: int = option(50, "steps between evaluations and checkpoints")
+    log_every: int = option(10, "steps between lines in metrics.jsonl")
+    eval_batches: int = option(10, "batches (or windows) averaged for each validation loss")
+    seed: int = option(1337, "seeds the split, the new head and the batches")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps")
+    threads: int = option(0, "CPU threads for PyTorch (0: its default)")
+    trainable_blocks: int | None = option(None, "train only the last N blocks and the final norm (and a new head)")
+    lora_rank: int = option(0, "LoRA rank (0: no LoRA, every parameter may train)")
+    lora_alpha: float | None = option(None, "LoRA alpha: the update is scaled by alpha / rank (default 2 x rank)")
+    lora_targets: str = option("attn,mlp", "the layers LoRA adapts: attn, mlp, or names such as attn.c_attn")
+    lora_save: str = option("merge", "merge: the adapter folded into ordinary weights; adapter: also keep it apart "
+                            "(adapter.safetensors)")
+    beta: float = option(0.1, "DPO: how far from the reference model the preferences may pull (higher: less far)")
+    min_lr_ratio: float = option(0.1, "the cosine schedule ends at lr x this")
+    warmup_steps: int = option(10, "steps of linear warmup")
+    weight_decay: float = option(0.1, "AdamW weight decay on weight matrices")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.99, "AdamW beta2")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+
+    @property
+    def min_lr(self) -> float:  # lm.trainer.learning_rate reads it
+        return self.lr * self.min_lr_ratio
+
+    @property
+    def lora(self) -> dict | None:
+        return None if not self.lora_rank else {"rank": self.lora_rank, "alpha": self.lora_alpha,
+                                                "targets": list(check_targets(self.lora_targets)), "save": self.lora_save}
+
+    def resolved(self) -> FinetuneConfig:
+        """The method's defaults for the fields left None, then checked."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        defaults = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
+        if self.lora_rank and self.lora_alpha is None:
+            defaults["lora_alpha"] = 2.0 * self.lora_rank
+        return FinetuneConfig(**{**asdict(self), **defaults}).check()
+
+    def check(self) -> FinetuneConfig:
+        if not self.source:
+            raise ValueError("--from names the checkpoint to start from")
+        at_least = {"max_steps": 1, "batch_size": 1, "eval_interval": 1, "log_every": 1, "eval_batches": 1,
+                    "threads": 0, "lora_rank": 0, "warmup_steps": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name.replace('_', '-')} must be a whole number of at least {low}, not {value!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.trainable_blocks is not None and (isinstance(self.trainable_blocks, bool) or self.trainable_blocks < 0):
+            raise ValueError(f"trainable-blocks must be 0 or more, not {self.trainable_blocks!r}")
+        if self.trainable_blocks is not None and self.lora_rank:
+            raise ValueError("choose --trainable-blocks or LoRA (--lora-rank), not both: each decides what trains")
+        if self.lora_save not in LORA_SAVES:
+            raise ValueError(f"lora-save must be {' or '.join(LORA_SAVES)}, not {self.lora_save!r}")
+        if self.lora_rank and not (self.lora_alpha or 0) > 0:
+            raise ValueError(f"lora-alpha must be positive, not {self.lora_alpha!r}")
+        if not 0 < self.beta < math.inf:
+            raise ValueError(f"beta must be a positive number, not {self.beta!r}")
+        self.lora  # checks the targets
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FinetuneConfig:
+        return from_known_fields(cls, data, "fine-tuning options")
+
+
+def option_fields():
+    """The fields that are command-line flags (all but method, which is the subcommand)."""
+    return [f for f in fields(FinetuneConfig) if f.name != "method"]
