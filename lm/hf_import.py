@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -235,7 +236,12 @@ def read_weights(files: dict[str, Path], sources: dict[str, Source], tied_to: st
         raise HFImportError(f"the weights do not match config.json: missing {', '.join(missing[:3]) or 'nothing'}"
                             f"{' …' if len(missing) > 3 else ''}; unexpected {', '.join(unexpected[:3]) or 'nothing'}"
                             f"{' …' if len(unexpected) > 3 else ''}")
-    handles = {path: safe_open(str(path), framework="pt") for path in set(files.values())}
+    with ExitStack() as stack:
+        handles = {path: stack.enter_context(safe_open(str(path), framework="pt")) for path in set(files.values())}
+        return _read(handles, files, sources, tied_to)
+
+
+def _read(handles: dict, files: dict[str, Path], sources: dict[str, Source], tied_to: str | None) -> dict[str, torch.Tensor]:
     try:
         for source in sources.values():
             for name, shape in zip(source.names, source.shapes):
@@ -284,7 +290,9 @@ def load_hf(folder: str | os.PathLike, context: int | None = None) -> tuple[GPT,
     weights = read_weights(weight_files(folder), sources, "transformer.wte.weight" if config.tied_head else None)
     with torch.device("meta"):  # shapes only: the tensors read become the weights
         model = GPT(config)
-    model.load_state_dict(weights, strict=not config.tied_head, assign=True)
+    result = model.load_state_dict(weights, strict=False, assign=True)
+    if set(result.missing_keys) - ({TIED} if config.tied_head else set()) or result.unexpected_keys:
+        raise HFImportError(f"this importer's map of {hf['model_type']} misses {result.missing_keys[:3]}")
     if config.tied_head:
         model.lm_head.weight = model.transformer.wte.weight
     return model.eval(), tokenizer
