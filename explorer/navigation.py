@@ -37,6 +37,13 @@ PAGES = [
         "arithmetic of one head step by step, and what the model is made of.",
     ),
     PageInfo(
+        "app_pages/inside.py",
+        "Inside the model",
+        "🔬",
+        "What the model does with what it sees: its guess after every layer, which head or MLP pushes "
+        "a prediction, which activation causes the answer (patching), its token embeddings and neurons.",
+    ),
+    PageInfo(
         "app_pages/generate.py",
         "Generate",
         "✍️",

@@ -1,0 +1,94 @@
+"""The "Direct logit attribution" tab: how much each head and MLP writes towards one token."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from explorer.attention_maps import LABELLED_SMALL, tokens_window, weights_figure
+from explorer.checkpoint_cache import cached_on_checkpoint
+from explorer.inside_charts import attribution_figure
+from explorer.inside_tabs.view import InsideView
+from explorer.plain_text import plain
+from explorer.widgets import chart
+from lm.checkpoint import Checkpoint
+from lm.inspect import attention_weights, predict
+from lm.lens import Attribution, direct_attribution
+from lm.trace import UnsupportedArchitecture
+
+TOP_HEADS = 3
+CHOICES = 5  # the model's likeliest tokens offered as the target
+
+
+@cached_on_checkpoint(max_entries=32, spinner="Splitting the logit into its parts…")
+def attribution(checkpoint: Checkpoint, ids: tuple[int, ...], position: int, target: int) -> Attribution:
+    return direct_attribution(checkpoint.model, list(ids), position, target)
+
+
+@cached_on_checkpoint(max_entries=16)
+def weights(checkpoint: Checkpoint, ids: tuple[int, ...]) -> np.ndarray:
+    return attention_weights(checkpoint.model, list(ids)).numpy()
+
+
+@cached_on_checkpoint(max_entries=32)
+def likeliest(checkpoint: Checkpoint, ids: tuple[int, ...], position: int, n_tokens: int) -> list[int]:
+    return np.argsort(-predict(checkpoint.model, list(ids[: position + 1]), n_tokens).next_probs)[:CHOICES].tolist()
+
+
+def choose_target(view: InsideView, position: int) -> int:
+    """The token whose logit is split: the model's likeliest at `position`, or the text's next token."""
+    options = likeliest(view.checkpoint, view.ids, position, view.n_tokens) or []
+    if position + 1 < len(view.ids) and view.ids[position + 1] not in options:
+        options.append(view.ids[position + 1])
+    if st.session_state.get("ins_target") not in options:
+        st.session_state["ins_target"] = options[0]
+
+    def name(token: int) -> str:
+        where = " (the text's next token)" if position + 1 < len(view.ids) and token == view.ids[position + 1] else ""
+        return f"{view.label_of(token)}{where}"
+
+    return st.selectbox("Target token: whose logit to split", options, key="ins_target", format_func=name)
+
+
+def render_attribution(view: InsideView) -> None:
+    with view.side():
+        position = view.choose_position()
+        target = choose_target(view, position)
+    try:
+        found = attribution(view.checkpoint, view.ids, position, target)
+    except UnsupportedArchitecture as exc:
+        st.info(plain(f"{view.name}: {exc}."))
+        return
+    if found is None:
+        return
+    token = view.label_of(target)
+    chart(attribution_figure(found, f"What pushes “{token}” after #{position} {view.labels[position]}"),
+          "ins_dla", f"{view.name}-attribution-{position}-{target}")
+    st.markdown(f"The parts add up to the logit of **{plain(token)}**: {found.values.sum():.3f} "
+                f"(the model's own: {found.logit:.3f}).")
+    open_top_heads(view, found, position)
+    st.caption(
+        "Each bar is what one part of the model writes into the residual stream at this position, read "
+        "along the direction of the target's output row. The final LayerNorm divides by the spread σ of the "
+        f"whole residual at this position; σ is frozen at its value here (1/σ = {found.inverse_spread:.3f}), "
+        "which makes the norm linear, so the parts add up exactly. Direct only: what a head does through "
+        "later layers is not counted here; activation patching measures that."
+    )
+
+
+def open_top_heads(view: InsideView, found: Attribution, position: int) -> None:
+    """The heads that push hardest, with the first one's attention map and links to the Attention page."""
+    heads = found.top_heads(TOP_HEADS)
+    text = view.checkpoint.tokenizer.decode(list(view.ids))
+    columns = st.columns(len(heads))
+    for column, (layer, head, value) in zip(columns, heads):
+        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {value:+.2f}", icon="🎯",
+                         help="Open this head's map on the Attention page",
+                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
+                                       "att_head": str(head), "att_tab": "Attention map"})
+    layer, head, value = heads[0]
+    chart(weights_figure(weights(view.checkpoint, view.ids)[layer, head], view.labels,
+                         f"The strongest head, layer {layer} head {head}: where each token looks",
+                         highlight_row=position, compact=True,
+                         window=tokens_window(len(view.ids), LABELLED_SMALL, position)),
+          "ins_dla_map", f"{view.name}-layer{layer}-head{head}")

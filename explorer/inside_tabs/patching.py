@@ -1,0 +1,87 @@
+"""The "Activation patching" tab: copy activations from the clean prompt into the corrupted
+one, and see which of them bring the clean answer back."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.checkpoint_cache import cached_on_checkpoint
+from explorer.head_statistics import top_heads
+from explorer.inside_charts import head_patching_figure, residual_patching_figure
+from explorer.inside_tabs.inputs import MAX_TOKENS
+from explorer.inside_tabs.view import InsideView
+from explorer.plain_text import plain
+from explorer.token_view import token_label
+from explorer.url_state import BIND, bind_text
+from explorer.widgets import chart
+from lm.checkpoint import Checkpoint
+from lm.patching import Patching, PatchingError, activation_patching
+from lm.trace import UnsupportedArchitecture
+
+TOP_HEADS = 3
+
+
+@cached_on_checkpoint(max_entries=16, spinner="Patching every layer, position and head…")
+def patching(checkpoint: Checkpoint, clean: tuple[int, ...], corrupted: tuple[int, ...], n_tokens: int,
+             answers: tuple[int | None, int | None]) -> Patching:
+    return activation_patching(checkpoint.model, list(clean), list(corrupted), n_tokens, answers)
+
+
+def answer_id(view: InsideView, text: str, which: str) -> int | None:
+    """The one token an answer box names; None when empty (the model's own guess). PatchingError otherwise."""
+    if not text:
+        return None
+    ids = view.checkpoint.tokenizer.encode(text)
+    if len(ids) != 1:
+        raise PatchingError(f"the {which} answer “{text}” is {len(ids)} tokens; name a single token "
+                            "(mind the leading space: GPT-2 writes “ Mary”, not “Mary”)")
+    return ids[0]
+
+
+def prompts(view: InsideView) -> tuple[tuple[int, ...], tuple[int | None, int | None]]:
+    """The corrupted prompt's ids and the two answers, from this tab's boxes."""
+    corrupted = st.text_area("Corrupted prompt: the same text with one place changed", view.example.corrupted,
+                             height=80, max_chars=5_000, key="ins_corrupt", bind=bind_text("ins_corrupt", "the corrupted prompt"))
+    clean_col, corrupted_col = st.columns(2)
+    clean_answer = clean_col.text_input("Clean answer (empty: the model's own guess)", view.example.clean_answer,
+                                        key="ins_clean_answer", bind=BIND)
+    corrupted_answer = corrupted_col.text_input("Corrupted answer (empty: the model's own guess)",
+                                                view.example.corrupted_answer, key="ins_corrupt_answer", bind=BIND)
+    ids = view.checkpoint.tokenizer.encode(corrupted)[-min(MAX_TOKENS, view.checkpoint.model.config.block_size):]
+    answers = (answer_id(view, clean_answer, "clean"), answer_id(view, corrupted_answer, "corrupted"))
+    return tuple(ids), answers
+
+
+def render_patching(view: InsideView) -> None:
+    try:
+        with view.side():
+            corrupted, answers = prompts(view)
+        found = patching(view.checkpoint, view.ids, corrupted, view.n_tokens, answers)
+    except (PatchingError, UnsupportedArchitecture) as exc:
+        st.info(plain(f"{exc}."))
+        return
+    if found is None:
+        return
+    clean_word, corrupted_word = view.label_of(found.clean_answer), view.label_of(found.corrupted_answer)
+    clean_col, corrupted_col = st.columns(2)
+    clean_col.metric(f"Clean run: logit({clean_word}) − logit({corrupted_word})", f"{found.clean_difference:+.2f}")
+    corrupted_col.metric("Corrupted run: the same difference", f"{found.corrupted_difference:+.2f}")
+    labels = tuple(token_label(view.checkpoint.tokenizer.token_bytes(i)) for i in corrupted)
+    chart(residual_patching_figure(found, labels, "Patching the residual stream, one layer and position at a time"),
+          "ins_patch_resid", f"{view.name}-patching-residual")
+    chart(head_patching_figure(found, "Patching one head's output (at every position)"),
+          "ins_patch_heads", f"{view.name}-patching-heads")
+    text = view.checkpoint.tokenizer.decode(list(view.ids))
+    columns = st.columns(TOP_HEADS)
+    for column, (layer, head, share) in zip(columns, top_heads(found.heads, TOP_HEADS)):
+        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {share:.0%} back", icon="🎯",
+                         help="Open this head's map of the clean prompt on the Attention page",
+                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
+                                       "att_head": str(head), "att_tab": "Attention map"})
+    st.caption(
+        f"The corrupted prompt is run again with one activation copied from the clean run. 1 (blue) means "
+        f"the clean answer's lead over the other, logit({clean_word}) − logit({corrupted_word}) at the last "
+        "position, is fully back: that activation carries the information; 0 (white): it changes nothing; red: "
+        "it pushes the other way. Before the changed position the two runs are identical, so patching there "
+        "changes nothing. The head grid patches a head's output at every position at once."
+    )

@@ -1,0 +1,175 @@
+"""The Inside the model page headless (AppTest, through app.py: its links need the navigation):
+each tab's chart holds numbers computed here independently from the model's own logits, the
+examples follow the model, and input patching cannot compare gets a message, not a traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from explorer.inside_examples import COPY, INDIRECT_OBJECT, SHAKESPEARE
+from lm.checkpoint import load_checkpoint, save_checkpoint
+from lm.tasks import task_tokenizer
+from lm.tokenizer import TiktokenTokenizer
+from tests.checkpoints import make_checkpoint, tiny_gpt
+from tests.conftest import REPO
+from tests.test_attention_page import as_array, charts
+
+PAGE = "app_pages/inside.py"
+
+
+@pytest.fixture
+def runs(app_dirs):
+    return app_dirs / "runs"
+
+
+def open_inside(tab: str = "Logit lens", **params) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page(PAGE)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.session_state["ins_tab"] = tab
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def show(at: AppTest, tab: str) -> AppTest:
+    at.session_state["ins_tab"] = tab
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def logits(folder, text: str) -> torch.Tensor:
+    checkpoint = load_checkpoint(folder)
+    with torch.no_grad():
+        ids = checkpoint.tokenizer.encode(text)[-checkpoint.model.config.block_size :]  # what the page reads
+        return checkpoint.model(torch.tensor([ids])).logits[0]
+
+
+def infos(at: AppTest) -> list[str]:
+    return [i.value for i in at.info]
+
+
+def test_the_lens_last_row_and_the_attribution_are_the_models_own_numbers(runs):
+    folder = make_checkpoint(runs / "tiny", sharpen=5.0)
+    at = open_inside()
+    text = at.text_area(key="ins_text").value
+    assert text == SHAKESPEARE.clean  # a text model gets the Shakespeare example
+    own = logits(folder, text)
+    probs = torch.softmax(own[:, : load_checkpoint(folder).tokenizer.vocab_size], -1)
+    z = as_array(charts(at)[0]["data"][0]["z"])
+    np.testing.assert_allclose(z[-1], probs.max(-1).values.numpy(), rtol=1e-5)
+    assert z.shape[0] == 3  # the embeddings and two blocks
+
+    show(at, "Direct logit attribution")
+    bars = charts(at)[0]["data"]
+    total = sum(as_array(bar["y"]).sum() for bar in bars)
+    target = int(probs[-1].argmax())
+    assert at.selectbox(key="ins_target").value == target
+    assert total == pytest.approx(float(own[-1, target]), abs=1e-3)
+    links = [link.proto.query_string for link in at.get("page_link")]
+    assert len(links) == 3 and all("att_tab=Attention+map" in q for q in links)
+
+
+def gpt2_shaped(folder):
+    tokenizer = TiktokenTokenizer("r50k_base")
+    return make_checkpoint(folder, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, sharpen=5.0, n_layer=2)
+
+
+def test_the_indirect_object_example_patches_a_gpt2_tokenizer_model(runs):
+    folder = gpt2_shaped(runs / "gpt2-tiny")
+    at = open_inside("Activation patching")
+    assert at.selectbox(key="ins_example").value.startswith("Indirect object")
+    assert at.text_area(key="ins_corrupt").value == INDIRECT_OBJECT.corrupted
+    tokenizer = TiktokenTokenizer("r50k_base")
+    mary, john = tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0]
+    clean, corrupted = logits(folder, INDIRECT_OBJECT.clean), logits(folder, INDIRECT_OBJECT.corrupted)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Clean run: logit(·Mary) − logit(·John)"] == f"{float(clean[-1, mary] - clean[-1, john]):+.2f}"
+    assert metrics["Corrupted run: the same difference"] == f"{float(corrupted[-1, mary] - corrupted[-1, john]):+.2f}"
+    residual = as_array(charts(at)[0]["data"][0]["z"])
+    changed = [i for i, (a, b) in enumerate(zip(tokenizer.encode(INDIRECT_OBJECT.clean),
+                                                 tokenizer.encode(INDIRECT_OBJECT.corrupted))) if a != b]
+    assert len(changed) == 1 and residual[0, changed[0]] == pytest.approx(1.0, abs=1e-3)
+    assert (residual[:, : changed[0]] == 0).all()
+    heads = as_array(charts(at)[1]["data"][0]["z"])
+    assert heads.shape == (2, 2)
+
+
+def test_patching_input_it_cannot_compare_gets_a_message(runs):
+    make_checkpoint(runs / "tiny", sharpen=5.0)
+    at = open_inside("Activation patching")
+    at.text_area(key="ins_text").set_value("Hear me speak.").run()
+    at.text_area(key="ins_corrupt").set_value("Hear me speak now, good citizen.").run()
+    assert any("same number of tokens" in m for m in infos(at))
+    at.text_area(key="ins_corrupt").set_value("Hear me sing.").run()
+    at.text_input(key="ins_clean_answer").set_value("speak now").run()
+    assert not at.exception
+    assert any("is 2 tokens" in m or "tokens; name a single token" in m for m in infos(at))
+
+
+def copy_model(folder):
+    tokenizer = task_tokenizer()
+    model = tiny_gpt(tokenizer.vocab_size, n_layer=2, n_head=2, block_size=16)
+    return save_checkpoint(folder, model, tokenizer, {"config": {"data": "task:copy"}})
+
+
+def test_the_examples_follow_the_model(runs):
+    make_checkpoint(runs / "a-text-model")
+    copy_model(runs / "copy")
+    at = open_inside(ins_model="copy")
+    assert at.selectbox(key="ins_example").value.startswith("Copy task")
+    assert at.text_area(key="ins_text").value == COPY.clean
+    at.selectbox(key="ins_model").set_value("a-text-model").run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="ins_text").value == SHAKESPEARE.clean
+    at.selectbox(key="ins_example").set_value("Shakespeare: one word changed").run()
+    at.text_area(key="ins_text").set_value("Hear me speak.").run()
+    show(at, "Activation patching")
+    assert at.text_area(key="ins_corrupt").value == SHAKESPEARE.corrupted
+
+
+def test_a_link_keeps_its_text(runs):
+    copy_model(runs / "copy")
+    at = open_inside(ins_model="copy", ins_text="abcdab")
+    assert at.text_area(key="ins_text").value == "abcdab"
+    assert len(charts(at)[0]["data"][0]["x"]) == 6
+
+
+def test_a_layout_it_cannot_take_apart_is_named_and_the_lens_still_works(runs):
+    make_checkpoint(runs / "parallel", parallel_residual=True)
+    at = open_inside()
+    assert charts(at), "the lens reads any layout"
+    show(at, "Direct logit attribution")
+    assert any("parallel residual" in m and "not supported for this architecture yet" in m for m in infos(at))
+    assert not charts(at)
+
+
+def test_embeddings_find_a_token_and_its_nearest_neighbours(runs):
+    folder = make_checkpoint(runs / "tiny")
+    at = open_inside("Embeddings")
+    at.text_input(key="ins_search").set_value("the").run()
+    assert not at.exception, at.exception
+    checkpoint = load_checkpoint(folder)
+    chosen = at.selectbox(key="ins_token").value
+    assert "the" in checkpoint.tokenizer.decode([chosen]).lower()
+    vectors = checkpoint.model.transformer.wte.weight[: checkpoint.tokenizer.vocab_size].detach().numpy()
+    cosine = vectors @ vectors[chosen] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[chosen])
+    cosine[chosen] = -np.inf
+    assert at.dataframe[0].value["id"].tolist() == list(np.argsort(-cosine)[:10])
+    at.text_input(key="ins_search").set_value("qqqqzz").run()
+    assert any("No token contains" in m for m in infos(at))
+
+
+def test_neurons_show_where_they_fire_in_the_corpus_sample(runs):
+    make_checkpoint(runs / "tiny")
+    at = open_inside("Neurons")
+    headings = [m.value for m in at.markdown if m.value.startswith("**Layer ")]
+    assert len(headings) == 6
+    snippets = [h.proto.body for h in at.get("html") if "neuron-snippet" in h.proto.body]
+    assert len(snippets) == 6 and all(s.count("<mark") == 3 for s in snippets)
+    assert any("passages of 32 tokens from Tiny Shakespeare" in c.value for c in at.caption)
