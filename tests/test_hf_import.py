@@ -21,6 +21,9 @@ from lm.__main__ import main
 from lm.checkpoint import load_checkpoint
 from lm.generate import Sampling, generate
 from lm.hf_import import HFImportError, download, gpt_config, import_hf
+from lm.model import GPT
+from lm.open_models import OPEN_MODELS
+from lm.sizing import kv_cache_bytes, parameter_count
 from tests.conftest import SHAKESPEARE_FILE
 
 transformers = pytest.importorskip("transformers")
@@ -240,3 +243,18 @@ def test_offline_the_download_fails_clearly(tmp_path):
 def test_the_command_line_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(["import-hf", "--from", str(tmp_path / "missing"), "--out", str(tmp_path / "ours")]) == 1
     assert "not a Hugging Face model id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, published", [
+    ("smollm2-135m", 134_515_008), ("smollm2-360m", 361_821_120), ("qwen3-0.6b", 596_049_920),
+    ("pythia-70m", 70_426_624), ("pythia-160m", 162_322_944),
+])
+def test_known_models_have_their_published_parameter_counts(name, published):
+    """Counted from the config alone (lm.sizing follows every switch), against the counts the models' authors give."""
+    config = OPEN_MODELS[name].config()
+    assert parameter_count(config) == published
+    with torch.device("meta"):
+        assert sum(p.numel() for p in GPT(config).parameters()) == published
+    grouped = config.n_head // config.kv_heads
+    assert kv_cache_bytes(config) * grouped == kv_cache_bytes(gpt_config({**OPEN_MODELS[name].hf_config,
+                                                                          "num_key_value_heads": config.n_head}))
