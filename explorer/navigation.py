@@ -50,5 +50,12 @@ PAGES = [
         "How a model writes: watch it pick one token at a time, see the probabilities behind each pick "
         "and how temperature, top-k and top-p reshape them, and measure how surprised it is by any text.",
     ),
+    PageInfo(
+        "app_pages/finetune.py",
+        "Fine-tune",
+        "🎛️",
+        "What fine-tuning changes: start from a pretrained model, teach it to classify messages, follow "
+        "instructions or prefer one answer to another, with or without LoRA, and compare it before and after.",
+    ),
 ]
 

@@ -1,0 +1,24 @@
+"""Fine-tune: start from a pretrained model, teach it one new thing (classify, follow instructions,
+prefer answers, or a new text), watch it learn, and compare it before and after."""
+
+import streamlit as st
+
+from explorer import presenter, runs
+from explorer.finetune_form import finetune_form
+from explorer.finetune_list import runs_section
+from explorer.finetune_start import start_section
+from explorer.finetune_watch import live_view
+from explorer.run_watch import watched_run
+
+presenter.page_title(
+    "🎛️ Fine-tune",
+    "A pretrained model has learned to predict text. Fine-tuning teaches it one new thing with little data and few "
+    "steps: sort messages into classes, answer instructions, prefer one answer to another. Then compare it before and after.",
+)
+watched = watched_run()
+if watched is not None:
+    st.fragment(live_view, run_every=1.0 if watched.active else None)(watched.name, watched.active)
+with st.expander("➕ Start a fine-tune", expanded=watched is None):
+    start_section(finetune_form())
+any_active = any(info.active for info in runs.list_runs())
+st.fragment(runs_section, run_every=3.0 if any_active else None)()

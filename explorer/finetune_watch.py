@@ -1,0 +1,135 @@
+"""The Fine-tune page's view of one run (?run=NAME): what it is, its state and progress, its
+curves (the method's own first: accuracy, exact match, or DPO's reward margin), then before
+and after; redrawn every second while it trains, from the folder the trainer writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer import runs
+from explorer.finetune_charts import accuracy_figure, exact_match_figure, has, logp_figure, reward_margin_figure
+from explorer.finetune_compare import classify_comparison, generation_comparison, try_a_message
+from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_evaluation, trained_counts
+from explorer.paths import FileStamp
+from explorer.plain_text import plain
+from explorer.training_view import STATES, loss_figure, progress_text
+from explorer.url_state import BIND
+from explorer.widgets import chart
+from lm.run_folder import METRICS_FILE, read_metrics, tokenizer_vocab_size
+
+TABS = ["📈 Training", "⚖️ Before and after", "💬 Try a message"]
+
+
+def describe_run(record: dict, counts: tuple[int, int] | None) -> str:
+    """'Classify · from shakespeare-demo · sms-spam · LoRA rank 8 on attention · 1.2% of 812,000 parameters train'."""
+    method = METHODS.get(record.get("method"), (str(record.get("method")), ""))[0]
+    parts = [method, f"from {Path(str(record.get('source') or record.get('from') or '?')).name}",
+             Path(str(record.get("data") or "?")).name]
+    lora = record.get("lora") if isinstance(record.get("lora"), dict) else None
+    rank = record.get("lora_rank") or (lora or {}).get("rank")
+    if rank:
+        targets = record.get("lora_targets") or (lora or {}).get("targets") or []
+        targets = targets.split(",") if isinstance(targets, str) else targets
+        parts.append(f"LoRA rank {rank} on {' and '.join(LORA_TARGETS.get(t, t).split(' (')[0] for t in targets)}")
+    if counts:
+        parts.append(f"{counts[0]:,} of {counts[1]:,} parameters train ({counts[0] / counts[1]:.1%})")
+    return " · ".join(plain(p) for p in parts)
+
+
+def title_bar(info: runs.RunInfo) -> None:
+    label, colour = STATES.get(info.state, (info.state, "gray"))
+    title, buttons = st.columns([3, 1], vertical_alignment="center")
+    title.subheader(f"Fine-tune {plain(info.name)} :{colour}-badge[{label}]")
+    actions = buttons.container(horizontal=True, horizontal_alignment="right")
+    if info.active:
+        actions.button("⏹ Stop", key="ft_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
+                       help="The run saves a checkpoint, then ends; you keep the model fine-tuned so far.")
+    elif actions.button("✖ Close", key="ft_close", help="Stop watching this run (it stays in the list below)."):
+        del st.query_params["run"]
+        st.rerun()
+
+
+def state_messages(info: runs.RunInfo, metrics: list[dict]) -> None:
+    if info.max_steps:
+        st.progress(min(1.0, info.step / info.max_steps), text=progress_text(info.step, info.max_steps, metrics, info.active))
+    if info.error:
+        st.error(f"The run {info.state}: {plain(info.error)}")
+    if info.stop_requested and info.active:
+        st.info("Stopping: the run saves a checkpoint, then ends.")
+    if info.state == "starting":
+        st.info("Starting: loading the model and the data, and answering the held-out examples before training…")
+    if info.queue_note:
+        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
+
+
+def live_view(name: str, was_active: bool) -> None:
+    """Run as a fragment every second while the run trains."""
+    try:
+        info = runs.run_info(runs.run_folder(name))
+    except runs.RunError as exc:
+        st.warning(plain(exc))
+        return
+    if was_active and not info.active:
+        st.rerun()  # it just ended: redraw the page with its final evaluation, and stop the timer
+    record = finetune_record(info.folder)
+    if record is None:
+        st.warning(f"{plain(name)} is not a fine-tune run: watch it on the Train page.")
+        return
+    title_bar(info)
+    st.caption(describe_run(record, trained_counts(info.folder)))
+    metrics = read_metrics(info.folder)
+    state_messages(info, metrics)
+    method = record.get("method")
+    shown = TABS if method == "classify" and info.has_checkpoint and not info.active else TABS[:2]
+    tabs = st.tabs(shown, key="ft_tab", bind=BIND)
+    with tabs[0]:
+        curves(name, info.folder, method, metrics)
+    with tabs[1]:
+        evaluation = read_evaluation(info.folder)
+        if method == "classify":
+            classify_comparison(name, evaluation)
+        else:
+            generation_comparison(evaluation, method)
+    if len(shown) == 3:
+        with tabs[2]:
+            try_a_message(info.folder)
+
+
+def curves(name: str, folder: Path, method: str, metrics: list[dict]) -> None:
+    if not metrics:
+        st.info("The curves start with the first steps logged.")
+        return
+    try:
+        stamp = FileStamp.of(folder / METRICS_FILE)
+    except OSError:  # deleted meanwhile: the next look says so
+        return
+    labels = len((read_evaluation(folder).get("before") or {}).get("labels") or [0, 0])
+    figures = live_figures(stamp, method, tokenizer_vocab_size(folder), labels, metrics)
+    first, *rest = figures.items()
+    chart(first[1], f"ft_{first[0]}_chart", f"{name}-{first[0]}")
+    for column, (key, fig) in zip(st.columns(max(1, len(rest))), rest):
+        with column:
+            chart(fig, f"ft_{key}_chart", f"{name}-{key}")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def live_figures(metrics_stamp: FileStamp, method: str, vocab: int | None, labels: int,
+                 _metrics: list[dict]) -> dict[str, go.Figure]:
+    """The run's curves, the method's own first; built once per version of its metrics file for
+    every session watching (never modified afterwards: chart() restyles a copy)."""
+    figures = {}
+    if method == "classify" and has(_metrics, "val_accuracy") | has(_metrics, "train_accuracy"):
+        figures["accuracy"] = accuracy_figure(_metrics, labels)
+    if method == "dpo" and has(_metrics, "reward_margin"):
+        figures["reward-margin"] = reward_margin_figure(_metrics)
+    if method == "instruct" and has(_metrics, "val_exact_match"):
+        figures["exact-match"] = exact_match_figure(_metrics)
+    uniform = None if vocab is None or method == "classify" else math.log(vocab)
+    figures["loss"] = loss_figure(_metrics, uniform)
+    if method == "dpo" and has(_metrics, "chosen_logp"):
+        figures["log-probabilities"] = logp_figure(_metrics)
+    return figures

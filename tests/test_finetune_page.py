@@ -1,0 +1,150 @@
+"""The Fine-tune page headless (AppTest): the form's counts, template and refusals, and the
+views of fine-tune runs written by hand in the spec's format (tests/finetune_folders.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.finetune_estimate import trainable_parameters
+from explorer.finetune_runs import FinetuneRequest
+from lm.checkpoint import read_config
+from lm.finetune.data import response_mask
+from lm.finetune.synthetic import synthetic_examples
+from lm.finetune.lora import apply_lora, count_trainable
+from lm.model import GPT
+from lm.sizing import parameter_count
+from tests.checkpoints import make_checkpoint, shakespeare_bpe
+from tests.finetune_folders import GENERATIONS, copy_datasets, fake_finetune_run, metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def base(app_dirs) -> Path:
+    """A small model to start from, and the data sets on this machine."""
+    copy_datasets()
+    return make_checkpoint(app_dirs / "runs" / "base", n_layer=2)
+
+
+def open_finetune(**query) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app_pages" / "finetune.py"), default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def spec(at: AppTest, index: int) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def test_the_form_counts_the_parameters_that_train_with_and_without_lora(base):
+    at = open_finetune()
+    assert at.radio(key="ft_method").value == "classify" and at.selectbox(key="ft_from").value == "base"
+    config, _ = read_config(base)
+    head = config.n_embd * 2 + 2  # ham and spam
+    assert metric(at, "Parameters that train") == f"{parameter_count(config) + head:,}"  # every weight, by default
+    assert metric(at, "Time per step").startswith("≈ ")
+    at.selectbox(key="ft_trainable_blocks").set_value(1).run()
+    frozen = trainable_parameters(config, FinetuneRequest("classify", "", "", 1, 1e-3, 1, 1, trainable_blocks=1))
+    assert metric(at, "Parameters that train") == f"{frozen[0]:,}" and frozen[0] < parameter_count(config) / 2
+
+    at.radio(key="ft_method").set_value("instruct").run()
+    at.toggle(key="ft_lora").set_value(True).run()
+    at.multiselect(key="ft_lora_targets").set_value(["attn", "mlp"]).run()
+    expected = count_trainable(apply_lora(GPT(config), 8, 16.0, ("attn", "mlp")))[0]
+    assert metric(at, "Parameters that train") == f"{expected:,}"
+    assert not at.button(key="ft_start").disabled and not at.error
+
+
+def test_each_method_starts_from_its_own_settings(base):
+    at = open_finetune()
+    at.radio(key="ft_method").set_value("dpo").run()
+    assert at.number_input(key="ft_lr").value == 1e-4 and at.number_input(key="ft_beta").value == 0.1
+    assert at.radio(key="ft_data").value == "Instructions with preferences"
+    at.radio(key="ft_method").set_value("instruct").run()
+    assert at.number_input(key="ft_lr").value == 1e-3 and at.radio(key="ft_data").value == "Synthetic puzzles"
+
+
+def test_instruction_tuning_shows_which_tokens_the_loss_counts(base):
+    at = open_finetune(ft_method="Follow instructions")  # a link names the label
+    chips = next(h.proto.body for h in at.get("html") if 'class="tok"' in h.proto.body)
+    ids, mask = response_mask(shakespeare_bpe(), synthetic_examples()[0], block_size=32)
+    assert chips.count('class="tok"') == len(ids) and chips.count("#b2f2bb") == sum(mask) > 0
+    assert any("### Response:" in c.value for c in at.code)
+
+
+def test_a_malformed_upload_names_its_rows_and_starts_nothing(base, app_dirs):
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    table = b"text,label\nhello there,ham\nWIN a prize,\n,spam\n"
+    at.file_uploader(key="ft_upload_classify").set_value(("mine.csv", table, "text/csv")).run()
+    message = at.error[0].value
+    assert "row 3: no label" in message and "row 4: no text" in message
+    assert at.button(key="ft_start").disabled
+    assert sorted(p.name for p in (app_dirs / "runs").iterdir()) == ["base"]
+
+
+def test_a_good_upload_is_counted(base):
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    rows = "text,label\n" + "".join(f"message {i},{'spam' if i % 3 else 'ham'}\n" for i in range(30))
+    at.file_uploader(key="ft_upload_classify").set_value(("mine.csv", rows.encode(), "text/csv")).run()
+    assert not at.error and any(c.value.startswith("30 messages, 2 labels: ham 10 · spam 20") for c in at.caption)
+
+
+def test_a_finished_classifier_shows_its_curves_and_confusion_before_and_after(base, app_dirs):
+    fake_finetune_run(app_dirs / "runs", "spam", "classify")
+    at = open_finetune(run="spam")
+    assert at.subheader[0].value.startswith("Fine-tune spam :green-badge[")
+    accuracy, loss = spec(at, 0), spec(at, 1)
+    records = metrics("classify")
+    assert accuracy["data"][1]["y"] == [r["val_accuracy"] for r in records if "val_accuracy" in r]
+    assert loss["data"][0]["y"] == [r["train_loss"] for r in records]
+    before, after = spec(at, 2), spec(at, 3)
+    assert before["data"][0]["text"][0] == ["60<br>60%", "40<br>40%"]
+    assert after["data"][0]["text"][1] == ["8<br>8%", "92<br>92%"]
+    assert metric(at, "Accuracy after, 200 test messages") == "94.0%"
+    assert not at.expander[0].proto.expanded  # the form folds away while a run is watched
+
+
+def test_a_dpo_run_puts_the_reward_margin_first(base, app_dirs):
+    fake_finetune_run(app_dirs / "runs", "polite", "dpo")
+    at = open_finetune(run="polite")
+    margin = spec(at, 0)
+    assert margin["layout"]["title"]["text"].startswith("Reward margin")
+    assert margin["data"][0]["y"] == [r["reward_margin"] for r in metrics("dpo")]
+    logp = spec(at, 2)
+    assert [t["name"] for t in logp["data"]] == ["chosen answer", "rejected answer"]
+
+
+def test_instruction_tuning_answers_the_same_prompts_before_and_after(base, app_dirs):
+    fake_finetune_run(app_dirs / "runs", "puzzles", "instruct")
+    at = open_finetune(run="puzzles", ft_example="2")
+    assert metric(at, "Exact match before") == "0%" and metric(at, "Exact match after") == "67%"
+    prompt, expected, before, after = GENERATIONS[1]
+    assert [c.value for c in at.code][-4:] == [prompt, before, after, expected]
+
+
+def test_a_run_still_training_says_the_after_part_is_to_come(base, app_dirs):
+    folder = fake_finetune_run(app_dirs / "runs", "half", "instruct", state="stopped")
+    assert "after" not in json.loads((folder / "evaluation.json").read_text())
+    at = open_finetune(run="half")
+    assert metric(at, "Exact match after") == "—"
+    assert "once the run ends" in at.code[-2].value
+
+
+def test_a_pretraining_run_is_sent_to_the_train_page(base, app_dirs):
+    folder = app_dirs / "runs" / "pre"
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"state": "finished", "step": 3, "max_steps": 3}))
+    at = open_finetune(run="pre")
+    assert "not a fine-tune run" in at.warning[0].value
