@@ -25,11 +25,16 @@ from lm.config import SHAPING_FIELDS, ConfigError, GPTConfig, from_known_fields 
 from lm.gelu import gelu_tanh
 
 
+def swiglu(h: torch.Tensor) -> torch.Tensor:
+    gate, up = h.chunk(2, dim=-1)  # c_fc makes both, side by side
+    return F.silu(gate) * up
+
+
 ACTIVATIONS = {
     "gelu": gelu_tanh,  # F.gelu(h, approximate="tanh"), faster on a CPU (lm.gelu)
     "gelu_exact": F.gelu,
     "relu2": lambda h: F.relu(h).square(),
-    "swiglu": lambda h: F.silu(h.chunk(2, dim=-1)[0]) * h.chunk(2, dim=-1)[1],  # c_fc makes gate and up side by side
+    "swiglu": swiglu,
 }
 
 
