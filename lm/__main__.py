@@ -98,7 +98,7 @@ def cmd_sample(args) -> None:
     settings = Sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.seed)
     tokenizer = checkpoint.tokenizer
     print(args.prompt, end="", flush=True)
-    for step in generate(checkpoint.model, tokenizer, tokenizer.encode(args.prompt), settings):
+    for step in generate(checkpoint.model, tokenizer, tokenizer.encode(args.prompt), settings, explain=False):
         print(step.text, end="", flush=True)
     print()
 
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tiktoken's files in $TIKTOKEN_CACHE_DIR). Run it with --all on a connected machine before class.",
     )
     what = download.add_mutually_exclusive_group(required=True)
-    what.add_argument("name", nargs="?", choices=list(class_files()), help="one file: a corpus or a tiktoken encoding")
+    what.add_argument("name", nargs="?", choices=list(class_files()), help="one file: a corpus, a fine-tuning data set or a tiktoken encoding")
     what.add_argument("--all", action="store_true", help="every corpus and tokenizer file the lessons and pages use")
     download.set_defaults(run=cmd_download)
 

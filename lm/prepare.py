@@ -1,5 +1,5 @@
-"""Everything the lessons and pages download, fetched in one go before class: the corpora and
-OpenAI's tokenizer files. `python -m lm download --all` and the Home page's "Prepare this
+"""Everything the lessons and pages download, fetched in one go before class: the corpora, the
+fine-tuning data sets and OpenAI's tokenizer files. `python -m lm download --all` and the Home page's "Prepare this
 machine for class" both run `prepare`."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from typing import Callable
 
 from lm.data import CORPORA
 from lm.download import DownloadError, NoNetworkError, RemoteFile, fetch
+from lm.finetune.data import DATASETS
 from lm.tokenizer import TIKTOKEN_ENCODINGS, tiktoken_file
 
 
 def class_files() -> dict[str, RemoteFile]:
     """By name (the corpus's or the encoding's), in the order they are fetched."""
-    files = [corpus.file for corpus in CORPORA.values()] + [tiktoken_file(name) for name in TIKTOKEN_ENCODINGS]
+    files = [corpus.file for corpus in CORPORA.values()] + [dataset.file for dataset in DATASETS.values()]
+    files += [tiktoken_file(name) for name in TIKTOKEN_ENCODINGS]
     return {file.name: file for file in files}
 
 

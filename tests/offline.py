@@ -8,6 +8,7 @@ import functools
 import http.server
 import shutil
 import threading
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ import pytest
 import requests
 import tiktoken.registry
 
+from lm.finetune.data import DATASETS
 from lm.prepare import class_files
 from lm.tokenizer import tiktoken_file
 from tests.conftest import SHARED_DATA
@@ -22,7 +24,11 @@ from tests.conftest import SHARED_DATA
 
 def shared_copy(name: str) -> Path:
     """The reference copy of a class file in ../shared/data."""
-    return SHARED_DATA / "tinyshakespeare.txt" if name == "tinyshakespeare" else SHARED_DATA / "tiktoken" / tiktoken_file(name).filename
+    if name == "tinyshakespeare":
+        return SHARED_DATA / "tinyshakespeare.txt"
+    if name in DATASETS:
+        return SHARED_DATA / "finetune" / DATASETS[name].filename
+    return SHARED_DATA / "tiktoken" / tiktoken_file(name).filename
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -67,7 +73,11 @@ def mirror(tmp_path, monkeypatch):
     for file in class_files().values():
         target = root / urlsplit(file.url).path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared_copy(file.name), target)
+        if file.member:  # served inside a zip archive, as its source serves it
+            with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.write(shared_copy(file.name), file.member)
+        else:
+            shutil.copyfile(shared_copy(file.name), target)
     with serve_folder(root) as (port, seen):
         redirect_requests(monkeypatch, port)
         yield root, seen
