@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer import runs
 from explorer.finetune_estimate import trainable_parameters
 from explorer.finetune_runs import FinetuneRequest
 from lm.checkpoint import read_config
+from lm.finetune.classify import load_classifier, predict
 from lm.finetune.data import response_mask
 from lm.finetune.synthetic import synthetic_examples
 from lm.finetune.lora import apply_lora, count_trainable
 from lm.model import GPT
+from lm.run_folder import read_metrics
 from lm.sizing import parameter_count
 from tests.checkpoints import make_checkpoint, shakespeare_bpe
+from tests.helpers import wait_for
 from tests.finetune_folders import GENERATIONS, copy_datasets, fake_finetune_run, metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,3 +152,42 @@ def test_a_pretraining_run_is_sent_to_the_train_page(base, app_dirs):
     (folder / "status.json").write_text(json.dumps({"state": "finished", "step": 3, "max_steps": 3}))
     at = open_finetune(run="pre")
     assert "not a fine-tune run" in at.warning[0].value
+
+
+def wait_until_ended(name: str, timeout: float = 300) -> runs.RunInfo:
+    def ended() -> runs.RunInfo | None:
+        info = runs.run_info(runs.run_folder(name))
+        return None if info.active else info
+
+    return wait_for(ended, timeout, 0.3)
+
+
+@pytest.mark.slow
+def test_start_a_classifier_then_compare_it_and_classify_a_message(base, app_dirs):
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    rows = "text,label\n" + "".join(f"{'WIN cash prize now' if i % 2 else 'see you at lunch'} {i},"
+                                     f"{'spam' if i % 2 else 'ham'}\n" for i in range(40))
+    at.file_uploader(key="ft_upload_classify").set_value(("mine.csv", rows.encode(), "text/csv")).run()
+    for key, value in {"ft_max_steps": 6, "ft_batch_size": 4, "ft_eval_interval": 3}.items():
+        at.number_input(key=key).set_value(value).run()
+    at.text_input(key="ft_name").set_value("spam-page").run()
+    at.button(key="ft_start").click().run()
+    assert not at.exception and at.query_params["run"] == "spam-page"
+    folder = app_dirs / "runs" / "spam-page"
+    assert (folder / "finetune-data.csv").read_bytes() == rows.encode()  # the upload trains from the run's own copy
+    info = wait_until_ended("spam-page")
+    assert info.state == "finished", info.error
+
+    at = open_finetune(run="spam-page")
+    records = read_metrics(folder)
+    assert spec(at, 0)["data"][1]["y"] == [r["val_accuracy"] for r in records if "val_accuracy" in r]
+    after = json.loads((folder / "evaluation.json").read_text())["after"]
+    assert metric(at, f"Accuracy after, {after['n']} test messages") == f"{after['accuracy']:.1%}"
+    assert spec(at, 3)["data"][0]["z"] == [[c / max(1, sum(row)) for c in row] for row in after["confusion"]]
+    every = parameter_count(read_config(base)[0]) + 32 * 2 + 2
+    assert f"{every:,} of {every:,} parameters train (100.0%)" in at.caption[0].value  # the trainer's count, from its config  # the trainer's own count, from its config
+    at.text_area(key="ft_message").set_value("WIN cash prize now 99").run()
+    bars = spec(at, 4)["data"][0]
+    model, tokenizer = load_classifier(folder)
+    assert dict(zip(bars["y"], bars["x"])) == pytest.approx(dict(predict(model, tokenizer, "WIN cash prize now 99")))
