@@ -99,9 +99,9 @@ def tab_changes(page, url: str, rounds: int) -> dict[str, list[float]]:
 
 
 @contextlib.contextmanager
-def training_run(home: Path):
+def training_run(home: Path, name: str = "speed-run"):
     """A tiny run training for as long as it is needed, started from the command line into the app's runs folder."""
-    folder = home / "runs" / "speed-run"
+    folder = home / "runs" / name
     corpus = next((home / "data" / "corpora").iterdir())
     options = {**TINY_RUN, "max_steps": 100_000, "sample_every": 200, "eval_every": 200}
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
