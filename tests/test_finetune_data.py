@@ -151,8 +151,12 @@ def test_padded_batches_count_only_response_tokens():
 
 def test_synthetic_instructions_are_distinct_and_correct():
     examples = synthetic_examples(seed=1)
-    assert len({e.instruction for e in examples}) == len(examples) == 1100
+    assert len({(e.instruction, e.input) for e in examples}) == len(examples) == 1100
     assert Counter(operation(e) for e in examples) == {name: 220 for name in OPERATIONS}
     reverse = next(e for e in examples if operation(e) == "reverse")
-    assert reverse.output == " ".join(reversed(reverse.instruction.split(": ")[1].split()))
+    assert reverse.output == "-".join(reversed(reverse.input.split("-")))
+    capitals = next(e for e in examples if operation(e) == "uppercase")
+    assert capitals.output == capitals.input.upper()
+    tokenizer = shakespeare_bpe()  # each letter one token, the same in the input and the answer
+    assert tokenizer.encode(reverse.output)[::2] == tokenizer.encode(reverse.input)[::-2]
     assert synthetic_examples(seed=1) == examples != synthetic_examples(seed=2)
