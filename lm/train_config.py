@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from lm.architectures import ARCH_FIELDS, model_switches
+from lm.config import MLPS, NORM_POSITIONS, NORMS, POSITIONS
 from lm.device import PRECISIONS
 from lm.model import GPTConfig, from_known_fields
 from lm.tasks import TASKS, check_context, find_task
@@ -36,6 +38,20 @@ class TrainConfig:
     block_size: int = option(128, "context length in tokens")
     dropout: float = option(0.0, "dropout probability (0 for short runs; 0.1-0.2 against overfitting)")
     bias: bool = option(True, "biases in linear layers and layer norms, as GPT-2")
+    # --- the architecture dial (lm.config; presets in lm.architectures; defaults: GPT-2) ---
+    position: str = option("learned", "; ".join(f"{k}: {v}" for k, v in POSITIONS.items()))
+    rope_base: float = option(10000.0, "rotary: the base of its frequencies (Llama 10000, Qwen3 1000000)")
+    rotary_fraction: float = option(1.0, "rotary: the share of each head's dimensions rotated (Pythia 0.25)")
+    norm: str = option("layernorm", "; ".join(f"{k}: {v}" for k, v in NORMS.items()))
+    norm_position: str = option("pre", "; ".join(f"{k}: {v}" for k, v in NORM_POSITIONS.items()))
+    qk_norm: bool = option(False, "RMSNorm each head's queries and keys before scoring (Qwen3, OLMo 2)")
+    mlp: str = option("gelu", "; ".join(f"{k}: {v}" for k, v in MLPS.items()))
+    mlp_hidden: int = option(0, "the MLP's width; 0: 4 x n_embd, or with swiglu 8/3 x n_embd (GPT-2's parameter count)")
+    n_kv_head: int = option(0, "key/value heads, each shared by a group of query heads; 0: n_head (MHA), 1: MQA")
+    window: int = option(0, "sliding window: a query sees itself and the window - 1 tokens before it; 0: the whole context")
+    window_layers: str = option("", "the layers that use the window, as 0,2; empty: every layer")
+    parallel_residual: bool = option(False, "attention and MLP side by side from one norm, x + attn + mlp (Pythia, GPT-J)")
+    tied_head: bool = option(True, "the output head is the token embedding, as GPT-2 (--no-tied-head: its own matrix)")
     batch_size: int = option(
         16, "sequences per micro-batch, in each process: under torchrun a step sees batch_size x processes"
     )
@@ -67,7 +83,8 @@ class TrainConfig:
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(
             vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer, n_head=self.n_head,
-            n_embd=self.n_embd, dropout=self.dropout, bias=self.bias,
+            n_embd=self.n_embd, dropout=self.dropout,
+            **model_switches({name: getattr(self, name) for name in ARCH_FIELDS}, self.n_embd, self.n_layer),
         )
 
     def check(self) -> "TrainConfig":
@@ -81,7 +98,7 @@ class TrainConfig:
         at_least = {
             "batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "eval_every": 1, "eval_batches": 1,
             "warmup_steps": 0, "sample_every": 0, "sample_tokens": 1, "threads": 0, "weight_decay": 0, "grad_clip": 0,
-            "snapshot_every": 0,
+            "snapshot_every": 0, "mlp_hidden": 0, "n_kv_head": 0, "window": 0,
         }
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
