@@ -17,7 +17,7 @@ from tests.checkpoints import make_checkpoint
 from tests.conftest import REPO, open_page
 from tests.offline import empty_caches, mirror  # noqa: F401 (fixtures)
 
-LESSON_1, LESSON_2, LESSON_3, LESSON_4 = list(shipped_lessons().values())[:4]  # later lessons need no downloads here
+LESSON_1, LESSON_2, LESSON_3, LESSON_4 = list(shipped_lessons().values())[:4]  # the four the tests below check
 
 
 @pytest.fixture
