@@ -56,7 +56,8 @@ def method_defaults(method: str) -> dict:
 
 def apply_defaults() -> None:
     """The chosen method's own settings (a new method, or the first draw of the form)."""
-    for name, value in method_defaults(st.session_state.get("ft_method", "classify")).items():
+    by_title = {title: name for name, (title, _) in METHODS.items()}
+    for name, value in method_defaults(by_title.get(st.session_state.get("ft_method"), "classify")).items():
         st.session_state[f"ft_{name}"] = value
 
 
@@ -83,12 +84,13 @@ def source_input() -> tuple[ModelEntry, GPTConfig, object] | None:
 
 
 def method_input() -> str:
-    names = list(METHODS)
-    method = st.radio("Method", names, format_func=lambda m: METHODS[m][0], key="ft_method", bind=BIND,
-                      on_change=apply_defaults, captions=[METHODS[m][1] for m in names], index=names.index("classify"))
+    """The method, chosen by its title (which a link names, ?ft_method=Classify); lm's name returned."""
+    by_title = {title: name for name, (title, _) in METHODS.items()}
+    title = st.radio("Method", list(by_title), key="ft_method", bind=BIND, on_change=apply_defaults,
+                     captions=[about for _, about in METHODS.values()], index=list(by_title.values()).index("classify"))
     if "ft_max_steps" not in st.session_state:  # after the radio: a method from a link is the one applied
         apply_defaults()
-    return method
+    return by_title[title]
 
 
 def lora_inputs() -> dict:
@@ -132,9 +134,9 @@ def training_inputs(method: str, config: GPTConfig, lora: bool) -> dict:
     if not lora:
         with extra[1], control("ft_trainable_blocks"):
             blocks = st.selectbox(
-                "What trains", [ALL, *range(config.n_layer, -1, -1)], key="ft_trainable_blocks", bind=BIND,
-                format_func=lambda n: "every weight" if n == ALL else f"the last {n} of {config.n_layer} blocks",
-                help="Freeze the rest: only the last N blocks, the final norm and a new head learn.")
+                f"Blocks that train (of {config.n_layer})", [ALL, *range(config.n_layer, -1, -1)], key="ft_trainable_blocks",
+                bind=BIND, help="All: every weight learns. N: only the last N blocks, the final norm and a new head "
+                "learn; the rest stay as pretrained (faster, and less to forget).")
             values["trainable_blocks"] = None if blocks == ALL else int(blocks)
     if method == "dpo":
         with extra[2], control("ft_beta"):

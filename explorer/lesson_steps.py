@@ -24,6 +24,7 @@ LESSON, STEP = "lesson", "lesson_step"  # URL parameters of a step's link
 RUN_NAMES = "lesson_run_names"  # session key: {lesson key: the run name this session trains}
 ARRIVED = "lesson_arrived"  # session key: the (lesson, step) whose presenter setting was applied
 UPLOADED = "lessons_uploaded"  # session key: lessons opened from a file, by key (explorer.lesson_widgets)
+NAME_KEYS = ("train_name", "ft_name")  # the run-name inputs of the pages that start runs (Train, Fine-tune)
 
 
 def session_run(lesson: Lesson, key: str) -> str:
@@ -135,16 +136,22 @@ def follow_the_run(lesson: Lesson, key: str, number: int) -> None:
     """On the step that trains the lesson's run: a run the student started under another name
     (the Train page shows it as ?run=) becomes the one the later steps open."""
     started = st.query_params.get("run")
-    trains = "{run}" in lesson.steps[number - 1].params.get("train_name", "")
+    trains = run_name_key(lesson.steps[number - 1]) is not None
     if lesson.run and trains and started and started.startswith(lesson.run) and run_exists(started):
         st.session_state.setdefault(RUN_NAMES, {})[key] = started
+
+
+def run_name_key(step: Step) -> str | None:
+    """The run-name input the step fills with the lesson's run, if the step starts it."""
+    return next((name for name in NAME_KEYS if "{run}" in step.params.get(name, "")), None)
 
 
 def offer_the_existing_run(lesson: Lesson, key: str, number: int) -> None:
     """Run again: this session's run exists already, so say so up front, with a way to open it
     and a fresh name to train a new one."""
     step = lesson.steps[number - 1]
-    if not lesson.run or "{run}" not in step.params.get("train_name", ""):
+    name_key = run_name_key(step)
+    if not lesson.run or name_key is None:
         return
     name = session_run(lesson, key)
     if not run_exists(name):
@@ -154,5 +161,5 @@ def offer_the_existing_run(lesson: Lesson, key: str, number: int) -> None:
     if again.button("Train it again as a new run", key="lesson_new_run"):
         st.session_state[RUN_NAMES].pop(key, None)
         st.query_params.update(step_link(lesson, key, number))
-        st.session_state["train_name"] = session_run(lesson, key)
+        st.session_state[name_key] = session_run(lesson, key)
         st.rerun()

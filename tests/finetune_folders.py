@@ -8,7 +8,10 @@ import shutil
 import time
 from pathlib import Path
 
+from lm.checkpoint import save_checkpoint
+from lm.finetune.classify import ClassifierHead
 from lm.finetune.data import DATASETS
+from tests.checkpoints import shakespeare_bpe, tiny_gpt
 from tests.conftest import SHARED_DATA
 
 GENERATIONS = [("reverse: a b c", "c b a", "a b c", "c b a"), ("uppercase: q z", "Q Z", "q z q", "Q Z"),
@@ -52,9 +55,11 @@ def evaluation(method: str, finished: bool = True) -> dict:
     return {"method": method, "before": before} | ({"after": after} if finished else {})
 
 
-def fake_finetune_run(root: Path, name: str, method: str, state: str = "finished", source: str = "demo") -> Path:
+def fake_finetune_run(root: Path, name: str, method: str, state: str = "finished", source: str = "demo",
+                      checkpoint: bool = False) -> Path:
     """A fine-tune run as the page started it: finetune.json, launch.json, status.json, metrics,
-    evaluation.json (its "after" part only once finished). No process: a running one reads as died."""
+    evaluation.json (its "after" part only once finished), and if asked a checkpoint (random
+    weights; a classifier's with a ham/spam head). No process: a running one reads as died."""
     folder = root / name
     folder.mkdir(parents=True)
     request = {"method": method, "source": f"/models/{source}", "data": {"classify": "sms-spam", "dpo": "preferences"}.get(
@@ -64,4 +69,9 @@ def fake_finetune_run(root: Path, name: str, method: str, state: str = "finished
     (folder / "status.json").write_text(json.dumps({"state": state, "pid": 2**22 + 1, "step": 100, "max_steps": 100}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics(method)))
     (folder / "evaluation.json").write_text(json.dumps(evaluation(method, state == "finished")))
+    if checkpoint:
+        model = tiny_gpt(shakespeare_bpe().vocab_size)
+        if method == "classify":
+            model.classifier = ClassifierHead(model.config.n_embd, ["ham", "spam"])
+        save_checkpoint(folder, model, shakespeare_bpe(), {"step": 100})
     return folder

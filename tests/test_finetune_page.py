@@ -52,7 +52,7 @@ def spec(at: AppTest, index: int) -> dict:
 
 def test_the_form_counts_the_parameters_that_train_with_and_without_lora(base):
     at = open_finetune()
-    assert at.radio(key="ft_method").value == "classify" and at.selectbox(key="ft_from").value == "base"
+    assert at.radio(key="ft_method").value == "Classify" and at.selectbox(key="ft_from").value == "base"
     config, _ = read_config(base)
     head = config.n_embd * 2 + 2  # ham and spam
     assert metric(at, "Parameters that train") == f"{parameter_count(config) + head:,}"  # every weight, by default
@@ -61,7 +61,7 @@ def test_the_form_counts_the_parameters_that_train_with_and_without_lora(base):
     frozen = trainable_parameters(config, FinetuneRequest("classify", "", "", 1, 1e-3, 1, 1, trainable_blocks=1))
     assert metric(at, "Parameters that train") == f"{frozen[0]:,}" and frozen[0] < parameter_count(config) / 2
 
-    at.radio(key="ft_method").set_value("instruct").run()
+    at.radio(key="ft_method").set_value("Follow instructions").run()
     at.toggle(key="ft_lora").set_value(True).run()
     at.multiselect(key="ft_lora_targets").set_value(["attn", "mlp"]).run()
     expected = count_trainable(apply_lora(GPT(config), 8, 16.0, ("attn", "mlp")))[0]
@@ -71,10 +71,10 @@ def test_the_form_counts_the_parameters_that_train_with_and_without_lora(base):
 
 def test_each_method_starts_from_its_own_settings(base):
     at = open_finetune()
-    at.radio(key="ft_method").set_value("dpo").run()
+    at.radio(key="ft_method").set_value("Prefer answers (DPO)").run()
     assert at.number_input(key="ft_lr").value == 1e-4 and at.number_input(key="ft_beta").value == 0.1
     assert at.radio(key="ft_data").value == "Instructions with preferences"
-    at.radio(key="ft_method").set_value("instruct").run()
+    at.radio(key="ft_method").set_value("Follow instructions").run()
     assert at.number_input(key="ft_lr").value == 1e-3 and at.radio(key="ft_data").value == "Synthetic puzzles"
 
 
