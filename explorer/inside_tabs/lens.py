@@ -16,6 +16,8 @@ from lm.lens import LogitLens, logit_lens
 from lm.tasks import probe_vocabulary
 from lm.trace import UnsupportedArchitecture
 
+INDUCTION = 0.3  # an induction score from which a head's block is outlined
+
 
 @cached_on_checkpoint(max_entries=16, spinner="Reading every layer…")
 def lens(checkpoint: Checkpoint, ids: tuple[int, ...], n_tokens: int) -> LogitLens:
@@ -24,14 +26,11 @@ def lens(checkpoint: Checkpoint, ids: tuple[int, ...], n_tokens: int) -> LogitLe
 
 @cached_on_checkpoint(max_entries=8, spinner="Looking for an induction head…")
 def induction_head(checkpoint: Checkpoint) -> tuple[int, int, float]:
-    """The head scoring highest on the induction probe, past the first layer when there is more
-    than one (a first-layer head cannot read the previous token yet: it copies by position)."""
+    """The head scoring highest on the induction probe: the head that looks where a copy of the
+    answer is (in the first layer it can only find it by position)."""
     model = checkpoint.model
     vocabulary = probe_vocabulary(checkpoint.training, checkpoint.tokenizer, model.config.block_size)
-    scores = head_scores(model, [0], vocabulary=vocabulary)["induction"].numpy()
-    first = 1 if len(scores) > 1 else 0
-    layer, head, score = top_heads(scores[first:], 1)[0]
-    return layer + first, head, score
+    return top_heads(head_scores(model, [0], vocabulary=vocabulary)["induction"].numpy(), 1)[0]
 
 
 def render_lens(view: InsideView) -> None:
@@ -43,7 +42,7 @@ def render_lens(view: InsideView) -> None:
     if found is None:
         return
     induction = induction_head(view.checkpoint)
-    marked = induction[0] + 1 if induction is not None and induction[2] >= 0.3 else None  # row 0: the embeddings
+    marked = induction[0] + 1 if induction is not None and induction[2] >= INDUCTION else None  # row 0: embeddings
     chart(lens_figure(found, view.labels, view.label_of, f"{view.name}: the guess after each layer", marked),
           "ins_lens", f"{view.name}-logit-lens")
     last = len(view.ids) - 1
@@ -54,8 +53,9 @@ def render_lens(view: InsideView) -> None:
     if marked is not None:
         layer, head, score = induction
         st.markdown(f"The outlined row is the block of the strongest induction head, layer {layer} head {head} "
-                    f"(score {score:.2f} on the induction probe): on a repeated text, the copied answer "
-                    "should appear from that block on.")
+                    f"(score {score:.2f} on the induction probe), the head that looks where the answer was "
+                    "before. Compare: from which block on can the answer be read? A head moves the letter; "
+                    "the blocks after it may still have to make it readable.")
     st.caption(
         "Each row stops the model after one block: the residual stream at that point goes through the final "
         "LayerNorm and the output head as if no block came after. A cell's colour is the probability that "
