@@ -10,6 +10,7 @@ from dataclasses import fields
 
 import streamlit as st
 
+from explorer.architecture_form import architecture_section, architecture_settings
 from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.tokenizers import load_saved, load_tiktoken, saved_tokenizers
@@ -19,7 +20,7 @@ from lm.data import CORPORA
 from lm.device import available_devices, describe_device, max_processes
 from lm.plan import PRESETS, RunChoice, preset_options
 from lm.run_folder import DATA_FILE
-from lm.tasks import HELD_OUT, TASK_PREFIX, TASKS, Task
+from lm.tasks import HELD_OUT, TASK_PREFIX, TASKS, Task, task_tokenizer
 from lm.tokenizer import TokenizerError
 from lm.train_config import TrainConfig
 
@@ -196,7 +197,7 @@ def chosen_settings(data: str, tokenizer: str | None = None) -> dict:
     """The TrainConfig fields the form sets, read from its session keys (a task's tokenizer is its own)."""
     state = st.session_state
     chosen = {name: state[f"train_{name}"] for name in (*PRESET_INPUTS, "device", "threads")}
-    chosen |= {"min_lr": chosen["lr"] / 10, "data": data}
+    chosen |= {"min_lr": chosen["lr"] / 10, "data": data} | architecture_settings()
     return chosen if tokenizer is None else chosen | {"tokenizer": tokenizer}
 
 
@@ -218,6 +219,8 @@ def run_form() -> tuple[RunChoice, str] | None:
             tokenizer = tokenizer_input()
     st.subheader("The model")
     model_inputs(sizes=learn != TASK_CHOICE)
+    st.subheader("The architecture")
+    architecture_section(task_tokenizer().vocab_size if learn == TASK_CHOICE else tokenizer and tokenizer[1])
     st.subheader("Training")
     training_inputs()
     processes = st.session_state["train_processes"]
