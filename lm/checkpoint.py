@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from torch.overrides import TorchFunctionMode
 from safetensors.torch import load_file, save_file
 
 from lm.journal import Writer, commit
@@ -97,6 +98,27 @@ def read_config(folder: str | os.PathLike) -> tuple[GPTConfig, dict]:
     return config, training
 
 
+INIT_OPS = {"normal_", "uniform_", "kaiming_uniform_", "zero_", "zeros_", "ones_", "fill_"}
+
+
+class _SkipInit(TorchFunctionMode):
+    """Initializers do nothing: the parameters keep whatever memory they were given."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in INIT_OPS:
+            return args[0] if args else kwargs["tensor"]  # torch.nn.init passes it by name
+        return func(*args, **kwargs)
+
+
+def unfilled_gpt(config: GPTConfig) -> GPT:
+    """A GPT whose weights are never drawn, for weights loaded next with load_state_dict(assign=True).
+    Its untouched memory costs nothing until written, and it skips what the meta device would
+    cost: a first meta-tensor initializer imports torch._dynamo, seconds before a class's first chart."""
+    with _SkipInit():
+        return GPT(config)
+
+
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     folder = Path(folder)
     config, training = read_config(folder)
@@ -115,8 +137,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         weights = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{WEIGHTS_FILE} in {folder} is truncated or corrupt ({exc})") from None
-    with torch.device("meta"):  # shapes only: the loaded tensors become the weights, no second copy
-        model = GPT(config)
+    model = unfilled_gpt(config)  # the loaded tensors become the weights, no second copy
     expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED or not config.tied_head}
     weights = {name: tensor for name, tensor in weights.items() if not name.startswith(CLASSIFIER + ".")}
     missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())

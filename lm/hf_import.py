@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from safetensors import SafetensorError, safe_open
 
-from lm.checkpoint import CONFIG_FILE, TIED, save_checkpoint
+from lm.checkpoint import CONFIG_FILE, TIED, save_checkpoint, unfilled_gpt
 from lm.gpt2 import PICKLE_SUFFIXES, _check_free_space, load_gpt2
 from lm.hf_tokenizer import HFTokenizer
 from lm.model import GPT, ConfigError, GPTConfig
@@ -288,8 +288,7 @@ def load_hf(folder: str | os.PathLike, context: int | None = None) -> tuple[GPT,
         raise HFImportError(f"tokenizer.json has {tokenizer.vocab_size:,} tokens, the model {config.vocab_size:,}")
     sources = SOURCES[hf["model_type"]](config)
     weights = read_weights(weight_files(folder), sources, "transformer.wte.weight" if config.tied_head else None)
-    with torch.device("meta"):  # shapes only: the tensors read become the weights
-        model = GPT(config)
+    model = unfilled_gpt(config)  # the tensors read become the weights
     result = model.load_state_dict(weights, strict=False, assign=True)
     if set(result.missing_keys) - ({TIED} if config.tied_head else set()) or result.unexpected_keys:
         raise HFImportError(f"this importer's map of {hf['model_type']} misses {result.missing_keys[:3]}")

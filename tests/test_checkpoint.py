@@ -64,6 +64,18 @@ def test_round_trip(tmp_path, tokenizer_name, config):
     assert read_config(tmp_path / "run") == (model.config, training)
 
 
+def test_loading_draws_no_random_weights(tmp_path):
+    """The model is built unfilled and the file's tensors assigned: the global generator is
+    untouched, and every parameter is the file's own tensor (biases included)."""
+    model = random_model(shakespeare_bpe().vocab_size)
+    save_checkpoint(tmp_path, model, shakespeare_bpe())
+    state = torch.get_rng_state()
+    loaded = load_checkpoint(tmp_path).model
+    assert torch.equal(torch.get_rng_state(), state)
+    for name, tensor in load_file(tmp_path / "model.safetensors").items():
+        assert torch.equal(loaded.get_parameter(name), tensor), name
+
+
 def test_tied_head_is_stored_once(tmp_path):
     model = random_model(shakespeare_bpe().vocab_size)
     save_checkpoint(tmp_path, model, shakespeare_bpe())
