@@ -7,6 +7,7 @@ import html
 
 import plotly.graph_objects as go
 
+from explorer.architecture_text import attention_kind, kv_sharing, why
 from explorer.attention_maps import FONT
 from lm.model import GPTConfig
 from lm.sizing import flops_per_token, parameter_breakdown, parameter_count, training_memory_bytes
@@ -18,7 +19,7 @@ CONFIG_MEANINGS = {
     "n_head": "attention heads in each block",
     "n_embd": "numbers that describe each token (the width)",
     "dropout": "share of activations switched off while training",
-    "bias": "Linear layers and LayerNorms have biases",
+    "bias": "Linear layers and norms have biases",
 }
 
 
@@ -40,8 +41,28 @@ def config_rows(config: GPTConfig) -> list[dict]:
         {"setting": name, "value": _config_value(values[name]), "meaning": meaning}
         for name, meaning in CONFIG_MEANINGS.items()
     ]
-    rows.append({"setting": "head size", "value": f"{config.n_embd // config.n_head:,}",
-                 "meaning": "n_embd / n_head: the length of each head's q, k and v"})
+    rows.append({"setting": "head size", "value": f"{config.head_dim:,}",
+                 "meaning": "the length of each head's q, k and v (n_embd / n_head unless set)"})
+    return rows + architecture_rows(config)
+
+
+def architecture_rows(config: GPTConfig) -> list[dict]:
+    """The architecture dial's settings, each with why."""
+    rows = [{"setting": name, "value": str(getattr(config, name)), "meaning": why(name, getattr(config, name))}
+            for name in ("position", "norm", "norm_position", "qk_norm", "mlp")]
+    if config.rotary_dims:
+        rows.append({"setting": "rotary dims", "value": f"{config.rotary_dims} of {config.head_dim}",
+                     "meaning": f"dimensions of each head RoPE turns, base {config.rope_base:g}"})
+    rows += [
+        {"setting": "MLP width", "value": f"{config.mlp_width:,}", "meaning": "units in each MLP"},
+        {"setting": "key/value heads", "value": f"{config.kv_heads}",
+         "meaning": kv_sharing(config.n_head, config.kv_heads)},
+        {"setting": "window", "value": "—" if not config.window else f"{config.window:,}",
+         "meaning": why("window", config.window)},
+        {"setting": "parallel residual", "value": str(config.parallel_residual),
+         "meaning": why("parallel_residual", config.parallel_residual)},
+        {"setting": "tied head", "value": str(config.tied_head), "meaning": why("tied_head", config.tied_head)},
+    ]
     return rows
 
 
@@ -103,45 +124,97 @@ def _arrow(shape: str = "") -> str:
     return f'<div style="font-size:1.3em;line-height:1.2;color:#495057">↓{note}</div>'
 
 
-def block_diagram_html(config: GPTConfig) -> str:
-    """The model drawn top to bottom with its real sizes: tokens in, one block (repeated
-    n_layer times) with its two residual adds, next-token probabilities out."""
-    C, V, T, L, H = config.n_embd, config.vocab_size, config.block_size, config.n_layer, config.n_head
-    parts = parameter_breakdown(config)
-    per_block = (parts["attention"] + parts["MLP"]) // L + 2 * C * (1 + int(config.bias))  # + its 2 LayerNorms
-    width = f"T × {C:,}"
-    block = "".join([
-        _box("norm", "LayerNorm", f"{C:,} numbers rescaled per token"),
-        _arrow(),
-        _box("attention", f"Causal self-attention: {H} heads × {C // H}",
-             f"q, k, v: {C:,} → 3 × {C:,} · mix heads: {C:,} → {C:,}"),
-        _arrow(),
+def _norm_name(config: GPTConfig) -> str:
+    return "RMSNorm" if config.norm == "rmsnorm" else "LayerNorm"
+
+
+def attention_box(config: GPTConfig) -> str:
+    """Attention as configured: its heads, key/value heads, positions, QK-norm and window."""
+    C, H, D, kv = config.n_embd, config.n_head, config.head_dim, config.kv_heads
+    heads = f"{H} heads × {D}" if kv == H else f"{H} query heads × {D}, {kv} key/value head{'s' * (kv > 1)}"
+    extras = [attention_kind(H, kv) if kv != H else ""]
+    if config.rotary_dims:
+        share = "" if config.rotary_dims == D else f" on {config.rotary_dims} of {D} dimensions"
+        extras.append(f"RoPE turns q and k{share} (base {config.rope_base:g})")
+    if config.qk_norm:
+        extras.append("QK-norm")
+    if config.window:
+        layers = "" if config.window_layers is None else f" in layers {', '.join(map(str, config.window_layers))}"
+        extras.append(f"sliding window of {config.window:,}{layers}")
+    detail = f"q, k, v: {C:,} → {H * D:,} + 2 × {kv * D:,} · mix heads: {H * D:,} → {C:,}"
+    return _box("attention", f"Causal self-attention: {heads}", " · ".join([detail, *filter(None, extras)]))
+
+
+def mlp_box(config: GPTConfig) -> str:
+    C, F = config.n_embd, config.mlp_width
+    if config.mlp == "swiglu":
+        return _box("mlp", f"SwiGLU MLP: {C:,} → 2 × {F:,} → SiLU(gate) × up → {C:,}",
+                    "each token on its own; a gate decides how much of each unit passes")
+    activation = {"gelu": "GELU", "gelu_exact": "GELU (exact)", "relu2": "ReLU²"}[config.mlp]
+    return _box("mlp", f"MLP: {C:,} → {F:,} → {activation} → {C:,}", "each token on its own")
+
+
+def _column(*parts: str) -> str:
+    return f'<div style="display:flex;flex-direction:column;align-items:center;gap:2px">{"".join(parts)}</div>'
+
+
+def block_html(config: GPTConfig) -> str:
+    """One block in its residual layout: pre-norm (GPT-2, Llama), post-norm (the original
+    Transformer) or parallel attention and MLP (Pythia)."""
+    norm, width = _norm_name(config), f"T × {config.n_embd:,}"
+    if config.parallel_residual:
+        side_by_side = (
+            '<div style="display:flex;gap:10px;align-items:flex-start">'
+            + _column(_box("norm", norm), _arrow(), attention_box(config))
+            + _column(_box("norm", norm), _arrow(), mlp_box(config)) + "</div>"
+        )
+        return side_by_side + _arrow() + _box(
+            "add", "+ the block's input + attention + MLP", "parallel residual: both read the same input, one add")
+    if config.norm_position == "post":
+        return "".join([
+            attention_box(config), _arrow(), _box("add", "+ the block's input"), _arrow(),
+            _box("norm", norm, "after the add: the stream itself is normalized"), _arrow(width), mlp_box(config),
+            _arrow(), _box("add", "+ the input of the MLP"), _arrow(), _box("norm", norm),
+        ])
+    return "".join([
+        _box("norm", norm, f"{config.n_embd:,} numbers rescaled per token"), _arrow(), attention_box(config), _arrow(),
         _box("add", "+ the block's input", "residual: attention adds to the stream, never replaces it"),
-        _arrow(width),
-        _box("norm", "LayerNorm"),
-        _arrow(),
-        _box("mlp", f"MLP: {C:,} → {4 * C:,} → GELU → {C:,}", "each token on its own"),
-        _arrow(),
+        _arrow(width), _box("norm", norm), _arrow(), mlp_box(config), _arrow(),
         _box("add", "+ the input of the MLP", "residual again"),
     ])
+
+
+def _ends(config: GPTConfig) -> tuple[str, str]:
+    """The embedding box and the head box: positions learned or rotary, head tied or untied."""
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
+    if config.position == "learned":
+        embed = _box("embed", "Token embedding + position embedding", f"{V:,} × {C:,} table + {T:,} × {C:,} table")
+    else:
+        embed = _box("embed", "Token embedding", f"{V:,} × {C:,} table · no position table: RoPE turns q and k instead")
+    owner = ("reuses the token embedding's table (tied weights)" if config.tied_head
+             else f"an output head of its own: a {C:,} × {V:,} matrix (untied)")
+    return embed, _box("head", f"Head: {C:,} → {V:,}", owner)
+
+
+def block_diagram_html(config: GPTConfig) -> str:
+    """The model drawn top to bottom with its real sizes and its own architecture: tokens in,
+    one block (repeated n_layer times) in its residual layout, next-token probabilities out."""
+    V, T, L = config.vocab_size, config.block_size, config.n_layer
+    parts = parameter_breakdown(config)
+    norm = parts.get("layer norms", 0) // (2 * L + (config.norm_position == "pre"))  # one norm's parameters
+    per_block = (parts.get("attention", 0) + parts.get("MLP", 0)) // L + 2 * norm
+    width = f"T × {config.n_embd:,}"
     repeated = (
         '<div style="border:2px dashed #495057;border-radius:12px;padding:10px 18px;display:flex;'
         'flex-direction:column;align-items:center;gap:2px">'
         f'<div style="font-weight:bold;margin-bottom:4px">× {L} blocks · {si(per_block)} parameters each</div>'
-        f"{block}</div>"
+        f"{block_html(config)}</div>"
     )
+    embed, head = _ends(config)
+    final = [_box("norm", f"Final {_norm_name(config)}"), _arrow()] if config.norm_position == "pre" else []
     flow = [
-        _box("io", f"Token ids: T tokens, T ≤ {T:,}"),
-        _arrow(),
-        _box("embed", "Token embedding + position embedding",
-             f"{V:,} × {C:,} table + {T:,} × {C:,} table"),
-        _arrow(width),
-        repeated,
-        _arrow(width),
-        _box("norm", "Final LayerNorm"),
-        _arrow(),
-        _box("head", f"Head: {C:,} → {V:,}", "reuses the token embedding's table (tied weights)"),
-        _arrow(f"T × {V:,} logits"),
+        _box("io", f"Token ids: T tokens, T ≤ {T:,}"), _arrow(), embed, _arrow(width), repeated, _arrow(width),
+        *final, head, _arrow(f"T × {V:,} logits"),
         _box("io", "Softmax → next-token probabilities", f"for each position, one over each of the {V:,} tokens"),
     ]
     return (
