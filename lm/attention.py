@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lm.config import GPTConfig
+from lm.device import attention_written_out
 from lm.rope import rotate, rotation
 
 
@@ -152,7 +153,7 @@ class CausalSelfAttention(nn.Module):
         if probe.cache is not None:
             k, v = probe.cache.extend(self.layer, k, v)
         steps = None
-        if probe.explain:  # each query head is shown with the key/value head its group reads
+        if probe.explain or attention_written_out(q, k):  # each query head with the key/value head its group reads
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             steps = attention_steps(q, k, v, self.attn_dropout if self.training else None, self.window)

@@ -56,6 +56,7 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
         mp.setenv("LM_DATA_DIR", str(tmp_path_factory.mktemp("lm-data")))
         mp.setenv("LM_BUNDLED_MODELS", str(tmp_path_factory.mktemp("no-bundled-models")))  # tests see their own
+        mp.setenv("LM_CPU_BF16", "0")  # auto trains in fp32 on every CPU, so curves compare exactly on any machine
         mp.setattr(requests.Session, "request", _local_only(requests.Session.request))
         yield
 
