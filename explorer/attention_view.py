@@ -38,15 +38,20 @@ class AttentionRun:
     scores: np.ndarray  # q·k/√d for every pair, before the mask
     weights: np.ndarray  # softmax of each masked row: sums to 1, zero after the query
     outputs: np.ndarray  # weights @ values: what each head passes on
+    windows: tuple[int | None, ...] = ()  # each layer's sliding window (None: the whole context); () none anywhere
 
     @property
     def head_size(self) -> int:
         return self.values.shape[-1]
 
     def masked(self, layer: int, head: int) -> np.ndarray:
-        """One head's scores after the causal mask (the model's own, tested): −inf where the key comes later."""
-        T = len(self.ids)
-        return np.where(np.tril(np.ones((T, T), dtype=bool)), self.scores[layer, head], -np.inf)
+        """One head's scores after the causal mask (the model's own, tested): −inf where the key
+        comes later or, in a layer with a sliding window, window or more positions earlier."""
+        visible = np.tril(np.ones((len(self.ids),) * 2, dtype=bool))
+        window = self.windows[layer] if self.windows else None
+        if window:
+            visible = np.triu(visible, k=1 - window)
+        return np.where(visible, self.scores[layer, head], -np.inf)
 
 
 def run_attention(model: GPT, tokenizer, ids: list[int]) -> AttentionRun:
@@ -57,4 +62,5 @@ def run_attention(model: GPT, tokenizer, ids: list[int]) -> AttentionRun:
         tuple(ids), tuple(token_label(tokenizer.token_bytes(i)) for i in ids),
         queries=steps.q.numpy(), keys=steps.k.numpy(), values=steps.v.numpy(),
         scores=steps.scores.numpy(), weights=steps.weights.numpy(), outputs=steps.output.numpy(),
+        windows=tuple(model.config.windowed(layer) for layer in range(model.config.n_layer)),
     )

@@ -29,3 +29,10 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     first, second = turned.chunk(2, dim=-1)
     rotated = turned * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
     return torch.cat((rotated, rest), dim=-1) if rest.size(-1) else rotated
+
+
+def unrotate(x: torch.Tensor, positions: torch.Tensor, dims: int, base: float) -> torch.Tensor:
+    """x [..., T, head size] as it was before `rotate` turned it at `positions`: the same
+    angles backwards (a rotation's inverse), to show queries and keys before RoPE."""
+    cos, sin = rotation(positions, dims, base)
+    return rotate(x, cos, -sin)

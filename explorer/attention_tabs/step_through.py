@@ -6,12 +6,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from explorer.architecture_steps import (
+    kv_explanation, kv_groups_html, rope_explanation, rope_figure, rope_rotation, window_explanation,
+)
 from explorer.attention_maps import ANNOTATE_MAX, LABELLED_SMALL, attention_figure, scores_figure, tokens_window
 from explorer.attention_tabs.view import AttentionView
 from explorer.attention_view import AttentionRun
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
 from explorer.presenter import control
 from explorer.widgets import chart, table
+from lm.config import GPTConfig
 
 
 def render_step_through(view: AttentionView) -> None:
@@ -20,6 +24,7 @@ def render_step_through(view: AttentionView) -> None:
         run = view.models[name].run
         query = choose_query(run)
     rows = query_rows(run, view.layer, view.head, query)
+    architecture_steps(run, view.models[name].checkpoint.model.config, view, query, rows)
     window = tokens_window(len(run.ids), LABELLED_SMALL, query)  # the query's row is in the maps, at the foot
     for number, (explanation, figure) in enumerate(steps(run, view.layer, view.head, query, rows, window)):
         text_col, figure_col = st.columns([1, 2])
@@ -48,6 +53,26 @@ def render_step_through(view: AttentionView) -> None:
         + (f" They show the {LABELLED_SMALL} tokens up to the query, each labelled; pick another query to move."
            if window.start > 0 else "")
     )
+
+
+def architecture_steps(run: AttentionRun, config: GPTConfig, view: AttentionView, query: int, rows: list[dict]) -> None:
+    """What the model's architecture adds before the scores: RoPE's rotation of the query and a
+    key, and the key/value head this query head shares (GQA)."""
+    if config.rotary_dims:
+        best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
+        with view.side():
+            key = st.select_slider("Key token for the rotation", list(range(query + 1)), value=best,
+                                   key=f"att_rope_key_{query}", format_func=lambda i: f"#{i} {run.labels[i]}")
+        rotation = rope_rotation(run, config, view.layer, view.head, query, key)
+        text_col, figure_col = st.columns([1, 2])
+        text_col.markdown(rope_explanation(rotation))
+        with figure_col:
+            chart(rope_figure(rotation, run.labels[query], run.labels[key]), "att_step_rope",
+                  f"layer{view.layer}-head{view.head}-query{query}-key{key}-rope")
+    if config.kv_heads != config.n_head:
+        text_col, figure_col = st.columns([1, 2])
+        text_col.markdown(kv_explanation(config.n_head, config.kv_heads, view.head))
+        figure_col.html(kv_groups_html(config.n_head, config.kv_heads, view.head))
 
 
 def choose_query(run: AttentionRun) -> int:
@@ -80,7 +105,8 @@ def steps(
         (
             "#### 2 · The causal mask\n"
             "A token may not look at tokens after it: while the model writes, they do not exist yet. "
-            "Their scores become −∞ (grey), and e^−∞ = 0.",
+            "Their scores become −∞ (grey), and e^−∞ = 0."
+            + (f"\n\n{window_explanation(run.windows[layer])}" if run.windows and run.windows[layer] else ""),
             scores_figure(run, layer, head, query, masked=True, window=window),
         ),
         (
