@@ -12,6 +12,7 @@ from explorer.plain_text import plain
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
+from lm.device import device_precision, resolve_device
 from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds
 from lm.model import GPTConfig
 from lm.plan import RunPlan
@@ -56,6 +57,7 @@ def show_estimates(plan: RunPlan) -> None:
         f"of samples and attention snapshots, {format_duration(timed.startup)} to start (and train the tokenizer). "
         "Runs training at the same time slow each other down."
     )
+    st.caption(f"Number format: {device_precision(cfg.precision, resolve_device(cfg.device)).describe()}.")
 
 
 def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
