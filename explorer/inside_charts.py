@@ -30,6 +30,11 @@ def token_axis(labels: tuple[str, ...]) -> dict:
                 ticktext=[plotly_text(label) for label in labels], tickfont=TOKEN_FONT, tickangle=-60)
 
 
+def short(label: str, chars: int = 5) -> str:
+    """A label cut to fit a cell ("<|endoftext|>" → "<|en…"); the hover has it whole."""
+    return label if len(label) <= chars else label[: chars - 1] + "…"
+
+
 def lens_figure(lens: LogitLens, labels: tuple[str, ...], label_of: Callable[[int], str], title: str,
                 marked_row: int | None = None) -> go.Figure:
     """Layers × positions, coloured by the probability each layer gives the model's final
@@ -42,7 +47,7 @@ def lens_figure(lens: LogitLens, labels: tuple[str, ...], label_of: Callable[[in
     annotate = T <= ANNOTATE_MAX
     fig = go.Figure(go.Heatmap(
         z=lens.final_probs, x=positions(labels), y=list(lens.rows), zmin=0, zmax=1, colorscale="Blues",
-        text=[[plotly_text(label_of(int(lens.top_ids[r, t, 0]))) for t in range(T)] for r in range(rows)]
+        text=[[plotly_text(short(label_of(int(lens.top_ids[r, t, 0])))) for t in range(T)] for r in range(rows)]
         if annotate else None,
         texttemplate="%{text}" if annotate else None, textfont=dict(size=13),
         hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", xgap=1, ygap=1,
@@ -105,7 +110,7 @@ def head_patching_figure(found: Patching, title: str) -> go.Figure:
     fig = go.Figure(_share_heatmap(found.heads, [f"head {h}" for h in range(H)], [f"layer {layer}" for layer in range(L)],
                                    "%{y}, %{x}"))
     if L * H <= 64:
-        fig.update_traces(text=np.round(found.heads, 2), texttemplate="%{text}", textfont=dict(size=14))
+        fig.update_traces(texttemplate="%{z:.2f}", textfont=dict(size=14))
     fig.update_xaxes(type="category")
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_layout(title=title, font=FONT, hoverlabel=HOVER, margin=dict(l=20, r=20, t=60, b=20),

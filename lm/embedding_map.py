@@ -21,15 +21,16 @@ class EmbeddingMap:
 @torch.inference_mode()
 def embedding_map(model: GPT, n_tokens: int) -> EmbeddingMap:
     """PCA of the first `n_tokens` rows of the token embedding (a padded vocabulary's extra
-    rows are no token), by the SVD of the centred matrix: exact and deterministic."""
-    vectors = model.transformer.wte.weight[:n_tokens].double()
+    rows are no token): exact and deterministic, no random projection."""
+    vectors = model.transformer.wte.weight[:n_tokens].float()
     centred = vectors - vectors.mean(0)
     # the principal axes are the eigenvectors of the n_embd × n_embd covariance: cheap for any vocabulary
-    variances, axes = torch.linalg.eigh(centred.T @ centred)
+    variances, axes = torch.linalg.eigh((centred.T @ centred).double())
+    axes = axes.float()
     top = axes[:, -2:].flip(-1)
     top = top * torch.where(top.sum(0) < 0, -1.0, 1.0)  # an eigenvector's sign is arbitrary: fix it
     explained = (variances[-2:].flip(0) / variances.sum()).tolist()
-    return EmbeddingMap((centred @ top).float().cpu().numpy(), (explained[0], explained[1]))
+    return EmbeddingMap((centred @ top).cpu().numpy(), (explained[0], explained[1]))
 
 
 @torch.inference_mode()

@@ -117,5 +117,5 @@ def direct_attribution(model: GPT, ids: list[int], position: int, target: int) -
     values = (stacked @ direction * inverse_spread).float().cpu().numpy()
     labels.append("final norm bias"), kinds.append("final norm bias"), heads.append(None)
     values = np.append(values, constant)
-    logit = float(parts.logits[0, position, target])
+    logit = float(parts.logits(model, position)[target])
     return Attribution(tuple(labels), tuple(kinds), tuple(heads), values, logit, inverse_spread)

@@ -28,7 +28,7 @@ def activations(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         parts = step(block, x)
         found.append(neuron_activations(block, parts.mlp_in, parts.mlp_out))
         x = parts.resid_post
-    check_close(x, model(idx, probe=Probe(residuals=True)).residuals[-1], LAYOUT.format(what="the MLPs' inputs"))
+    check_close(x, model.hidden(idx, Probe(residuals=True))[2][-1], LAYOUT.format(what="the MLPs' inputs"))
     return torch.stack(found)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lm.attention import KVCache, Probe
 from lm.model import GPT
 from lm.trace import Trace, step, trace
 
@@ -46,23 +47,52 @@ def resid_pre(run: Trace, layer: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def run_patched(model: GPT, clean: Trace, corrupted: Trace, patches: list[Patch]) -> torch.Tensor:
-    """The final residual stream [len(patches), T, n_embd] of the corrupted run with each patch
-    applied (one batch row each). Layers before the first patched one are the corrupted run's."""
+def shared_prefix(model: GPT, ids: list[int], length: int) -> KVCache | None:
+    """Every layer's keys and values for the first `length` ids (the model's own KV cache):
+    positions before the prompts' first difference are the same in every run, patched or
+    not, so each patched run computes only the positions after them."""
+    if length == 0:
+        return None
+    cache = KVCache(model.config.n_layer, len(ids))
+    model(torch.tensor([ids[:length]], device=model.lm_head.weight.device), probe=Probe(cache=cache))
+    return cache
+
+
+def _batch_of(prefix: KVCache | None, rows: int, capacity: int) -> KVCache | None:
+    """A fresh cache holding `prefix` for each of `rows` runs."""
+    if prefix is None:
+        return None
+    cache = KVCache(len(prefix.keys), capacity)
+    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+        end = prefix.lengths[layer]
+        cache.extend(layer, k[:, :, :end].expand(rows, -1, -1, -1), v[:, :, :end].expand(rows, -1, -1, -1))
+    return cache
+
+
+@torch.inference_mode()
+def run_patched(model: GPT, clean: Trace, corrupted: Trace, patches: list[Patch], prefix: KVCache | None = None
+                ) -> torch.Tensor:
+    """The final residual stream [len(patches), T − s, n_embd] of the corrupted run with each
+    patch applied (one batch row each), for the positions after the `prefix`'s s (see
+    shared_prefix: the two runs agree before s, so patching there changes nothing). Layers
+    before the first patched one are the corrupted run's."""
+    s = len(prefix) if prefix is not None else 0
     start = min(patch.first_layer() for patch in patches)
-    x = resid_pre(corrupted, start).repeat(len(patches), 1, 1)
+    x = resid_pre(corrupted, start)[:, s:].repeat(len(patches), 1, 1)
+    cache = _batch_of(prefix, len(patches), len(clean.ids))
     for layer in range(start, model.config.n_layer):
         block = model.transformer.h[layer]
-        clean_in = resid_pre(clean, layer)[0]
+        clean_in = resid_pre(clean, layer)[0, s:]
         for row, patch in enumerate(patches):
-            positions = list(patch.residual.get(layer, ()))
+            positions = [t - s for t in patch.residual.get(layer, ()) if t >= s]  # the runs agree before s
             x[row, positions] = clean_in[positions]
         mask = torch.tensor([[(layer, head) in patch.heads for head in range(block.attn.n_head)] for patch in patches],
                             device=x.device)
         if mask.any():
-            x = step(block, x, clean.layers[layer].heads.expand(len(patches), -1, -1, -1), mask).resid_post
+            heads = clean.layers[layer].heads[:, :, s:].expand(len(patches), -1, -1, -1)
+            x = step(block, x, heads, mask, cache).resid_post
         else:
-            x = block(x)[0]
+            x = block(x, Probe(cache=cache))[0]
     return x
 
 
@@ -90,8 +120,8 @@ def compare(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens
     if list(clean_ids) == list(corrupted_ids):
         raise PatchingError("the two prompts are the same: change a word in the corrupted one")
     clean, corrupted = trace(model, clean_ids), trace(model, corrupted_ids)
-    a = answers[0] if answers[0] is not None else int(clean.logits[0, -1, :n_tokens].argmax())
-    b = answers[1] if answers[1] is not None else int(corrupted.logits[0, -1, :n_tokens].argmax())
+    a = answers[0] if answers[0] is not None else int(clean.logits(model, -1)[:n_tokens].argmax())
+    b = answers[1] if answers[1] is not None else int(corrupted.logits(model, -1)[:n_tokens].argmax())
     if a == b:
         raise PatchingError(
             "both prompts lead to the same answer, so there is no difference to bring back: "
@@ -115,17 +145,19 @@ def activation_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[in
     if abs(clean_diff - corrupted_diff) < DIFFERENCE_FLOOR:
         raise PatchingError("the two prompts give the two answers the same logit difference: nothing to bring back")
 
+    differ = tuple(t for t, (x, y) in enumerate(zip(clean_ids, corrupted_ids)) if x != y)
+    prefix = shared_prefix(model, list(corrupted_ids), differ[0])
+
     def share(patches: list[Patch]) -> np.ndarray:
-        restored = difference(run_patched(model, clean, corrupted, patches))
+        restored = difference(run_patched(model, clean, corrupted, patches, prefix))
         return ((restored - corrupted_diff) / (clean_diff - corrupted_diff)).float().cpu().numpy()
 
     L, T, H = model.config.n_layer, len(clean_ids), model.config.n_head
     residual = np.zeros((L, T), dtype=np.float32)
     for layer in range(L):
         clean_in, corrupted_in = resid_pre(clean, layer)[0], resid_pre(corrupted, layer)[0]
-        changed = [t for t in range(T) if not torch.equal(clean_in[t], corrupted_in[t])]  # elsewhere: a no-op
+        changed = [t for t in range(differ[0], T) if not torch.equal(clean_in[t], corrupted_in[t])]  # else a no-op
         if changed:
             residual[layer, changed] = share([Patch(residual={layer: (t,)}) for t in changed])
     head_shares = np.stack([share([Patch(heads=frozenset({(layer, h)})) for h in range(H)]) for layer in range(L)])
-    differ = tuple(t for t, (x, y) in enumerate(zip(clean_ids, corrupted_ids)) if x != y)
     return Patching(a, b, clean_diff, corrupted_diff, differ, residual, head_shares)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lm.attention import Probe
+from lm.attention import KVCache, Probe
 from lm.model import GPT, Block
 
 TOLERANCE = 1e-4  # relative: float32 rounding in a different order of additions
@@ -50,12 +50,13 @@ def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_mask: torch.Tensor | None = None
-         ) -> LayerParts:
+def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_mask: torch.Tensor | None = None,
+         cache: KVCache | None = None) -> LayerParts:
     """One block on x [batch, T, n_embd], sequentially (GPT-2's layout). With `heads`
     [batch, heads, T, head size] and `head_mask` [batch, heads] (True: take it from `heads`),
-    those heads' outputs are replaced before the projection: activation patching."""
-    _, steps = block.attn(block.ln_1(x), Probe(explain=True))
+    those heads' outputs are replaced before the projection: activation patching. With a
+    `cache`, x are the positions after those it holds."""
+    _, steps = block.attn(block.ln_1(x), Probe(explain=True, cache=cache))
     outputs = steps.output
     if heads is not None:
         outputs = torch.where(head_mask[:, :, None, None], heads, outputs)
@@ -74,7 +75,11 @@ class Trace:
     ids: tuple[int, ...]
     embeddings: torch.Tensor  # [1, T, n_embd]
     layers: list[LayerParts]
-    logits: torch.Tensor  # [1, T, vocab]: the model's own
+    final: torch.Tensor  # [1, T, n_embd]: the final norm's output, the model's own (the head makes it logits)
+
+    def logits(self, model: GPT, position: int) -> torch.Tensor:
+        """[vocab]: the model's logits at one position (all of them would cost a vocabulary-wide matmul)."""
+        return model.lm_head(self.final[0, position])
 
 
 @torch.inference_mode()
@@ -85,15 +90,15 @@ def trace(model: GPT, ids: list[int]) -> Trace:
         raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
     check_layout(model)
     idx = torch.tensor([ids], device=model.lm_head.weight.device)
-    own = model(idx, probe=Probe(residuals=True))
+    final, _, residuals = model.hidden(idx, Probe(residuals=True))
     x = embeddings = embed(model, idx)
     layers = []
     for block in model.transformer.h:
         layers.append(step(block, x))
         x = layers[-1].resid_post
-    for number, (parts, expected) in enumerate(zip(layers, own.residuals)):
+    for number, (parts, expected) in enumerate(zip(layers, residuals)):
         check_close(parts.resid_post, expected, LAYOUT.format(what=f"the residual stream after block {number}"))
-    return Trace(tuple(ids), embeddings, layers, own.logits)
+    return Trace(tuple(ids), embeddings, layers, final)
 
 
 def check_layout(model: GPT) -> None:

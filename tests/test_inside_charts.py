@@ -15,7 +15,7 @@ from lm.lens import Attribution, LogitLens
 from lm.patching import Patching
 
 LABELS = ("a", "<b>", "a", "c")
-NAMES = {0: "x", 1: "y", 2: "z", 3: "<w>", 4: "v"}
+NAMES = {0: "x", 1: "y", 2: "z", 3: "<w>", 4: "<|endoftext|>"}
 
 
 def lens() -> LogitLens:
@@ -31,7 +31,7 @@ def test_lens_figure_colours_by_the_final_guess_and_names_the_top_five():
     heatmap = fig.data[0]
     np.testing.assert_allclose(np.asarray(heatmap.z), lens().final_probs)
     assert list(heatmap.x) == ["#0 a", "#1 &lt;b&gt;", "#2 a", "#3 c"]  # one column per position, escaped
-    assert heatmap.text[0][0] == "v" and heatmap.text[2][3] == "x"  # each cell's own top guess
+    assert heatmap.text[0][0] == "&lt;|en…" and heatmap.text[2][3] == "x"  # each cell's own top guess, cut to fit
     hover = heatmap.hovertext[1][1]
     assert hover.startswith("after block 0, at #1 &lt;b&gt;") and "&lt;w&gt;  10.0%" in hover and "x  50.0%" in hover
     assert fig.layout.shapes[0].y0 == 1.5 and fig.layout.shapes[0].y1 == 2.5
@@ -76,7 +76,7 @@ def test_embedding_figure_draws_the_chosen_token_and_its_neighbours_on_top():
     fig = embedding_figure(found, [0, 1, 2], NAMES.__getitem__, 3, [4, 0], "t")
     cloud, near, chosen = fig.data
     assert list(cloud.x) == [0, 2, 4] and list(cloud.text) == ["x", "y", "z"]
-    assert list(near.text) == ["v", "x"] and list(near.x) == [8, 0]
+    assert list(near.text) == ["&lt;|endoftext|&gt;", "x"] and list(near.x) == [8, 0]
     assert list(chosen.text) == ["&lt;w&gt;"] and list(chosen.y) == [7]
     assert "40%" in fig.layout.xaxis.title.text
     assert len(embedding_figure(found, [0], NAMES.__getitem__, None, [], "t").data) == 1

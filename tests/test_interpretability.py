@@ -16,7 +16,7 @@ from lm.embedding_map import embedding_map, nearest_tokens
 from lm.lens import direct_attribution, logit_lens
 from lm.model import GPT, GPTConfig
 from lm.neurons import index_neurons, top_neurons, windows
-from lm.patching import Patch, PatchingError, activation_patching, run_patched
+from lm.patching import Patch, PatchingError, activation_patching, run_patched, shared_prefix
 from lm.trace import UnsupportedArchitecture, trace
 from tests.checkpoints import sharpen_attention, tiny_gpt
 
@@ -116,6 +116,15 @@ def test_patching_everything_gives_the_clean_run_and_nothing_the_corrupted(model
     torch.testing.assert_close(logits[0], own_logits(model, CLEAN), rtol=0, atol=1e-5)
     torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED), rtol=0, atol=1e-5)
     torch.testing.assert_close(logits[2], own_logits(model, CLEAN), rtol=0, atol=1e-5)
+
+    prefix = shared_prefix(model, CORRUPTED, 2)  # the prompts agree on their first two tokens
+    with torch.no_grad():
+        final = run_patched(model, clean, corrupted, [everywhere, Patch(), every_head_and_last], prefix)
+        logits = model.lm_head(model.transformer.ln_f(final))
+    assert logits.shape[1] == len(CLEAN) - 2  # only the positions after the shared ones are run
+    torch.testing.assert_close(logits[0], own_logits(model, CLEAN)[2:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED)[2:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[2], own_logits(model, CLEAN)[2:], rtol=0, atol=1e-5)
 
 
 def patched_by_hooks(model, layer, head) -> torch.Tensor:

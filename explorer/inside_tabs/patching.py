@@ -66,7 +66,10 @@ def render_patching(view: InsideView) -> None:
     clean_col, corrupted_col = st.columns(2)
     clean_col.metric(f"Clean run: logit({clean_word}) − logit({corrupted_word})", f"{found.clean_difference:+.2f}")
     corrupted_col.metric("Corrupted run: the same difference", f"{found.corrupted_difference:+.2f}")
-    labels = tuple(token_label(view.checkpoint.tokenizer.token_bytes(i)) for i in corrupted)
+    def changed(t: int) -> str:  # a changed token shows both: b→x
+        return f"{view.labels[t]}→{token_label(view.checkpoint.tokenizer.token_bytes(corrupted[t]))}"
+
+    labels = tuple(changed(t) if t in found.differ else label for t, label in enumerate(view.labels))
     chart(residual_patching_figure(found, labels, "Patching the residual stream, one layer and position at a time"),
           "ins_patch_resid", f"{view.name}-patching-residual")
     chart(head_patching_figure(found, "Patching one head's output (at every position)"),

@@ -1,0 +1,119 @@
+"""Benchmark of the Inside the model page's computations on CPU: how long each view takes
+after its inputs change (a cached view redraws from st.cache_data without computing).
+
+Two models: the bundled demo (models/shakespeare-demo: 4 layers, 4 heads, 128 wide) and a
+GPT-2-small-shaped model (12 layers, 12 heads, 768 wide, vocabulary 50,257, GPT-2's
+tokenizer) with random weights: time does not depend on the values. Text: 64 tokens of
+Tiny Shakespeare; the corrupted prompt for patching changes one token, in the middle
+(position 32) and near the start (position 1, the most positions to patch). GPT-2 also
+gets the indirect-object example (15 tokens), the page's preset for it.
+
+Each view is the lm function its tab calls: the logit lens, direct logit attribution at the
+last position, activation patching (every layer × position and every head), the embedding
+map (PCA of every token) with one token's neighbours, the top neurons at one position, and
+the corpus index of neurons (once per model: 24 windows of 64 tokens). Best of --repeats,
+the views interleaved within each repeat so a busy moment hits them alike. Torch threads as
+the app sets them (lm.device.use_threads_for_server). Timings on a machine shared with other
+work are noisy: the 1-minute load average is printed.
+
+Run from the repository root:  .venv/bin/python benchmarks/inside_model.py [--repeats N] [--skip-gpt2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, offline_tiktoken_cache  # noqa: E402
+
+TOKENS = 64
+
+
+def views(checkpoint, ids: list[int], corpus: list[list[int]]) -> dict[str, Callable[[], object]]:
+    """Each view's computation on this model and text."""
+    from lm.embedding_map import embedding_map, nearest_tokens
+    from lm.lens import direct_attribution, logit_lens
+    from lm.neurons import index_neurons, top_neurons
+    from lm.patching import activation_patching
+
+    model = checkpoint.model
+    n = min(checkpoint.tokenizer.vocab_size, model.config.vocab_size)
+    middle = list(ids)
+    middle[32] = (middle[32] + 1) % n
+    start = list(ids)
+    start[1] = (start[1] + 1) % n
+    answers = (ids[-1], (ids[-1] + 1) % n)  # fixed answers: a random model's own guesses may coincide
+    return {
+        "logit lens": lambda: logit_lens(model, ids, n),
+        "direct logit attribution": lambda: direct_attribution(model, ids, len(ids) - 1, ids[-1]),
+        "patching (change at #32)": lambda: activation_patching(model, ids, middle, n, answers),
+        "patching (change at #1)": lambda: activation_patching(model, ids, start, n, answers),
+        "embedding map + neighbours": lambda: (embedding_map(model, n), nearest_tokens(model, ids[-1], n)),
+        "top neurons at a token": lambda: top_neurons(model, ids, len(ids) - 1, 6),
+        "neuron corpus index (once per model)": lambda: index_neurons(model, corpus),
+    }
+
+
+def measure(name: str, checkpoint, text: str, repeats: int, extra: dict[str, Callable[[], object]] | None = None) -> None:
+    from lm.neurons import windows
+
+    ids = checkpoint.tokenizer.encode(text)
+    corpus = windows(ids, TOKENS, 24)
+    ids = ids[:TOKENS]
+    chosen = views(checkpoint, ids, corpus) | (extra or {})
+    best = {view: float("inf") for view in chosen}
+    for _ in range(repeats):
+        for view, compute in chosen.items():
+            began = time.perf_counter()
+            compute()
+            best[view] = min(best[view], time.perf_counter() - began)
+    print(f"\n{name} ({len(ids)} tokens), best of {repeats}; 1-minute load average {os.getloadavg()[0]:.1f}")
+    for view, seconds in best.items():
+        print(f"  {view:<44} {seconds:7.3f} s{'   over 2 s' if seconds > 2 else ''}")
+
+
+def gpt2_small():
+    """GPT-2 small's shape with random weights and GPT-2's tokenizer."""
+    import torch
+
+    from lm.checkpoint import Checkpoint
+    from lm.model import GPT, GPTConfig
+    from lm.tokenizer import TiktokenTokenizer
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)).eval()
+    return Checkpoint(model, TiktokenTokenizer("r50k_base"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-gpt2", action="store_true", help="only the demo model")
+    args = parser.parse_args()
+    offline_tiktoken_cache()
+    from explorer.inside_examples import INDIRECT_OBJECT
+    from lm.checkpoint import load_checkpoint
+    from lm.device import use_threads_for_server
+    from lm.patching import activation_patching
+
+    print(f"torch threads: {use_threads_for_server()} (as the app sets them); CPUs: {os.cpu_count()}")
+    text = (REPO.parent / "shared" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+    measure("demo model (4 layers, 128 wide)", load_checkpoint(REPO / "models" / "shakespeare-demo"), text, args.repeats)
+    if not args.skip_gpt2:
+        gpt2 = gpt2_small()
+        tokenizer = gpt2.tokenizer
+        clean, corrupted = tokenizer.encode(INDIRECT_OBJECT.clean), tokenizer.encode(INDIRECT_OBJECT.corrupted)
+        answers = (tokenizer.encode(INDIRECT_OBJECT.clean_answer)[0], tokenizer.encode(INDIRECT_OBJECT.corrupted_answer)[0])
+        extra = {"patching, indirect object (15 tokens)": lambda: activation_patching(gpt2.model, clean, corrupted,
+                                                                                       tokenizer.vocab_size, answers)}
+        measure("GPT-2-small-shaped model (12 layers, 768 wide, random weights)", gpt2, text, args.repeats, extra)
+
+
+if __name__ == "__main__":
+    main()
