@@ -36,7 +36,7 @@ class Continue(Method):
     def _continuation(self) -> tuple[str, str]:
         prompt = [int(i) for i in self.val_ids[:16]]
         settings = Sampling(temperature=0.8, top_k=40, max_new_tokens=SAMPLE_TOKENS, seed=self.cfg.seed)
-        text = "".join(step.text for step in generate(self.model, self.tokenizer, prompt, settings))
+        text = "".join(step.text for step in generate(self.model, self.tokenizer, prompt, settings, explain=False))
         return self.tokenizer.decode(prompt), text
 
     def report(self):

@@ -28,7 +28,8 @@ def respond(model, tokenizer, prompt: str, max_new_tokens: int = MAX_RESPONSE_TO
     """The model's greedy response to a prompt, up to <|endoftext|>."""
     end = end_of_text_id(tokenizer)
     pieces = []
-    for step in generate(model, tokenizer, tokenizer.encode(prompt), Sampling(temperature=0, max_new_tokens=max_new_tokens)):
+    settings = Sampling(temperature=0, max_new_tokens=max_new_tokens)
+    for step in generate(model, tokenizer, tokenizer.encode(prompt), settings, explain=False):
         if step.token_id == end:
             break
         pieces.append(step.text)
