@@ -11,6 +11,7 @@ from explorer.charts import PROJECTOR_FONT
 from explorer.training_view import MAX_POINTS, TRAIN_COLOUR, VAL_COLOUR, _curve, _layout
 
 CHOSEN_COLOUR, REJECTED_COLOUR, MARGIN_COLOUR = "#2f9e44", "#e03131", "#7048e8"
+HEIGHT = 400  # under a run's title bar and tabs, the whole chart on a 720-pixel projector
 CURVES = {  # a metrics.jsonl key: what its curve is called
     "train_accuracy": "training accuracy (the batches it learns from)",
     "val_accuracy": "validation accuracy (messages it never trains on)",
@@ -44,13 +45,13 @@ def accuracy_figure(metrics: list[dict], labels: int = 2, max_points: int = MAX_
     fig.add_hline(y=1 / labels, line_dash="dot", line_color="#868e96",
                   annotation_text=f"guessing: {1 / labels:.0%}", annotation_position="bottom right")
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
-    return _layout(fig, "Accuracy: messages classified right", "accuracy", 440)
+    return _layout(fig, "Accuracy: messages classified right", "accuracy", HEIGHT)
 
 
 def exact_match_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
     fig = _lines(metrics, {"val_exact_match": VAL_COLOUR}, max_points)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
-    return _layout(fig, "Exact match: held-out prompts answered word for word", "exact match", 440)
+    return _layout(fig, "Exact match: held-out prompts answered word for word", "exact match", HEIGHT)
 
 
 def reward_margin_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
@@ -59,14 +60,14 @@ def reward_margin_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> g
     fig = _lines(metrics, {"reward_margin": MARGIN_COLOUR, "val_reward_margin": VAL_COLOUR}, max_points)
     fig.add_hline(y=0, line_dash="dot", line_color="#868e96",
                   annotation_text="no preference (the starting model)", annotation_position="bottom right")
-    return _layout(fig, "Reward margin: how much more it prefers the chosen answer", "reward margin", 440)
+    return _layout(fig, "Reward margin: how much more it prefers the chosen answer", "reward margin", HEIGHT)
 
 
 def logp_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
     """The log-probability the model gives the chosen and the rejected answer (summed over the
     answer's tokens): DPO pushes them apart, often lowering both."""
     fig = _lines(metrics, {"chosen_logp": CHOSEN_COLOUR, "rejected_logp": REJECTED_COLOUR}, max_points)
-    return _layout(fig, "Log-probability of each answer", "log-probability (nats)", 440)
+    return _layout(fig, "Log-probability of each answer", "log-probability (nats)", HEIGHT)
 
 
 def confusion_figure(labels: list[str], confusion: list[list[int]], title: str) -> go.Figure:
@@ -80,7 +81,7 @@ def confusion_figure(labels: list[str], confusion: list[list[int]], title: str) 
     ))
     fig.update_xaxes(title="predicted", side="bottom", type="category")
     fig.update_yaxes(title="true class", autorange="reversed", type="category")
-    fig.update_layout(title=title, font=PROJECTOR_FONT, height=380, margin=dict(l=90, r=20, t=60, b=70))
+    fig.update_layout(title=title, font=PROJECTOR_FONT, height=360, margin=dict(l=90, r=20, t=60, b=70))
     return fig
 
 

@@ -16,26 +16,30 @@ from explorer.url_state import BIND, bind_text
 from explorer.widgets import chart
 from lm.checkpoint import WEIGHTS_FILE, CheckpointError
 from lm.finetune.classify import load_classifier, predict
+from lm.finetune.data import ALPACA_TEMPLATE
 
 AFTER_PENDING = "after training: measured on the same examples once the run ends"
 
 
 def classify_comparison(name: str, evaluation: dict) -> None:
-    """Accuracy and the confusion matrix on the test split, before and after, side by side."""
-    columns = st.columns(2, gap="large")
-    for column, when in zip(columns, ("before", "after")):
+    """The confusion matrix on the test split before and after, side by side, each titled with its accuracy."""
+    before = evaluation.get("before") if isinstance(evaluation.get("before"), dict) else None
+    for column, when in zip(st.columns(2, gap="large"), ("before", "after")):
         result = evaluation.get(when)
         with column:
             if not isinstance(result, dict) or "confusion" not in result:
                 st.info(f"**{when.capitalize()}**: {AFTER_PENDING if when == 'after' else 'not measured yet'}.")
                 continue
-            change = None
-            if when == "after" and isinstance(evaluation.get("before"), dict):
-                change = f"{(result['accuracy'] - evaluation['before']['accuracy']) * 100:+.1f} points"
-            st.metric(f"Accuracy {when}, {result['n']:,} test messages", f"{result['accuracy']:.1%}", change)
-            title = "Before: the starting model, a new head" if when == "before" else "After fine-tuning"
-            chart(confusion_figure(result["labels"], result["confusion"], title), f"ft_confusion_{when}",
-                  f"{name}-confusion-{when}")
+            chart(confusion_figure(result["labels"], result["confusion"], accuracy_title(when, result, before)),
+                  f"ft_confusion_{when}", f"{name}-confusion-{when}")
+
+
+def accuracy_title(when: str, result: dict, before: dict | None) -> str:
+    """'Before: 60.1% of 298 right' or 'After: 93.0% right (+32.9 points)'."""
+    if when == "before":
+        return f"Before: {result['accuracy']:.1%} of {result['n']:,} right"
+    change = f" ({(result['accuracy'] - before['accuracy']) * 100:+.1f} points)" if before and "accuracy" in before else ""
+    return f"After: {result['accuracy']:.1%} right{change}"
 
 
 def answers(evaluation: dict) -> list[dict]:
@@ -46,12 +50,22 @@ def answers(evaluation: dict) -> list[dict]:
              "after": after.get(e.get("prompt"))} for e in before]
 
 
-def measure_text(evaluation: dict, when: str, key: str) -> str:
-    """A before/after measure as the page shows it: a share for exact match, a loss in nats; '—' while unknown."""
-    value = (evaluation.get(when) or {}).get(key)
-    if not isinstance(value, (int, float)):
-        return "—"
-    return f"{value:.0%}" if key == "exact_match" else f"{value:.3f}"
+def short_prompt(prompt: str) -> str:
+    """The instruction (and input) of a prompt in the Alpaca template, without the template's
+    fixed words around it (shown once, in the form); any other prompt as it is."""
+    head, tail = ALPACA_TEMPLATE.split("{instruction}")[0], ALPACA_TEMPLATE.split("{input_block}")[1]
+    if prompt.startswith(head) and prompt.endswith(tail):
+        return prompt[len(head) : len(prompt) - len(tail)]
+    return prompt
+
+
+def measures_text(evaluation: dict, key: str, label: str) -> str | None:
+    """'Exact match: 0% before, 67% after' (a share; a loss in nats); None when neither is known."""
+    values = [(evaluation.get(when) or {}).get(key) for when in ("before", "after")]
+    if not any(isinstance(v, (int, float)) for v in values):
+        return None
+    shown = ["—" if not isinstance(v, (int, float)) else f"{v:.0%}" if key == "exact_match" else f"{v:.3f}" for v in values]
+    return f"{label}: {shown[0]} before, {shown[1]} after"
 
 
 def generation_comparison(evaluation: dict, method: str) -> None:
@@ -62,14 +76,15 @@ def generation_comparison(evaluation: dict, method: str) -> None:
         st.info("The held-out prompts are answered once the run has started: before training, then after.")
         return
     key, label = ("val_loss", "Validation loss") if method == "continue" else ("exact_match", "Exact match")
-    before, after, pick = st.columns([1, 1, 2], vertical_alignment="bottom")
-    before.metric(f"{label} before", measure_text(evaluation, "before", key))
-    after.metric(f"{label} after", measure_text(evaluation, "after", key))
-    number = pick.number_input(f"Held-out prompt (of {len(rows)})", 1, len(rows), 1, key="ft_example", bind=BIND,
+    prompt_column, pick = st.columns([3, 1], vertical_alignment="bottom")
+    number = pick.number_input(f"Prompt (of {len(rows)})", 1, len(rows), 1, key="ft_example", bind=BIND,
                                disabled=len(rows) == 1)
     row = rows[int(number) - 1]
-    st.markdown("**Prompt**")
-    st.code(row["prompt"], language=None, wrap_lines=True)
+    prompt_column.markdown("**Prompt**")
+    prompt_column.code(short_prompt(row["prompt"]), language=None, wrap_lines=True)
+    measures = measures_text(evaluation, key, label)
+    if measures:
+        st.caption(measures)
     shown = [("Before", row["before"]), ("After", row["after"])] + ([("Expected", row["expected"])] if row["expected"] else [])
     for column, (title, text) in zip(st.columns(len(shown)), shown):
         column.markdown(f"**{title}**")

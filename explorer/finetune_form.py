@@ -86,10 +86,11 @@ def source_input() -> tuple[ModelEntry, GPTConfig, object] | None:
 def method_input() -> str:
     """The method, chosen by its title (which a link names, ?ft_method=Classify); lm's name returned."""
     by_title = {title: name for name, (title, _) in METHODS.items()}
-    title = st.radio("Method", list(by_title), key="ft_method", bind=BIND, on_change=apply_defaults,
-                     captions=[about for _, about in METHODS.values()], index=list(by_title.values()).index("classify"))
+    title = st.radio("Method", list(by_title), key="ft_method", bind=BIND, on_change=apply_defaults, horizontal=True,
+                     index=list(by_title.values()).index("classify"))
     if "ft_max_steps" not in st.session_state:  # after the radio: a method from a link is the one applied
         apply_defaults()
+    st.caption(f"{title}: {METHODS[by_title[title]][1]}.")
     return by_title[title]
 
 

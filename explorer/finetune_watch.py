@@ -10,7 +10,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer import runs
+from explorer import presenter, runs
 from explorer.finetune_charts import accuracy_figure, exact_match_figure, has, logp_figure, reward_margin_figure
 from explorer.finetune_compare import classify_comparison, generation_comparison, try_a_message
 from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_evaluation, trained_counts
@@ -40,10 +40,14 @@ def describe_run(record: dict, counts: tuple[int, int] | None) -> str:
     return " · ".join(plain(p) for p in parts)
 
 
-def title_bar(info: runs.RunInfo) -> None:
+def title_bar(info: runs.RunInfo, about: str) -> None:
+    """The run's name and state, what it is (behind the title's (?) in presenter view: the picture
+    needs the room), and Stop while it trains, Close after."""
     label, colour = STATES.get(info.state, (info.state, "gray"))
     title, buttons = st.columns([3, 1], vertical_alignment="center")
-    title.subheader(f"Fine-tune {plain(info.name)} :{colour}-badge[{label}]")
+    title.subheader(f"Fine-tune {plain(info.name)} :{colour}-badge[{label}]", help=about if presenter.is_on() else None)
+    if not presenter.is_on():
+        title.caption(about)
     actions = buttons.container(horizontal=True, horizontal_alignment="right")
     if info.active:
         actions.button("⏹ Stop", key="ft_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
@@ -54,7 +58,7 @@ def title_bar(info: runs.RunInfo) -> None:
 
 
 def state_messages(info: runs.RunInfo, metrics: list[dict]) -> None:
-    if info.max_steps:
+    if info.max_steps and (info.active or info.step < info.max_steps):  # a finished run's bar says nothing new
         st.progress(min(1.0, info.step / info.max_steps), text=progress_text(info.step, info.max_steps, metrics, info.active))
     if info.error:
         st.error(f"The run {info.state}: {plain(info.error)}")
@@ -79,8 +83,7 @@ def live_view(name: str, was_active: bool) -> None:
     if record is None:
         st.warning(f"{plain(name)} is not a fine-tune run: watch it on the Train page.")
         return
-    title_bar(info)
-    st.caption(describe_run(record, trained_counts(info.folder)))
+    title_bar(info, describe_run(record, trained_counts(info.folder)))
     metrics = read_metrics(info.folder)
     state_messages(info, metrics)
     method = record.get("method")

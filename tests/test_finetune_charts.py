@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from explorer.finetune_charts import accuracy_figure, confusion_figure, logp_figure, probability_figure, reward_margin_figure
-from explorer.finetune_compare import answers
+from explorer.finetune_compare import answers, measures_text, short_prompt
 from explorer.finetune_estimate import memory_bytes, trainable_parameters, typical_length
 from explorer.finetune_runs import FinetuneRequest
 from explorer.finetune_template import mask_counts, mask_html
 from explorer.token_view import describe_tokens
-from lm.finetune.data import Example, response_mask
+from lm.finetune.data import Example, format_prompt, response_mask
 from lm.finetune.lora import apply_lora, count_trainable
 from lm.model import GPT, GPTConfig
 from lm.sizing import activation_bytes, parameter_count
@@ -148,3 +148,16 @@ def test_a_request_becomes_the_cli_line_of_the_spec():
     assert "--trainable-blocks" not in line  # a classifier's option only
     assert "--lora-rank" not in request().arguments("/o", "synthetic")
     assert not math.isnan(float(line[line.index("--lr") + 1]))
+
+
+def test_a_prompt_in_the_template_is_shown_without_its_fixed_words():
+    assert short_prompt(format_prompt(Example("reverse: a b", "", "b a"))) == "reverse: a b"
+    assert short_prompt(format_prompt(Example("Translate", "chat", "cat"))) == "Translate\n\n### Input:\nchat"
+    assert short_prompt("First Citizen:") == "First Citizen:"  # continued pretraining: a text's start
+
+
+def test_measures_say_what_is_known_and_nothing_when_nothing_is():
+    assert measures_text({"before": {"exact_match": 0.0}, "after": {"exact_match": 0.5}}, "exact_match", "Exact match") \
+        == "Exact match: 0% before, 50% after"
+    assert measures_text({"before": {"val_loss": 4.2}}, "val_loss", "Loss") == "Loss: 4.200 before, — after"
+    assert measures_text({"before": {"exact_match": None}, "after": {}}, "exact_match", "Exact match") is None  # DPO

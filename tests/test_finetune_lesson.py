@@ -50,7 +50,7 @@ def test_the_lesson_sets_up_the_run_then_opens_its_comparison_and_message_box(de
     go_to(at, 2)
     assert at.session_state["ft_tab"] == "⚖️ Before and after"
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert "After fine-tuning" in titles
+    assert "After: 94.0% right (+44.0 points)" in titles
 
     go_to(at, 3)
     assert at.session_state["ft_tab"] == "💬 Try a message"

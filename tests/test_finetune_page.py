@@ -116,7 +116,8 @@ def test_a_finished_classifier_shows_its_curves_and_confusion_before_and_after(b
     before, after = spec(at, 2), spec(at, 3)
     assert before["data"][0]["text"][0] == ["60<br>60%", "40<br>40%"]
     assert after["data"][0]["text"][1] == ["8<br>8%", "92<br>92%"]
-    assert metric(at, "Accuracy after, 200 test messages") == "94.0%"
+    assert before["layout"]["title"]["text"] == "Before: 50.0% of 200 right"
+    assert after["layout"]["title"]["text"] == "After: 94.0% right (+44.0 points)"
     assert not at.expander[0].proto.expanded  # the form folds away while a run is watched
 
 
@@ -133,7 +134,7 @@ def test_a_dpo_run_puts_the_reward_margin_first(base, app_dirs):
 def test_instruction_tuning_answers_the_same_prompts_before_and_after(base, app_dirs):
     fake_finetune_run(app_dirs / "runs", "puzzles", "instruct")
     at = open_finetune(run="puzzles", ft_example="2")
-    assert metric(at, "Exact match before") == "0%" and metric(at, "Exact match after") == "67%"
+    assert "Exact match: 0% before, 67% after" in [c.value for c in at.caption]
     prompt, expected, before, after = GENERATIONS[1]
     assert [c.value for c in at.code][-4:] == [prompt, before, after, expected]
 
@@ -142,7 +143,7 @@ def test_a_run_still_training_says_the_after_part_is_to_come(base, app_dirs):
     folder = fake_finetune_run(app_dirs / "runs", "half", "instruct", state="stopped")
     assert "after" not in json.loads((folder / "evaluation.json").read_text())
     at = open_finetune(run="half")
-    assert metric(at, "Exact match after") == "—"
+    assert "Exact match: 0% before, — after" in [c.value for c in at.caption]
     assert "once the run ends" in at.code[-2].value
 
 
@@ -183,10 +184,10 @@ def test_start_a_classifier_then_compare_it_and_classify_a_message(base, app_dir
     records = read_metrics(folder)
     assert spec(at, 0)["data"][1]["y"] == [r["val_accuracy"] for r in records if "val_accuracy" in r]
     after = json.loads((folder / "evaluation.json").read_text())["after"]
-    assert metric(at, f"Accuracy after, {after['n']} test messages") == f"{after['accuracy']:.1%}"
+    assert spec(at, 3)["layout"]["title"]["text"].startswith(f"After: {after['accuracy']:.1%} right")
     assert spec(at, 3)["data"][0]["z"] == [[c / max(1, sum(row)) for c in row] for row in after["confusion"]]
     every = parameter_count(read_config(base)[0]) + 32 * 2 + 2
-    assert f"{every:,} of {every:,} parameters train (100.0%)" in at.caption[0].value  # the trainer's count, from its config  # the trainer's own count, from its config
+    assert any(f"{every:,} of {every:,} parameters train (100.0%)" in c.value for c in at.caption)  # the trainer's count, from its config  # the trainer's own count, from its config
     at.text_area(key="ft_message").set_value("WIN cash prize now 99").run()
     bars = spec(at, 4)["data"][0]
     model, tokenizer = load_classifier(folder)
