@@ -53,12 +53,15 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/train.py`
 
+from common import offline_tiktoken_cache, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+
+offline_tiktoken_cache()  # before lm.tokenizer is imported: it settles tiktoken's cache folder
+
 from lm.device import Precision, choose_precision, cpu_bf16_feature  # noqa: E402
 from lm.distributed import World  # noqa: E402
 from lm.model import GPT  # noqa: E402
 from lm.sizing import parameter_count  # noqa: E402
 from lm.trainer import TrainConfig, Trainer, make_optimizer  # noqa: E402
-from common import offline_tiktoken_cache, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 from nanogpt_peer import NanoGPTPeer, nanogpt_optimizer  # noqa: E402
 
 SEED = 1337
@@ -263,7 +266,6 @@ def main() -> None:
             import transformers  # noqa: F401
         except ImportError:
             sys.exit("error: transformers is not installed (pip install -r requirements-dev.txt), or pass --no-hf")
-    offline_tiktoken_cache()
     if args.threads:
         torch.set_num_threads(args.threads)
     feature = cpu_bf16_feature()
