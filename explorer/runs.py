@@ -151,8 +151,9 @@ def continue_problem(info: RunInfo) -> str | None:
 
 def continue_run(name: str, max_steps: int) -> RunInfo:
     """Train a stopped or finished run on, in its own folder, up to `max_steps` (`lm train
-    --resume`): the trainer drops whatever was logged past its checkpoint, so the curves go on
-    from there without a gap or a repeated step. The log goes on after the first part's."""
+    --resume`, or `lm finetune METHOD --resume` for a run started as a fine-tune): the trainer drops
+    whatever was logged past its checkpoint, so the curves go on from there without a gap or a
+    repeated step. The log goes on after the first part's."""
     info = run_info(run_folder(name))
     problem = continue_problem(info)
     if problem is None and max_steps <= info.step:
@@ -160,10 +161,12 @@ def continue_run(name: str, max_steps: int) -> RunInfo:
     if problem:
         raise RunError(problem)
     launched = read_record(info.folder / LAUNCH_FILE) or {}
+    command = launched.get("command") or []
+    started_as = command[command.index("lm") + 1 : command.index("lm") + 3] if "lm" in command else []
     out = str(info.folder.resolve())
     (info.folder / STATUS_FILE).unlink(missing_ok=True)  # "starting" until the trainer writes its own
-    return launch(info.folder, ["train", "--resume", "--out", out, "--max-steps", str(max_steps)],
-                  launched.get("processes", 1), "ab")
+    return launch(info.folder, [*(started_as if started_as[:1] == ["finetune"] else ["train"]), "--resume", "--out", out,
+                                "--max-steps", str(max_steps)], launched.get("processes", 1), "ab")
 
 
 def launch(folder: Path, arguments: list[str], processes: int = 1, log_mode: str = "wb") -> RunInfo:

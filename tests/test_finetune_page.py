@@ -192,3 +192,10 @@ def test_start_a_classifier_then_compare_it_and_classify_a_message(base, app_dir
     bars = spec(at, 4)["data"][0]
     model, tokenizer = load_classifier(folder)
     assert dict(zip(bars["y"], bars["x"])) == pytest.approx(dict(predict(model, tokenizer, "WIN cash prize now 99")))
+
+    runs.continue_run("spam-page", 9)  # the Continue button's call: lm finetune classify --resume, in the same folder
+    info = wait_until_ended("spam-page")
+    assert (info.state, info.step) == ("finished", 9), info.error
+    steps = [r["step"] for r in read_metrics(folder)]
+    assert steps == sorted(set(steps)) and steps[-1] == 9  # the curve goes on, no step twice
+    assert "finetune" in json.loads((folder / "launch.json").read_text())["command"]
