@@ -56,7 +56,7 @@ def show_estimates(choice: FinetuneChoice) -> str | None:
         f"{length} tokens (a typical batch of this data), plus evaluations every {request.eval_interval} steps and the "
         "start. LoRA and frozen blocks skip most weight gradients, so they train faster than this"
         + ("; DPO counts both answers and the reference model's pass." if request.method == "dpo" else ".")
-        + " The evaluation before and after (answers generated for held-out prompts) comes on top."
+        + " The evaluation of the starting and the trained model on held-out examples comes on top."
     )
     return None
 
