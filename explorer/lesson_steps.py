@@ -134,11 +134,22 @@ def shown_controls_css(step: Step) -> str:
 
 def follow_the_run(lesson: Lesson, key: str, number: int) -> None:
     """On the step that trains the lesson's run: a run the student started under another name
-    (the Train page shows it as ?run=) becomes the one the later steps open."""
+    (the Train page shows it as ?run=) becomes the one the later steps open. A step may name
+    its run around {run} ("{run}-rope": a lesson's second run); the part {run} stands for is kept."""
     started = st.query_params.get("run")
-    trains = run_name_key(lesson.steps[number - 1]) is not None
-    if lesson.run and trains and started and started.startswith(lesson.run) and run_exists(started):
-        st.session_state.setdefault(RUN_NAMES, {})[key] = started
+    step = lesson.steps[number - 1]
+    name_key = run_name_key(step)
+    if not (lesson.run and name_key and started and run_exists(started)):
+        return
+    before, _, after = step.params[name_key].partition("{run}")
+    base = started[len(before) : len(started) - len(after)]
+    if started.startswith(before) and started.endswith(after) and base.startswith(lesson.run):
+        st.session_state.setdefault(RUN_NAMES, {})[key] = base
+
+
+def step_run(lesson: Lesson, key: str, step: Step, name_key: str) -> str:
+    """The name of the run the step trains in this session ({run} filled in)."""
+    return step.params[name_key].replace("{run}", session_run(lesson, key))
 
 
 def run_name_key(step: Step) -> str | None:
@@ -153,7 +164,7 @@ def offer_the_existing_run(lesson: Lesson, key: str, number: int) -> None:
     name_key = run_name_key(step)
     if not lesson.run or name_key is None:
         return
-    name = session_run(lesson, key)
+    name = step_run(lesson, key, step, name_key)
     if not run_exists(name):
         return
     opened, again = st.columns(2)
@@ -161,5 +172,5 @@ def offer_the_existing_run(lesson: Lesson, key: str, number: int) -> None:
     if again.button("Train it again as a new run", key="lesson_new_run"):
         st.session_state[RUN_NAMES].pop(key, None)
         st.query_params.update(step_link(lesson, key, number))
-        st.session_state[name_key] = session_run(lesson, key)
+        st.session_state[name_key] = step_run(lesson, key, step, name_key)
         st.rerun()

@@ -9,6 +9,7 @@ import streamlit as st
 
 from explorer import runs
 from explorer.plain_text import plain
+from explorer.run_differences import differences_sentence
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
@@ -44,7 +45,8 @@ def runs_section() -> None:
 def compare_curves(infos: list[runs.RunInfo]) -> None:
     """The chosen runs' losses on one chart: the three newest until someone chooses."""
     with_metrics = [info.name for info in infos if read_metrics(info.folder)]
-    previous = st.session_state.get("train_compare") if st.session_state.get("train_compare_chosen") else None
+    chosen = st.session_state.get("train_compare_chosen")  # else a lesson's link may name the runs
+    previous = st.session_state.get("train_compare") if chosen else st.query_params.get_all("train_compare")
     st.session_state["train_compare"] = [n for n in previous if n in with_metrics] if previous else with_metrics[:3]
     compare = st.multiselect(
         "Compare the loss curves of", with_metrics, key="train_compare",
@@ -53,6 +55,8 @@ def compare_curves(infos: list[runs.RunInfo]) -> None:
     if compare:
         curves = {n: read_metrics(runs.run_folder(n)) for n in compare}
         chart(overlay_figure(curves), "train_overlay", "loss-curves")
+        options = {info.name: info.options for info in infos}
+        st.markdown(differences_sentence({name: options[name] for name in compare}))
 
 
 def import_section() -> None:
