@@ -3,15 +3,19 @@
 Every example is a line of text, one token per character: a prompt, the answer, then
 <|endoftext|> (| marks where the prompt ends; it is not in the text):
 
-    copy      qhzbwq|hzbw        a random string, then the same again: the induction task
+    copy      xqhzbwq|hzbw       a random string, then one of its letters again: go on from there
     reverse   qhzbw=|wbzhq
     sort      qhzbw=|bhqwz
     brackets  (()())=|yes
 
-Copy is the classic induction-head probe: the model sees the string and the first letter of
-its repeat, and only a head that finds where that letter came before and copies what came
-next can go on. (With a separator, "qhzbw=qhzbw", a model can learn to copy by position
-instead, and no induction head need form.)
+Copy is the classic induction-head probe: the model sees the string and one of its letters
+again, and only a head that finds where that letter came before and copies what came next
+can go on. The repeat starts at a random letter, so where the answer lies cannot be read off
+the positions: with "qhzbw=qhzbw", or a repeat always from the first letter, a small model
+learns to copy by position instead, and no induction head need form. Its preset has one head
+per layer: with two, runs here often solved it another way (a layer-0 head finding the earlier
+copy, a layer-1 head reading two letters on) and scored at most about 0.5 on the induction
+probe; with one, the layer-1 head becomes the induction head that Lesson 4 opens.
 
 The loss is taken on the answer and the end-of-text token only. The prompt is random, so
 predicting it teaches nothing and would only add noise to the loss (its floor would be
@@ -74,15 +78,22 @@ def _letters(low: int, high: int) -> Callable[[torch.Generator], str]:
     return make
 
 
-def _repeat_start(low: int, high: int) -> Callable[[torch.Generator], str]:
-    """low..high distinct random letters, then the first of them again: the repeat begins."""
-    make_letters = _letters(low, high)
+def _repeat_somewhere(low: int, high: int) -> Callable[[torch.Generator], str]:
+    """low..high distinct random letters, then one of them again (any but the last, so at
+    least one letter follows it): the repeat begins there. (Its draws come in this order, length
+    first: the preset's induction head was timed on this stream.)"""
 
     def make(generator: torch.Generator) -> str:
-        letters = make_letters(generator).removesuffix("=")
-        return letters + letters[0]
+        n = _uniform(low, high, generator)
+        letters = "".join(LETTERS[i] for i in torch.randperm(len(LETTERS), generator=generator)[:n].tolist())
+        return letters + letters[_uniform(0, n - 2, generator)]
 
     return make
+
+
+def _go_on(prompt: str) -> str:
+    """The letters that followed the prompt's last letter where it came before."""
+    return prompt[prompt.index(prompt[-1]) + 1 : -1]
 
 
 def is_balanced(brackets: str) -> bool:
@@ -124,9 +135,9 @@ TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         Task(
-            "copy", "Go on repeating a random string of letters: the induction task (qhzbw q → hzbw).",
-            _repeat_start(4, 8), lambda p: p[1:-1], context=16,
-            preset=_preset(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=64, max_steps=3000, lr=3e-3,
+            "copy", "Go on repeating a random string of letters from where a letter comes again: the induction task (xqhzbw q → hzbw).",
+            _repeat_somewhere(4, 8), _go_on, context=16,
+            preset=_preset(n_layer=2, n_head=1, n_embd=64, block_size=16, batch_size=64, max_steps=6000, lr=3e-3,
                            warmup_steps=50, eval_every=100, snapshot_every=100),
         ),
         Task(
@@ -252,8 +263,8 @@ class TaskData:
         return out.loss.item(), right.sum().item() / len(right)
 
     def probe(self) -> list[int]:
-        """One held-out example (the longest of the first few) as ids, to watch attention on."""
-        prompt, answer = max(self.held_out[:20], key=lambda example: len(example[0]))
+        """One held-out example (the longest of the first few, answer and all) as ids, to watch attention on."""
+        prompt, answer = max(self.held_out[:20], key=lambda example: len(example[0]) + len(example[1]))
         return self.tokenizer.encode(prompt + answer)
 
     def show_answers(self, model: GPT, n: int = 5) -> str:
