@@ -23,6 +23,8 @@ from explorer.widgets import chart
 from lm.run_folder import METRICS_FILE, read_metrics, tokenizer_vocab_size
 
 TABS = ["📈 Training", "⚖️ Before and after", "💬 Try a message"]
+LOSS_TITLES = {"classify": "Loss: how surprised the model is by the true class",
+               "dpo": "DPO loss: falls as the chosen answer wins"}
 
 
 def describe_run(record: dict, counts: tuple[int, int] | None) -> str:
@@ -137,6 +139,8 @@ def live_figures(metrics_stamp: FileStamp, method: str, vocab: int | None, label
         figures["exact-match"] = exact_match_figure(_metrics)
     uniform = None if vocab is None or method == "classify" else math.log(vocab)
     figures["loss"] = loss_figure(_metrics, uniform)
+    if method in LOSS_TITLES:  # not the next token's surprise
+        figures["loss"].update_layout(title=LOSS_TITLES[method])
     if method == "dpo" and has(_metrics, "chosen_logp"):
         figures["log-probabilities"] = logp_figure(_metrics)
     return figures

@@ -113,6 +113,7 @@ def test_a_finished_classifier_shows_its_curves_and_confusion_before_and_after(b
     records = metrics("classify")
     assert accuracy["data"][1]["y"] == [r["val_accuracy"] for r in records if "val_accuracy" in r]
     assert loss["data"][0]["y"] == [r["train_loss"] for r in records]
+    assert loss["layout"]["title"]["text"] == "Loss: how surprised the model is by the true class"
     before, after = spec(at, 2), spec(at, 3)
     assert before["data"][0]["text"][0] == ["60<br>60%", "40<br>40%"]
     assert after["data"][0]["text"][1] == ["8<br>8%", "92<br>92%"]
