@@ -12,7 +12,9 @@ from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.training_view import format_bytes
 from explorer.url_state import BIND
-from lm.architectures import ARCH_FIELDS, ARCHITECTURES, GPT2_OPTIONS, matching_architecture, model_switches
+from lm.architectures import (
+    ARCH_FIELDS, ARCHITECTURES, GPT2_OPTIONS, matching_architecture, model_switches, swiglu_width,
+)
 from lm.config import ConfigError, GPTConfig
 from lm.sizing import inference_memory_bytes, kv_cache_bytes, parameter_count
 from lm.train_config import TrainConfig, padded_vocab_size
@@ -90,6 +92,16 @@ def window_layers_input() -> None:
                        on_change=switches_changed, help=HELP["window_layers"])
 
 
+def mlp_width_note() -> str:
+    """The width the MLP gets, and why that one."""
+    state, n_embd = st.session_state, int(st.session_state.get("train_n_embd", 1))
+    if state.get("train_mlp_hidden"):
+        return f"{state['train_mlp_hidden']:,} units, as set"
+    if state.get("train_mlp") == "swiglu":
+        return f"{swiglu_width(n_embd):,} units: 8/3 × {n_embd:,}, so three matrices hold what GPT-2's two do"
+    return f"{4 * n_embd:,} units: 4 × {n_embd:,}, as GPT-2"
+
+
 def switch_inputs() -> None:
     position, norm, mlp = st.columns(3)
     _choice(position, "position")
@@ -103,6 +115,7 @@ def switch_inputs() -> None:
     _choice(mlp, "mlp")
     with mlp:
         _number("mlp_hidden", "MLP width (0: automatic)", 0, 1_000_000, 8)
+        st.caption(mlp_width_note())
     heads, window, residual = st.columns(3)
     kv_head_input(heads)
     with window:
@@ -143,10 +156,10 @@ def cost_metrics(vocab_size: int) -> None:
 
 def architecture_section(vocab_size: int | None) -> None:
     """Draw the section; the costs need the tokenizer's vocabulary (None: not chosen yet)."""
-    st.radio("Architecture", [*ARCHITECTURES, CUSTOM], key=ARCH_KEY, bind=BIND, horizontal=True,
-             on_change=apply_architecture,
-             captions=[a.description for a in ARCHITECTURES.values()] + ["your own mix: change any switch below"])
-    if "train_position" not in st.session_state or st.session_state[ARCH_KEY] in ARCHITECTURES:
+    chosen = st.radio("Architecture", [*ARCHITECTURES, CUSTOM], key=ARCH_KEY, bind=BIND, horizontal=True,
+                      on_change=apply_architecture)
+    st.caption(ARCHITECTURES[chosen].description if chosen in ARCHITECTURES else "your own mix of the switches below")
+    if "train_position" not in st.session_state or chosen in ARCHITECTURES:
         apply_architecture()  # a preset from a link, or n_head changed: its key/value heads follow
     switch_inputs()
     if vocab_size is not None:

@@ -17,15 +17,16 @@ from lm.train_config import TrainConfig, padded_vocab_size
 from tests.test_train_page import errors, metric, open_train, set_inputs, wait_until_ended
 
 TASK = {"train_what": "A synthetic task", "train_task": "copy"}
+SIZES = {"train_n_layer": 2, "train_n_head": 4, "train_n_embd": 32, "train_block_size": 16}  # whatever the task's preset
 
 
 def task_model(**options):
-    sizes = {"n_layer": 2, "n_head": 4, "n_embd": 32, "block_size": 16}
+    sizes = {key.removeprefix("train_"): value for key, value in SIZES.items()}
     return TrainConfig(**sizes, **options).model_config(padded_vocab_size(task_tokenizer().vocab_size))
 
 
 def test_a_preset_sets_the_switches_and_the_costs_follow(app_dirs):
-    at = set_inputs(open_train(**TASK), {"train_n_head": 4})
+    at = set_inputs(open_train(**TASK), SIZES)
     gpt2 = task_model()
     assert metric(at, "Parameters") == f"{parameter_count(gpt2):,}"
     assert metric(at, "KV cache (16 tokens)") == format_bytes(kv_cache_bytes(gpt2))
@@ -46,7 +47,7 @@ def test_a_preset_sets_the_switches_and_the_costs_follow(app_dirs):
 
 
 def test_a_link_with_a_preset_opens_with_its_switches(app_dirs):
-    at = open_train(**TASK, train_arch="Qwen3-style")
+    at = set_inputs(open_train(**TASK, train_arch="Qwen3-style"), SIZES)
     assert at.toggle(key="train_qk_norm").value is True
     assert at.number_input(key="train_rope_base").value == 1_000_000
     at = open_train(**TASK, train_arch="custom", train_mlp="swiglu", train_window="4")
@@ -72,7 +73,7 @@ def test_a_mix_that_cannot_work_says_why_and_cannot_start(app_dirs):
 
 
 def test_a_started_run_trains_the_chosen_architecture(app_dirs):
-    at = set_inputs(open_train(**TASK), {"train_n_head": 4, "train_max_steps": 3, "train_eval_every": 3})
+    at = set_inputs(open_train(**TASK), SIZES | {"train_max_steps": 3, "train_eval_every": 3})
     at.radio(key="train_arch").set_value("Pythia-style").run()
     at.text_input(key="train_name").set_value("pythia-like").run()
     at.button(key="train_start").click().run()
