@@ -200,3 +200,22 @@ def test_start_a_classifier_then_compare_it_and_classify_a_message(base, app_dir
     steps = [r["step"] for r in read_metrics(folder)]
     assert steps == sorted(set(steps)) and steps[-1] == 9  # the curve goes on, no step twice
     assert "finetune" in json.loads((folder / "launch.json").read_text())["command"]
+
+
+def test_continue_pretraining_on_a_pasted_text_launches_lm_finetune_on_the_runs_copy(base, app_dirs, monkeypatch):
+    launched = []
+    monkeypatch.setattr(runs, "launch", lambda folder, arguments, *rest: launched.append(arguments))
+    at = open_finetune()
+    at.radio(key="ft_method").set_value("Continue pretraining").run()
+    at.radio(key="ft_source").set_value("Paste text").run()
+    text = "To be, or not to be, that is the question. " * 40
+    at.text_area(key="ft_paste").set_value(text).run()
+    at.text_input(key="ft_name").set_value("more").run()
+    at.button(key="ft_start").click().run()
+    assert not at.exception and at.query_params["run"] == "more"
+    folder = app_dirs / "runs" / "more"
+    args = launched[0]
+    assert args[:6] == ["finetune", "continue", "--from", str(base.resolve()), "--out", str(folder.resolve())]
+    assert args[args.index("--data") + 1] == str((folder / "finetune-data.txt").resolve())
+    assert (folder / "finetune-data.txt").read_text() == text
+    assert json.loads((folder / "finetune.json").read_text())["method"] == "continue"
