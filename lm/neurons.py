@@ -7,13 +7,13 @@ neuron's examples a look-up, so choosing another token costs one forward pass.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from lm.attention import Probe
 from lm.model import GPT
-from lm.trace import LAYOUT, check_close, check_layout, embed, neuron_activations, step
+from lm.trace import neuron_activations, verify_walk, walk
 
 EXAMPLES = 3  # the strongest moments kept per neuron
 
@@ -22,19 +22,16 @@ EXAMPLES = 3  # the strongest moments kept per neuron
 def activations(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """[layers, batch, T, the MLP's width]: every neuron at every position of a batch of windows
     (the walk checked against the model's own forward pass, as lm.trace.trace does)."""
-    check_layout(model)
-    x, found = embed(model, idx), []
-    for block in model.transformer.h:
-        parts = step(block, x)
-        found.append(neuron_activations(block, parts.mlp_in, parts.mlp_out))
-        x = parts.resid_post
-    check_close(x, model.hidden(idx, Probe(residuals=True))[2][-1], LAYOUT.format(what="the MLPs' inputs"))
-    return torch.stack(found)
+    _, layers = walk(model, idx)
+    verify_walk(model, idx, layers)
+    return torch.stack([neuron_activations(block, parts.mlp_in, parts.mlp_out)
+                        for block, parts in zip(model.transformer.h, layers)])
 
 
 def top_neurons(model: GPT, ids: list[int], position: int, count: int) -> list[tuple[int, int, float]]:
-    """The `count` neurons firing most at `position` of the text, over every layer: (layer, neuron, value)."""
-    at = activations(model, torch.tensor([ids], device=model.lm_head.weight.device))[:, 0, position]  # [L, F]
+    """The `count` neurons firing most at `position` of the text, over every layer: (layer, neuron, value).
+    Only the ids up to `position` are run: later tokens cannot change it (causal attention)."""
+    at = activations(model, torch.tensor([ids[: position + 1]], device=model.lm_head.weight.device))[:, 0, position]
     best = at.flatten().topk(min(count, at.numel()))
     width = at.shape[1]
     return [(i // width, i % width, v) for i, v in zip(best.indices.tolist(), best.values.tolist())]
@@ -63,14 +60,26 @@ class NeuronIndex:
                 zip(self.values[layer, neuron], self.window[layer, neuron], self.position[layer, neuron])]
 
 
-def index_neurons(model: GPT, sample: list[list[int]], batch: int = 8) -> NeuronIndex:
-    """Run every window of the sample (equal lengths) and keep each neuron's EXAMPLES strongest moments."""
+def index_neurons(model: GPT, sample: list[list[int]], batch: int = 8,
+                  progress: Callable[[int], None] | None = None) -> NeuronIndex:
+    """Run every window of the sample (equal lengths) and keep each neuron's EXAMPLES strongest
+    moments, merged batch by batch (all activations at once would be [layers, windows, T, width]);
+    `progress(windows done)` after each batch."""
     if not sample:
         raise ValueError("the corpus sample is empty")
     device = model.lm_head.weight.device
-    found = torch.cat([activations(model, torch.tensor(sample[i : i + batch], device=device))
-                       for i in range(0, len(sample), batch)], dim=1)  # [L, windows, T, F]
-    L, W, T, F = found.shape
-    best = found.permute(0, 3, 1, 2).reshape(L, F, W * T).topk(min(EXAMPLES, W * T), dim=-1)
-    where = best.indices.cpu().numpy()
-    return NeuronIndex(sample, best.values.float().cpu().numpy(), where // T, where % T)
+    values = where = None
+    for first in range(0, len(sample), batch):
+        found = activations(model, torch.tensor(sample[first : first + batch], device=device))  # [L, W, T, F]
+        L, W, T, F = found.shape
+        flat = found.permute(0, 3, 1, 2).reshape(L, F, W * T)
+        here = torch.arange(first * T, (first + W) * T, device=device).expand(L, F, -1)  # window × T + position
+        if values is not None:
+            flat, here = torch.cat([values, flat], -1), torch.cat([where, here], -1)
+        best = flat.topk(min(EXAMPLES, flat.size(-1)), dim=-1)
+        values, where = best.values, here.gather(-1, best.indices)
+        if progress is not None:
+            progress(first + W)
+    T = len(sample[0])
+    where = where.cpu().numpy()
+    return NeuronIndex(sample, values.float().cpu().numpy(), where // T, where % T)

@@ -107,11 +107,20 @@ class Patching:
     differ: tuple[int, ...]  # positions where the prompts differ
     residual: np.ndarray  # [n_layer, T]: the residual stream entering layer l at position t patched
     heads: np.ndarray  # [n_layer, n_head]: one head's output patched at every position
+    exact: bool = True  # False: both grids are attribution patching's estimates (lm.attribution_patching)
+
+    def strongest(self, count: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The `count` residual cells (layer, position) and heads (layer, head) that move the answer
+        most, either way, largest |share| first."""
+        def best(grid: np.ndarray) -> list[tuple[int, int]]:
+            order = np.argsort(-np.abs(grid), axis=None, kind="stable")[:count]
+            return [(int(i) // grid.shape[1], int(i) % grid.shape[1]) for i in order]
+
+        return best(self.residual), best(self.heads)
 
 
-def compare(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
-            answers: tuple[int | None, int | None] = (None, None)) -> tuple[Trace, Trace, int, int]:
-    """Both runs traced, and the two answers: given, or each run's own likeliest next token."""
+def check_prompts(clean_ids: list[int], corrupted_ids: list[int]) -> tuple[int, ...]:
+    """The positions where the prompts differ; PatchingError when they cannot be compared."""
     if len(clean_ids) != len(corrupted_ids):
         raise PatchingError(
             f"the clean prompt has {len(clean_ids)} tokens and the corrupted one {len(corrupted_ids)}: patching "
@@ -119,45 +128,100 @@ def compare(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens
         )
     if list(clean_ids) == list(corrupted_ids):
         raise PatchingError("the two prompts are the same: change a word in the corrupted one")
-    clean, corrupted = trace(model, clean_ids), trace(model, corrupted_ids)
-    a = answers[0] if answers[0] is not None else int(clean.logits(model, -1)[:n_tokens].argmax())
-    b = answers[1] if answers[1] is not None else int(corrupted.logits(model, -1)[:n_tokens].argmax())
+    return tuple(t for t, (x, y) in enumerate(zip(clean_ids, corrupted_ids)) if x != y)
+
+
+def logit_difference(model: GPT, direction: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """[batch]: the logit difference at the last position, from final residual streams [batch, T, n_embd]."""
+    return model.transformer.ln_f(final[:, -1]) @ direction
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The clean and corrupted runs, and the logit difference patching measures on them."""
+
+    clean: Trace
+    corrupted: Trace
+    answers: tuple[int, int]  # (clean, corrupted)
+    direction: torch.Tensor  # the head's row of the clean answer less the corrupted one's
+    differences: tuple[float, float]  # (clean run, corrupted run)
+    differ: tuple[int, ...]
+
+    def difference(self, model: GPT, final: torch.Tensor) -> torch.Tensor:
+        return logit_difference(model, self.direction, final)
+
+    def shares(self, restored: torch.Tensor) -> np.ndarray:
+        """The share of the way from the corrupted run's difference to the clean run's."""
+        clean, corrupted = self.differences
+        return ((restored - corrupted) / (clean - corrupted)).float().cpu().numpy()
+
+    def patching(self, residual: np.ndarray, heads: np.ndarray, exact: bool) -> Patching:
+        return Patching(*self.answers, *self.differences, self.differ, residual, heads, exact)
+
+
+def runs_of(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
+            answers: tuple[int | None, int | None] = (None, None), corrupted: Trace | None = None) -> Runs:
+    """Both runs traced (the corrupted one may come traced already), and the two answers: given,
+    or each run's own likeliest next token. PatchingError when there is nothing to compare."""
+    differ = check_prompts(clean_ids, corrupted_ids)
+    clean, corrupted = trace(model, clean_ids), corrupted if corrupted is not None else trace(model, corrupted_ids)
+    with torch.inference_mode():
+        a = answers[0] if answers[0] is not None else int(clean.logits(model, -1)[:n_tokens].argmax())
+        b = answers[1] if answers[1] is not None else int(corrupted.logits(model, -1)[:n_tokens].argmax())
     if a == b:
         raise PatchingError(
             "both prompts lead to the same answer, so there is no difference to bring back: "
             "name a clean and a corrupted answer that differ"
         )
-    return clean, corrupted, a, b
+    direction = model.lm_head.weight[a] - model.lm_head.weight[b]
+    with torch.inference_mode():
+        differences = tuple(float(logit_difference(model, direction, run.layers[-1].resid_post))
+                            for run in (clean, corrupted))
+    if abs(differences[0] - differences[1]) < DIFFERENCE_FLOOR:
+        raise PatchingError("the two prompts give the two answers the same logit difference: nothing to bring back")
+    return Runs(clean, corrupted, (a, b), direction, differences, differ)
 
 
 @torch.inference_mode()
+def patch_exactly(model: GPT, runs: Runs, residual: list[tuple[int, int]], heads: list[tuple[int, int]],
+                  prefix: KVCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The share restored by each (layer, position) of the residual stream and each (layer, head)
+    patched on its own, in one batch of patched runs (from the `prefix`, see shared_prefix)."""
+    patches = [Patch(residual={layer: (t,)}) for layer, t in residual] + [Patch(heads=frozenset({h})) for h in heads]
+    if not patches:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    if prefix is None:
+        prefix = shared_prefix(model, list(runs.corrupted.ids), runs.differ[0])
+    found = runs.shares(runs.difference(model, run_patched(model, runs.clean, runs.corrupted, patches, prefix)))
+    return found[: len(residual)], found[len(residual) :]
+
+
+def changed_positions(runs: Runs, layer: int) -> list[int]:
+    """Positions whose residual stream entering `layer` differs between the runs (patching the others is a no-op)."""
+    clean_in, corrupted_in = resid_pre(runs.clean, layer)[0], resid_pre(runs.corrupted, layer)[0]
+    return [t for t in range(runs.differ[0], len(runs.clean.ids)) if not torch.equal(clean_in[t], corrupted_in[t])]
+
+
 def activation_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
                         answers: tuple[int | None, int | None] = (None, None)) -> Patching:
-    """Every residual position at every layer, and every head, patched one at a time."""
-    clean, corrupted, a, b = compare(model, clean_ids, corrupted_ids, n_tokens, answers)
-    direction = model.lm_head.weight[a] - model.lm_head.weight[b]
-
-    def difference(final: torch.Tensor) -> torch.Tensor:  # the logit difference at the last position
-        return model.transformer.ln_f(final[:, -1]) @ direction
-
-    clean_diff, corrupted_diff = float(difference(clean.layers[-1].resid_post)), float(
-        difference(corrupted.layers[-1].resid_post))
-    if abs(clean_diff - corrupted_diff) < DIFFERENCE_FLOOR:
-        raise PatchingError("the two prompts give the two answers the same logit difference: nothing to bring back")
-
-    differ = tuple(t for t, (x, y) in enumerate(zip(clean_ids, corrupted_ids)) if x != y)
-    prefix = shared_prefix(model, list(corrupted_ids), differ[0])
-
-    def share(patches: list[Patch]) -> np.ndarray:
-        restored = difference(run_patched(model, clean, corrupted, patches, prefix))
-        return ((restored - corrupted_diff) / (clean_diff - corrupted_diff)).float().cpu().numpy()
-
+    """Every residual position at every layer, and every head, patched one at a time, exactly
+    (one batch of patched runs per layer)."""
+    runs = runs_of(model, clean_ids, corrupted_ids, n_tokens, answers)
     L, T, H = model.config.n_layer, len(clean_ids), model.config.n_head
     residual = np.zeros((L, T), dtype=np.float32)
+    heads = np.zeros((L, H), dtype=np.float32)
+    prefix = shared_prefix(model, list(corrupted_ids), runs.differ[0])
     for layer in range(L):
-        clean_in, corrupted_in = resid_pre(clean, layer)[0], resid_pre(corrupted, layer)[0]
-        changed = [t for t in range(differ[0], T) if not torch.equal(clean_in[t], corrupted_in[t])]  # else a no-op
-        if changed:
-            residual[layer, changed] = share([Patch(residual={layer: (t,)}) for t in changed])
-    head_shares = np.stack([share([Patch(heads=frozenset({(layer, h)})) for h in range(H)]) for layer in range(L)])
-    return Patching(a, b, clean_diff, corrupted_diff, differ, residual, head_shares)
+        changed = changed_positions(runs, layer)
+        residual[layer, changed], heads[layer] = patch_exactly(model, runs, [(layer, t) for t in changed],
+                                                               [(layer, h) for h in range(H)], prefix)
+    return runs.patching(residual, heads, exact=True)
+
+
+def exact_cost(config, T: int, first_difference: int) -> float:
+    """Multiply-adds of activation_patching at most (every position after the first difference
+    changed): each patched run computes its layers from the patched one on, for the positions
+    after the shared prefix, at about 12 · n_embd² per token and layer."""
+    L, H, after = config.n_layer, config.n_head, T - first_difference
+    layer_runs = sum((after + H) * (L - layer) for layer in range(L))
+    return layer_runs * after * 12 * config.n_embd**2

@@ -11,11 +11,15 @@ then MLP, add); the switches inside the modules (rotary positions, RMSNorm, QK-n
 key/value heads, a window, another MLP) change nothing here. A parallel residual or
 post-norm blocks are refused by name, and every walk is also checked against the model's
 own forward pass, so a layout this module does not know raises UnsupportedArchitecture
-rather than giving wrong numbers. The model is only read (it is shared between sessions)."""
+rather than giving wrong numbers. That check runs once per model and text length: the walk
+and the model's pass call the same modules, so only the layout (a property of the model) or
+the length (a window) could make them differ, never the tokens. The model is only read (it
+is shared between sessions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -23,6 +27,7 @@ from lm.attention import KVCache, Probe
 from lm.model import GPT, Block
 
 TOLERANCE = 1e-4  # relative: float32 rounding in a different order of additions
+_VERIFIED: weakref.WeakKeyDictionary[GPT, set[int]] = weakref.WeakKeyDictionary()  # model → lengths checked
 
 
 class UnsupportedArchitecture(ValueError):
@@ -81,6 +86,37 @@ class Trace:
         """[vocab]: the model's logits at one position (all of them would cost a vocabulary-wide matmul)."""
         return model.lm_head(self.final[0, position])
 
+    def detached(self) -> Trace:
+        """The same numbers, out of any autograd graph."""
+        layers = [LayerParts(*(getattr(parts, f.name).detach() for f in fields(LayerParts))) for parts in self.layers]
+        return Trace(self.ids, self.embeddings.detach(), layers, self.final.detach())
+
+
+def walk(model: GPT, idx: torch.Tensor, leaf: bool = False) -> tuple[torch.Tensor, list[LayerParts]]:
+    """The embeddings and every block's parts for a batch of ids [batch, T] (unchecked: see
+    verify_walk). `leaf`: the embeddings start the autograd graph (gradients for the activations
+    can then be asked for, none for the shared model's weights)."""
+    check_layout(model)
+    x = embeddings = embed(model, idx).detach().requires_grad_() if leaf else embed(model, idx)
+    layers = []
+    for block in model.transformer.h:
+        layers.append(step(block, x))
+        x = layers[-1].resid_post
+    return embeddings, layers
+
+
+def verify_walk(model: GPT, idx: torch.Tensor, layers: list[LayerParts]) -> None:
+    """UnsupportedArchitecture unless the walk's residual stream is the model's own after every
+    block; checked on the first walk of each length of each model (see the module's docstring)."""
+    lengths = _VERIFIED.setdefault(model, set())
+    if idx.size(1) in lengths:
+        return
+    with torch.no_grad():
+        _, _, residuals = model.hidden(idx, Probe(residuals=True))
+    for number, (parts, expected) in enumerate(zip(layers, residuals)):
+        check_close(parts.resid_post, expected, LAYOUT.format(what=f"the residual stream after block {number}"))
+    lengths.add(idx.size(1))
+
 
 @torch.inference_mode()
 def trace(model: GPT, ids: list[int]) -> Trace:
@@ -88,17 +124,10 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     the model's own forward pass (UnsupportedArchitecture when they differ)."""
     if not 0 < len(ids) <= model.config.block_size:
         raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
-    check_layout(model)
     idx = torch.tensor([ids], device=model.lm_head.weight.device)
-    final, _, residuals = model.hidden(idx, Probe(residuals=True))
-    x = embeddings = embed(model, idx)
-    layers = []
-    for block in model.transformer.h:
-        layers.append(step(block, x))
-        x = layers[-1].resid_post
-    for number, (parts, expected) in enumerate(zip(layers, residuals)):
-        check_close(parts.resid_post, expected, LAYOUT.format(what=f"the residual stream after block {number}"))
-    return Trace(tuple(ids), embeddings, layers, final)
+    embeddings, layers = walk(model, idx)
+    verify_walk(model, idx, layers)
+    return Trace(tuple(ids), embeddings, layers, model.transformer.ln_f(layers[-1].resid_post))
 
 
 def check_layout(model: GPT) -> None:

@@ -10,11 +10,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer.inside_examples import COPY, INDIRECT_OBJECT, SHAKESPEARE
+from explorer.neuron_index_build import neuron_index
 from lm.checkpoint import load_checkpoint, save_checkpoint
 from lm.tasks import task_tokenizer
 from lm.tokenizer import TiktokenTokenizer
 from tests.checkpoints import make_checkpoint, tiny_gpt
 from tests.conftest import REPO
+from tests.helpers import wait_for
 from tests.test_attention_page import as_array, charts
 
 PAGE = "app_pages/inside.py"
@@ -166,10 +168,18 @@ def test_embeddings_find_a_token_and_its_nearest_neighbours(runs):
 
 
 def test_neurons_show_where_they_fire_in_the_corpus_sample(runs):
-    make_checkpoint(runs / "tiny")
+    """The neurons at once; the corpus passages once the background index is built (polled here:
+    AppTest does not tick a run_every fragment)."""
+    folder = make_checkpoint(runs / "tiny")
     at = open_inside("Neurons")
     headings = [m.value for m in at.markdown if m.value.startswith("**Layer ")]
     assert len(headings) == 6
+    build = neuron_index(load_checkpoint(folder))
+    wait_for(lambda: build.finished)
+    assert build.error is None and build.done == build.total > 0
+    at.run()
+    assert not at.exception, at.exception
     snippets = [h.proto.body for h in at.get("html") if "neuron-snippet" in h.proto.body]
     assert len(snippets) == 6 and all(s.count("<mark") == 3 for s in snippets)
     assert any("passages of 32 tokens from Tiny Shakespeare" in c.value for c in at.caption)
+    assert not at.get("progress")

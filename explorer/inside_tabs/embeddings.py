@@ -66,4 +66,7 @@ def render_embeddings(view: InsideView) -> None:
         "Every token's embedding has as many numbers as the model is wide; the map keeps the two directions "
         "along which the embeddings differ most (PCA), so it shows only part of the picture. Nearest "
         "neighbours are measured in the full space: tokens the model uses alike get similar vectors."
+        + (" With this many tokens the two directions are found by randomized PCA (subspace iteration from a "
+           "fixed random start, as torch.pca_lowrank does): close to the exact ones whenever they stand out."
+           if found.randomized else "")
     )

@@ -3,6 +3,8 @@ one, and see which of them bring the clean answer back."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from explorer.checkpoint_cache import cached_on_checkpoint
@@ -13,18 +15,32 @@ from explorer.inside_tabs.view import InsideView
 from explorer.plain_text import plain
 from explorer.token_view import token_label
 from explorer.url_state import BIND, bind_text
-from explorer.widgets import chart
+from explorer.widgets import chart, table
+from lm.attribution_patching import check_strongest, choose_patching
 from lm.checkpoint import Checkpoint
-from lm.patching import Patching, PatchingError, activation_patching
+from lm.patching import Patching, PatchingError
 from lm.trace import UnsupportedArchitecture
 
-TOP_HEADS = 3
+TOP = 3  # the strongest heads linked; and, for estimates, the strongest cells of each grid checked exactly
+PICKABLE = 40  # residual cells offered to check, the strongest estimates first (every head is offered)
+
+Cell = tuple[str, int, int]  # ("residual", layer, position) or ("head", layer, head)
 
 
 @cached_on_checkpoint(max_entries=16, spinner="Patching every layer, position and head…")
 def patching(checkpoint: Checkpoint, clean: tuple[int, ...], corrupted: tuple[int, ...], n_tokens: int,
              answers: tuple[int | None, int | None]) -> Patching:
-    return activation_patching(checkpoint.model, list(clean), list(corrupted), n_tokens, answers)
+    return choose_patching(checkpoint.model, list(clean), list(corrupted), n_tokens, answers)
+
+
+@cached_on_checkpoint(max_entries=32, spinner="Patching the strongest cells exactly, one patched run each…")
+def checked(checkpoint: Checkpoint, clean: tuple[int, ...], corrupted: tuple[int, ...], n_tokens: int,
+            answers: tuple[int | None, int | None], cells: tuple[Cell, ...]) -> dict[Cell, float]:
+    residual = [(layer, where) for kind, layer, where in cells if kind == "residual"]
+    heads = [(layer, where) for kind, layer, where in cells if kind == "head"]
+    found = check_strongest(checkpoint.model, list(clean), list(corrupted), n_tokens, answers, residual, heads)
+    return dict(zip([c for c in cells if c[0] == "residual"] + [c for c in cells if c[0] == "head"],
+                    [float(v) for v in (*found[0], *found[1])]))
 
 
 def answer_id(view: InsideView, text: str, which: str) -> int | None:
@@ -70,17 +86,21 @@ def render_patching(view: InsideView) -> None:
         return f"{view.labels[t]}→{token_label(view.checkpoint.tokenizer.token_bytes(corrupted[t]))}"
 
     labels = tuple(changed(t) if t in found.differ else label for t, label in enumerate(view.labels))
-    chart(residual_patching_figure(found, labels, "Patching the residual stream, one layer and position at a time"),
+    how = "exact" if found.exact else "estimated by attribution patching"
+    if not found.exact:
+        st.info("**Estimates.** Patching every cell of this model exactly would take one patched run per cell, far "
+                "too long to wait for; these grids are attribution patching's first-order estimates from one "
+                "backward pass, (clean − corrupted activation) × the gradient of the logit difference. They can be "
+                "far off where patching changes a lot, often at the changed token in the first layers: the "
+                "strongest cells are patched exactly below the grids.")
+    chart(residual_patching_figure(found, labels, f"Patching the residual stream, one layer and position at a time ({how})"),
           "ins_patch_resid", f"{view.name}-patching-residual")
-    chart(head_patching_figure(found, "Patching one head's output (at every position)"),
+    chart(head_patching_figure(found, f"Patching one head's output, at every position ({how})"),
           "ins_patch_heads", f"{view.name}-patching-heads")
-    text = view.checkpoint.tokenizer.decode(list(view.ids))
-    columns = st.columns(TOP_HEADS)
-    for column, (layer, head, share) in zip(columns, top_heads(found.heads, TOP_HEADS)):
-        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {share:.0%} back", icon="🎯",
-                         help="Open this head's map of the clean prompt on the Attention page",
-                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
-                                       "att_head": str(head), "att_tab": "Attention map"})
+    exact_heads = found.heads if found.exact else check_exactly(view, corrupted, answers, found, labels)
+    if exact_heads is None:
+        return
+    link_heads(view, exact_heads)
     st.caption(
         f"The corrupted prompt is run again with one activation copied from the clean run. 1 (blue) means "
         f"the clean answer's lead over the other, logit({clean_word}) − logit({corrupted_word}) at the last "
@@ -88,3 +108,47 @@ def render_patching(view: InsideView) -> None:
         "it pushes the other way. Before the changed position the two runs are identical, so patching there "
         "changes nothing. The head grid patches a head's output at every position at once."
     )
+
+
+def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[int | None, int | None],
+                  found: Patching, labels: tuple[str, ...]) -> np.ndarray | None:
+    """The strongest estimated cells, and any the student picks, patched exactly: a table of
+    estimate against exact. Returns the head grid with the exact values where checked."""
+    residual, heads = found.strongest(TOP)
+    strongest = [("residual", *cell) for cell in residual] + [("head", *cell) for cell in heads]
+
+    def name(cell: Cell) -> str:
+        kind, layer, where = cell
+        return f"residual into block {layer} at #{where} {labels[where]}" if kind == "residual" else f"L{layer} H{where}"
+
+    ranked_residual, _ = found.strongest(PICKABLE)
+    offered = [c for c in [("residual", *cell) for cell in ranked_residual] +
+               [("head", layer, h) for layer in range(found.heads.shape[0]) for h in range(found.heads.shape[1])]
+               if c not in strongest]
+    with view.side():
+        picked = st.multiselect("Check more cells exactly", offered, key="ins_check", format_func=name,
+                                help="Each one costs a patched run of the corrupted prompt.")
+    cells = tuple(strongest + [c for c in picked if c in offered])
+    exact = checked(view.checkpoint, view.ids, corrupted, view.n_tokens, answers, cells)
+    if exact is None:
+        return None
+    grid = {"residual": found.residual, "head": found.heads}
+    table(pd.DataFrame({"cell (patched exactly)": [name(c) for c in cells],
+                        "estimate": [round(float(grid[c[0]][c[1], c[2]]), 2) for c in cells],
+                        "exact": [round(exact[c], 2) for c in cells]}), 420)
+    heads_grid = found.heads.copy()
+    for (kind, layer, where), value in exact.items():
+        if kind == "head":
+            heads_grid[layer, where] = value
+    return heads_grid
+
+
+def link_heads(view: InsideView, heads: np.ndarray) -> None:
+    """Links to the Attention page for the heads that bring the most back."""
+    text = view.checkpoint.tokenizer.decode(list(view.ids))
+    columns = st.columns(TOP)
+    for column, (layer, head, share) in zip(columns, top_heads(heads, TOP)):
+        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {share:.0%} back", icon="🎯",
+                         help="Open this head's map of the clean prompt on the Attention page",
+                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
+                                       "att_head": str(head), "att_tab": "Attention map"})
