@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from explorer.finetune_charts import accuracy_figure, confusion_figure, logp_figure, probability_figure, reward_margin_figure
 from explorer.finetune_compare import answers, measures_text, short_prompt
@@ -145,7 +144,9 @@ def test_a_request_becomes_the_cli_line_of_the_spec():
                    trainable_blocks=2).arguments("/runs/r", "preferences")
     assert line[:8] == ["finetune", "dpo", "--from", "/m", "--out", "/runs/r", "--data", "preferences"]
     assert line[line.index("--lora-targets") + 1] == "attn,mlp" and line[line.index("--beta") + 1] == "0.1"
-    assert "--trainable-blocks" not in line  # a classifier's option only
+    assert "--trainable-blocks" not in line  # with LoRA, the adapters are what trains (lm refuses both)
+    frozen = request(trainable_blocks=2).arguments("/o", "synthetic")
+    assert frozen[frozen.index("--trainable-blocks") + 1] == "2"
     assert "--lora-rank" not in request().arguments("/o", "synthetic")
     assert not math.isnan(float(line[line.index("--lr") + 1]))
 
