@@ -8,15 +8,19 @@ Tiny Shakespeare; the corrupted prompt for patching changes one token, in the mi
 (position 32) and near the start (position 1, the most positions to patch). GPT-2 also
 gets the indirect-object example (15 tokens), the page's preset for it.
 
-Each view is the lm function its tab calls: the logit lens, direct logit attribution at the
-last position, activation patching (every layer × position and every head), the embedding
-map (PCA of every token) with one token's neighbours, the top neurons at one position, and
-the corpus index of neurons (once per model: 24 windows of 64 tokens). Best of --repeats,
-the views interleaved within each repeat so a busy moment hits them alike. Torch threads as
-the app sets them (lm.device.use_threads_for_server). Timings on a machine shared with other
-work are noisy: the 1-minute load average is printed.
+Each view is the lm function its tab calls: the logit lens (bf16 head for GPT-2's vocabulary on
+a CPU with native bf16), direct logit attribution at the last position, the patching grids as
+the page computes them (exact within lm.attribution_patching.EXACT_BUDGET, else attribution
+patching) and then the exact check of the 3 strongest residual cells and 3 strongest heads, the
+embedding map (once per model) and one token's neighbours, the top neurons at one position, and
+the corpus index of neurons (once per model, built in the background while the tab shows the
+neurons: 24 windows of 64 tokens). --exact adds exact patching of every cell (minutes on GPT-2).
+Best of --repeats, the views interleaved within each repeat so a busy moment hits them alike; a
+first warm-up call of each view is not counted (it checks the walk once per model and length,
+one forward pass more). Torch threads as the app sets them (lm.device.use_threads_for_server).
+Timings on a machine shared with other work are noisy: the 1-minute load average is printed.
 
-Run from the repository root:  .venv/bin/python benchmarks/inside_model.py [--repeats N] [--skip-gpt2]
+Run from the repository root:  .venv/bin/python benchmarks/inside_model.py [--repeats N] [--skip-gpt2] [--exact]
 """
 
 from __future__ import annotations
@@ -33,14 +37,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, offline_tiktoken_cache  # noqa: E402
 
 TOKENS = 64
+CHECKED = 3  # strongest cells of each grid patched exactly, as the page does
 
 
-def views(checkpoint, ids: list[int], corpus: list[list[int]]) -> dict[str, Callable[[], object]]:
+def patching_views(model, name: str, clean: list[int], corrupted: list[int], n: int, answers, exact: bool
+                   ) -> dict[str, Callable[[], object]]:
+    """The page's patching grids, the exact check of their strongest cells, and (`exact`) every cell exactly."""
+    from lm.attribution_patching import check_strongest, choose_patching
+    from lm.patching import activation_patching
+
+    def check():
+        residual, heads = choose_patching(model, clean, corrupted, n, answers).strongest(CHECKED)
+        return check_strongest(model, clean, corrupted, n, answers, residual, heads)
+
+    found = {f"patching grids, {name}": lambda: choose_patching(model, clean, corrupted, n, answers)}
+    if not choose_patching(model, clean, corrupted, n, answers).exact:
+        found[f"  then {CHECKED}+{CHECKED} strongest cells exactly, {name}"] = check
+    if exact:
+        found[f"  every cell exactly (reference), {name}"] = lambda: activation_patching(model, clean, corrupted, n, answers)
+    return found
+
+
+def views(checkpoint, ids: list[int], corpus: list[list[int]], exact: bool) -> dict[str, Callable[[], object]]:
     """Each view's computation on this model and text."""
     from lm.embedding_map import embedding_map, nearest_tokens
     from lm.lens import direct_attribution, logit_lens
     from lm.neurons import index_neurons, top_neurons
-    from lm.patching import activation_patching
 
     model = checkpoint.model
     n = min(checkpoint.tokenizer.vocab_size, model.config.vocab_size)
@@ -52,22 +74,26 @@ def views(checkpoint, ids: list[int], corpus: list[list[int]]) -> dict[str, Call
     return {
         "logit lens": lambda: logit_lens(model, ids, n),
         "direct logit attribution": lambda: direct_attribution(model, ids, len(ids) - 1, ids[-1]),
-        "patching (change at #32)": lambda: activation_patching(model, ids, middle, n, answers),
-        "patching (change at #1)": lambda: activation_patching(model, ids, start, n, answers),
-        "embedding map + neighbours": lambda: (embedding_map(model, n), nearest_tokens(model, ids[-1], n)),
+        **patching_views(model, "change at #32", ids, middle, n, answers, exact),
+        **patching_views(model, "change at #1", ids, start, n, answers, exact),
+        "embedding map (once per model)": lambda: embedding_map(model, n),
+        "a token's nearest neighbours": lambda: nearest_tokens(model, ids[-1], n),
         "top neurons at a token": lambda: top_neurons(model, ids, len(ids) - 1, 6),
-        "neuron corpus index (once per model)": lambda: index_neurons(model, corpus),
+        "neuron corpus index (background, once per model)": lambda: index_neurons(model, corpus),
     }
 
 
-def measure(name: str, checkpoint, text: str, repeats: int, extra: dict[str, Callable[[], object]] | None = None) -> None:
+def measure(name: str, checkpoint, text: str, repeats: int, exact: bool,
+            extra: dict[str, Callable[[], object]] | None = None) -> None:
     from lm.neurons import windows
 
     ids = checkpoint.tokenizer.encode(text)
     corpus = windows(ids, TOKENS, 24)
     ids = ids[:TOKENS]
-    chosen = views(checkpoint, ids, corpus) | (extra or {})
+    chosen = views(checkpoint, ids, corpus, exact) | (extra or {})
     best = {view: float("inf") for view in chosen}
+    for compute in chosen.values():  # warm-up: the walk's check once per model and length
+        compute()
     for _ in range(repeats):
         for view, compute in chosen.items():
             began = time.perf_counter()
@@ -75,7 +101,7 @@ def measure(name: str, checkpoint, text: str, repeats: int, extra: dict[str, Cal
             best[view] = min(best[view], time.perf_counter() - began)
     print(f"\n{name} ({len(ids)} tokens), best of {repeats}; 1-minute load average {os.getloadavg()[0]:.1f}")
     for view, seconds in best.items():
-        print(f"  {view:<44} {seconds:7.3f} s{'   over 2 s' if seconds > 2 else ''}")
+        print(f"  {view:<52} {seconds:7.3f} s{'   over 2 s' if seconds > 2 else ''}")
 
 
 def gpt2_small():
@@ -95,24 +121,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-gpt2", action="store_true", help="only the demo model")
+    parser.add_argument("--exact", action="store_true", help="also patch every cell exactly (minutes on GPT-2)")
     args = parser.parse_args()
     offline_tiktoken_cache()
     from explorer.inside_examples import INDIRECT_OBJECT
     from lm.checkpoint import load_checkpoint
     from lm.device import use_threads_for_server
-    from lm.patching import activation_patching
 
     print(f"torch threads: {use_threads_for_server()} (as the app sets them); CPUs: {os.cpu_count()}")
     text = (REPO.parent / "shared" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
-    measure("demo model (4 layers, 128 wide)", load_checkpoint(REPO / "models" / "shakespeare-demo"), text, args.repeats)
+    measure("demo model (4 layers, 128 wide)", load_checkpoint(REPO / "models" / "shakespeare-demo"), text,
+            args.repeats, args.exact)
     if not args.skip_gpt2:
         gpt2 = gpt2_small()
         tokenizer = gpt2.tokenizer
         clean, corrupted = tokenizer.encode(INDIRECT_OBJECT.clean), tokenizer.encode(INDIRECT_OBJECT.corrupted)
         answers = (tokenizer.encode(INDIRECT_OBJECT.clean_answer)[0], tokenizer.encode(INDIRECT_OBJECT.corrupted_answer)[0])
-        extra = {"patching, indirect object (15 tokens)": lambda: activation_patching(gpt2.model, clean, corrupted,
-                                                                                       tokenizer.vocab_size, answers)}
-        measure("GPT-2-small-shaped model (12 layers, 768 wide, random weights)", gpt2, text, args.repeats, extra)
+        extra = patching_views(gpt2.model, "indirect object (15 tokens)", clean, corrupted, tokenizer.vocab_size,
+                               answers, args.exact)
+        measure("GPT-2-small-shaped model (12 layers, 768 wide, random weights)", gpt2, text, args.repeats, args.exact,
+                extra)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def _run(build: Build, checkpoint: Checkpoint) -> None:
         if sample is not None:
             build.description, windows = sample
             build.total = len(windows)
-            build.index = index_neurons(checkpoint.model, windows, progress=lambda done: setattr(build, "done", done))
+            build.index = index_neurons(checkpoint.model, windows, batch=4,
+                                        progress=lambda done: setattr(build, "done", done))
     except Exception as exc:  # shown by the page; the thread must not die silently
         build.error = exc
     finally:

@@ -57,10 +57,11 @@ def estimates(runs: Runs, resid_grads: list[torch.Tensor], head_grads: list[torc
 
 
 def choose_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
-                    answers: tuple[int | None, int | None] = (None, None), budget: float = EXACT_BUDGET) -> Patching:
-    """Exact patching of every cell when its cost (exact_cost) is within `budget`, else attribution patching."""
+                    answers: tuple[int | None, int | None] = (None, None), budget: float | None = None) -> Patching:
+    """Exact patching of every cell when its cost (exact_cost) is within `budget` (None: EXACT_BUDGET),
+    else attribution patching."""
     differ = check_prompts(clean_ids, corrupted_ids)
-    if exact_cost(model.config, len(clean_ids), differ[0]) <= budget:
+    if exact_cost(model.config, len(clean_ids), differ[0]) <= (EXACT_BUDGET if budget is None else budget):
         return activation_patching(model, clean_ids, corrupted_ids, n_tokens, answers)
     return attribution_patching(model, clean_ids, corrupted_ids, n_tokens, answers)
 

@@ -11,7 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.inside_examples import COPY, INDIRECT_OBJECT, SHAKESPEARE
 from explorer.neuron_index_build import neuron_index
+from lm import attribution_patching
 from lm.checkpoint import load_checkpoint, save_checkpoint
+from lm.patching import activation_patching
 from lm.tasks import task_tokenizer
 from lm.tokenizer import TiktokenTokenizer
 from tests.checkpoints import make_checkpoint, tiny_gpt
@@ -100,6 +102,30 @@ def test_the_indirect_object_example_patches_a_gpt2_tokenizer_model(runs):
     assert (residual[:, : changed[0]] == 0).all()
     heads = as_array(charts(at)[1]["data"][0]["z"])
     assert heads.shape == (2, 2)
+
+
+def test_a_model_too_big_to_patch_exactly_gets_estimates_and_its_strongest_cells_checked(runs, monkeypatch):
+    monkeypatch.setattr(attribution_patching, "EXACT_BUDGET", 0.0)
+    folder = gpt2_shaped(runs / "gpt2-tiny")
+    at = open_inside("Activation patching")
+    assert any(m.startswith("**Estimates** (attribution patching)") for m in infos(at))
+    assert all("(estimates)" in chart["layout"]["title"]["text"] for chart in charts(at)[:2])
+    model, tokenizer = load_checkpoint(folder).model, TiktokenTokenizer("r50k_base")
+    clean, corrupted = tokenizer.encode(INDIRECT_OBJECT.clean), tokenizer.encode(INDIRECT_OBJECT.corrupted)
+    answers = (tokenizer.encode(" Mary")[0], tokenizer.encode(" John")[0])
+    estimate = attribution_patching.attribution_patching(model, clean, corrupted, tokenizer.vocab_size, answers)
+    exact = activation_patching(model, clean, corrupted, tokenizer.vocab_size, answers)
+    np.testing.assert_allclose(as_array(charts(at)[1]["data"][0]["z"]), estimate.heads, atol=1e-5)
+    residual, heads = estimate.strongest(3)
+    checked = at.dataframe[0].value
+    assert checked["cell (patched exactly)"].tolist()[3:] == [f"L{layer} H{head}" for layer, head in heads]
+    expected = [exact.residual[cell] for cell in residual] + [exact.heads[cell] for cell in heads]
+    assert checked["exact"].tolist() == [f"{value:+.2f}" for value in expected]
+
+    layer, head = next((layer, head) for layer in range(2) for head in range(2) if (layer, head) not in heads)
+    at.multiselect(key="ins_check").select(("head", layer, head)).run()  # one more, picked by the student
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value["exact"].tolist()[-1] == f"{exact.heads[layer, head]:+.2f}"
 
 
 def test_patching_input_it_cannot_compare_gets_a_message(runs):

@@ -86,16 +86,15 @@ def render_patching(view: InsideView) -> None:
         return f"{view.labels[t]}→{token_label(view.checkpoint.tokenizer.token_bytes(corrupted[t]))}"
 
     labels = tuple(changed(t) if t in found.differ else label for t, label in enumerate(view.labels))
-    how = "exact" if found.exact else "estimated by attribution patching"
+    how = "exact" if found.exact else "estimates"
     if not found.exact:
-        st.info("**Estimates.** Patching every cell of this model exactly would take one patched run per cell, far "
-                "too long to wait for; these grids are attribution patching's first-order estimates from one "
-                "backward pass, (clean − corrupted activation) × the gradient of the logit difference. They can be "
-                "far off where patching changes a lot, often at the changed token in the first layers: the "
-                "strongest cells are patched exactly below the grids.")
-    chart(residual_patching_figure(found, labels, f"Patching the residual stream, one layer and position at a time ({how})"),
+        st.info("**Estimates** (attribution patching): patching every cell of this model would take a patched run "
+                "per cell, too long to wait for, so both grids come from one backward pass instead: (clean − "
+                "corrupted activation) × the gradient of the logit difference. Often far off at the changed token "
+                "in the first layers; the strongest cells are patched exactly below the grids.")
+    chart(residual_patching_figure(found, labels, f"Patching the residual stream at one layer and position ({how})"),
           "ins_patch_resid", f"{view.name}-patching-residual")
-    chart(head_patching_figure(found, f"Patching one head's output, at every position ({how})"),
+    chart(head_patching_figure(found, f"Patching one head's output at every position ({how})"),
           "ins_patch_heads", f"{view.name}-patching-heads")
     exact_heads = found.heads if found.exact else check_exactly(view, corrupted, answers, found, labels)
     if exact_heads is None:
@@ -134,8 +133,8 @@ def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[i
         return None
     grid = {"residual": found.residual, "head": found.heads}
     table(pd.DataFrame({"cell (patched exactly)": [name(c) for c in cells],
-                        "estimate": [round(float(grid[c[0]][c[1], c[2]]), 2) for c in cells],
-                        "exact": [round(exact[c], 2) for c in cells]}), 420)
+                        "estimate": [f"{float(grid[c[0]][c[1], c[2]]):+.2f}" for c in cells],
+                        "exact": [f"{exact[c]:+.2f}" for c in cells]}), 420)
     heads_grid = found.heads.copy()
     for (kind, layer, where), value in exact.items():
         if kind == "head":
