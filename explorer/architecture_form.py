@@ -149,7 +149,7 @@ def cost_metrics(vocab_size: int) -> None:
     memory.metric("Memory to run", format_bytes(inference_memory_bytes(model)),
                   help="fp32 weights, plus the KV cache and the logits of one full-context sequence")
     kv, full = kv_cache_bytes(model), kv_cache_bytes(mha)
-    change = None if kv == full else f"{kv / full - 1:.0%} vs a key/value head per query head"
+    change = None if kv == full else f"{kv / full - 1:.0%} vs MHA"
     cache.metric(f"KV cache ({model.block_size:,} tokens)", format_bytes(kv), delta=change, delta_color="inverse",
                  help="a key and a value per layer, position and key/value head, in fp32: what generation keeps")
 

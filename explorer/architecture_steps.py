@@ -67,20 +67,20 @@ def rope_figure(rotation: Rotation, query_label: str, key_label: str) -> go.Figu
     turned by its position × the pair's speed, the key by its own."""
     pairs = min(PAIRS_DRAWN, rotation.half)
     fig = make_subplots(rows=1, cols=pairs, subplot_titles=[
-        f"dims {i} & {i + rotation.half}: {rotation.speeds[i]:.3g} rad/token" for i in range(pairs)])
+        f"dims {i} & {i + rotation.half}<br>{rotation.speeds[i]:.2g} rad/token" for i in range(pairs)])
     for i in range(pairs):
         dims = [i, i + rotation.half]
         for vector, name, colour, dash in (
-            (rotation.q_before, f"q #{rotation.query} {query_label} before", "#74c0fc", "dot"),
-            (rotation.q_after, f"q #{rotation.query} after: turned {rotation.query} × speed", "#1c7ed6", "solid"),
-            (rotation.k_before, f"k #{rotation.key} {key_label} before", "#ffc078", "dot"),
-            (rotation.k_after, f"k #{rotation.key} after: turned {rotation.key} × speed", "#e8590c", "solid"),
+            (rotation.q_before, f"q of #{rotation.query} {query_label}, before", "#74c0fc", "dot"),
+            (rotation.q_after, f"q, turned {rotation.query} × speed", "#1c7ed6", "solid"),
+            (rotation.k_before, f"k of #{rotation.key} {key_label}, before", "#ffc078", "dot"),
+            (rotation.k_after, f"k, turned {rotation.key} × speed", "#e8590c", "solid"),
         ):
             _arrow(fig, tuple(vector[dims]), name, colour, dash, i + 1, legend=i == 0)
         reach = 1.1 * max(np.abs(v[dims]).max() for v in (rotation.q_before, rotation.k_before)) + 1e-9
         fig.update_xaxes(range=[-reach, reach], zeroline=True, row=1, col=i + 1)
-        fig.update_yaxes(range=[-reach, reach], zeroline=True, scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
-    fig.update_layout(font=FONT, height=380, margin=dict(l=20, r=20, t=60, b=20),
+        fig.update_yaxes(range=[-reach, reach], zeroline=True, row=1, col=i + 1)
+    fig.update_layout(font=FONT, height=380, margin=dict(l=20, r=20, t=80, b=20),
                       legend=dict(orientation="h", y=-0.1), title="RoPE turns each pair of dimensions by its position")
     return fig
 

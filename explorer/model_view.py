@@ -139,7 +139,8 @@ def attention_box(config: GPTConfig) -> str:
     if config.qk_norm:
         extras.append("QK-norm")
     if config.window:
-        layers = "" if config.window_layers is None else f" in layers {', '.join(map(str, config.window_layers))}"
+        listed = config.window_layers
+        layers = "" if listed is None else f" in layer{'s' * (len(listed) != 1)} {', '.join(map(str, listed))}"
         extras.append(f"sliding window of {config.window:,}{layers}")
     detail = f"q, k, v: {C:,} → {H * D:,} + 2 × {kv * D:,} · mix heads: {H * D:,} → {C:,}"
     return _box("attention", f"Causal self-attention: {heads}", " · ".join([detail, *filter(None, extras)]))

@@ -9,7 +9,7 @@ import torch
 from explorer.architecture_text import kv_groups, kv_head_of, kv_sharing
 from explorer.model_view import block_diagram_html, config_rows, parameter_figure, si
 from lm.architectures import ARCHITECTURES
-from lm.attention import CausalSelfAttention, Probe
+from lm.attention import Probe
 from lm.model import GPT, GPTConfig
 from lm.train_config import TrainConfig
 
@@ -53,7 +53,7 @@ def test_pythia_post_norm_and_windowed_layouts():
     assert "GELU (exact)" in pythia
     post = block_diagram_html(GPTConfig(320, 32, 2, 4, 64, norm_position="post", window=8, window_layers=[0]))
     assert "Final LayerNorm" not in post and "after the add" in post
-    assert "sliding window of 8 in layers 0" in post
+    assert "sliding window of 8 in layer 0" in post
 
 
 def test_config_rows_name_the_switches_with_why():
@@ -69,7 +69,7 @@ def test_kv_groups_match_the_models_key_value_heads():
     assert "heads 0–1 share key/value head 0; heads 2–3 share key/value head 1" in kv_sharing(4, 2)
     assert kv_sharing(4, 4).startswith("MHA") and kv_sharing(4, 1).startswith("MQA")
     torch.manual_seed(0)
-    attention = CausalSelfAttention(GPTConfig(320, 32, 1, 4, 64, n_kv_head=2))
+    attention = GPT(GPTConfig(320, 32, 1, 4, 64, n_kv_head=2)).transformer.h[0].attn  # initialised weights
     x = torch.randn(1, 5, 64)
     _, keys, _ = attention.split_heads(x)
     steps = attention(x, Probe(explain=True))[1]
