@@ -80,7 +80,7 @@ def rope_figure(rotation: Rotation, query_label: str, key_label: str) -> go.Figu
         reach = 1.1 * max(np.abs(v[dims]).max() for v in (rotation.q_before, rotation.k_before)) + 1e-9
         fig.update_xaxes(range=[-reach, reach], zeroline=True, row=1, col=i + 1)
         fig.update_yaxes(range=[-reach, reach], zeroline=True, row=1, col=i + 1)
-    fig.update_layout(font=FONT, height=380, margin=dict(l=20, r=20, t=80, b=20),
+    fig.update_layout(font=FONT, height=400, margin=dict(l=20, r=20, t=110, b=20),
                       legend=dict(orientation="h", y=-0.1), title="RoPE turns each pair of dimensions by its position")
     return fig
 

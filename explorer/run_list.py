@@ -9,7 +9,7 @@ import streamlit as st
 
 from explorer import runs
 from explorer.plain_text import plain
-from explorer.run_differences import differences_sentence
+from explorer.run_differences import differences_sentence, run_settings
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
@@ -55,8 +55,8 @@ def compare_curves(infos: list[runs.RunInfo]) -> None:
     if compare:
         curves = {n: read_metrics(runs.run_folder(n)) for n in compare}
         chart(overlay_figure(curves), "train_overlay", "loss-curves")
-        options = {info.name: info.options for info in infos}
-        st.markdown(differences_sentence({name: options[name] for name in compare}))
+        settings = {info.name: run_settings(info.options, info.folder) for info in infos if info.name in compare}
+        st.markdown(differences_sentence({name: settings[name] for name in compare}))
 
 
 def import_section() -> None:

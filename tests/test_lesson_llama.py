@@ -8,9 +8,11 @@ from dataclasses import asdict
 
 from explorer.lesson_steps import RUN_NAMES
 from explorer.paths import runs_root
-from explorer.run_differences import differences_sentence, setting_differences
+from explorer.run_differences import differences_sentence, run_settings, setting_differences
+from lm.checkpoint import save_checkpoint
 from lm.run_folder import TRAIN_CONFIG_FILE
 from lm.train_config import TrainConfig
+from tests.checkpoints import shakespeare_bpe, tiny_gpt
 from tests.test_lesson_steps import links, open_step
 from tests.test_train_page import fake_run
 
@@ -60,3 +62,11 @@ def test_the_second_run_is_followed_and_offered_and_both_are_overlaid(app_dirs):
     assert at.multiselect(key="train_compare").value == [base, f"{base}-rope"]
     assert "The runs differ in **position**: learned vs rope; everything else the same." in [m.value for m in at.markdown]
     assert links(at)["Next ▶"]["att_model"] == f"{base}-rope"
+
+
+def test_a_command_line_run_is_compared_by_its_checkpoints_settings(tmp_path):
+    options = asdict(TrainConfig(position="rope"))
+    folder = save_checkpoint(tmp_path / "cli", tiny_gpt(320), shakespeare_bpe(), {"config": options})
+    assert run_settings({}, folder) == options  # no train_config.json: the checkpoint's record
+    assert run_settings({"seed": 1}, folder) == {"seed": 1}
+    assert run_settings({}, tmp_path / "nothing") == {}
