@@ -54,7 +54,8 @@ def patching_views(model, name: str, clean: list[int], corrupted: list[int], n: 
     if not choose_patching(model, clean, corrupted, n, answers).exact:
         found[f"  then {CHECKED}+{CHECKED} strongest cells exactly, {name}"] = check
     if exact:
-        found[f"  every cell exactly (reference), {name}"] = lambda: activation_patching(model, clean, corrupted, n, answers)
+        found[f"  every cell exactly (reference), {name}"] = lambda: activation_patching(model, clean, corrupted, n,
+                                                                                          answers)
     return found
 
 
@@ -136,7 +137,8 @@ def main() -> None:
         gpt2 = gpt2_small()
         tokenizer = gpt2.tokenizer
         clean, corrupted = tokenizer.encode(INDIRECT_OBJECT.clean), tokenizer.encode(INDIRECT_OBJECT.corrupted)
-        answers = (tokenizer.encode(INDIRECT_OBJECT.clean_answer)[0], tokenizer.encode(INDIRECT_OBJECT.corrupted_answer)[0])
+        answers = tuple(tokenizer.encode(answer)[0] for answer in (INDIRECT_OBJECT.clean_answer,
+                                                                   INDIRECT_OBJECT.corrupted_answer))
         extra = patching_views(gpt2.model, "indirect object (15 tokens)", clean, corrupted, tokenizer.vocab_size,
                                answers, args.exact)
         measure("GPT-2-small-shaped model (12 layers, 768 wide, random weights)", gpt2, text, args.repeats, args.exact,

@@ -38,7 +38,8 @@ def attribution_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[i
         corrupted = Trace(tuple(corrupted_ids), embeddings, layers, model.transformer.ln_f(layers[-1].resid_post))
         runs = runs_of(model, clean_ids, corrupted_ids, n_tokens, answers, corrupted.detached())
         difference = logit_difference(model, runs.direction.detach(), layers[-1].resid_post).sum()
-        grads = torch.autograd.grad(difference, [parts.resid_pre for parts in layers] + [parts.heads for parts in layers])
+        wanted = [parts.resid_pre for parts in layers] + [parts.heads for parts in layers]
+        grads = torch.autograd.grad(difference, wanted)
     L = len(layers)
     with torch.inference_mode():
         return runs.patching(*estimates(runs, grads[:L], grads[L:]), exact=False)

@@ -52,7 +52,8 @@ def embedding_map(model: GPT, n_tokens: int, randomized: bool | None = None) -> 
     the embeddings anyway)."""
     vectors = model.transformer.wte.weight[:n_tokens].float()
     mean = vectors.mean(0)
-    total = float(torch.linalg.vector_norm(vectors, dtype=torch.float64)) ** 2 - n_tokens * float(mean.double() @ mean.double())
+    mean_square = float(mean.double() @ mean.double())
+    total = float(torch.linalg.vector_norm(vectors, dtype=torch.float64)) ** 2 - n_tokens * mean_square  # no V − μ
     if randomized is None:
         randomized = n_tokens * vectors.shape[1] ** 2 > EXACT_UP_TO
     if randomized:

@@ -71,8 +71,9 @@ def test_the_strongest_cells_checked_exactly_are_the_exact_grids_values(model):
     assert abs(estimate.residual[residual[0]]) == np.abs(estimate.residual).max()
     assert abs(estimate.heads[heads[0]]) >= abs(estimate.heads[heads[1]]) >= abs(estimate.heads[heads[2]])
     found_residual, found_heads = check_strongest(model, CLEAN, CORRUPTED, N_TOKENS, ANSWERS, residual, heads)
-    np.testing.assert_allclose(found_residual, [exact.residual[cell] for cell in residual], rtol=1e-4)  # batch rounding
-    np.testing.assert_allclose(found_heads, [exact.heads[cell] for cell in heads], rtol=1e-4)
+    # float32 rounding differs between batches of different sizes, magnified by the share's denominator
+    np.testing.assert_allclose(found_residual, [exact.residual[cell] for cell in residual], atol=5e-4)
+    np.testing.assert_allclose(found_heads, [exact.heads[cell] for cell in heads], atol=5e-4)
 
 
 def test_patching_is_exact_within_the_budget_and_estimated_beyond_it(model):
@@ -85,7 +86,7 @@ def test_patching_is_exact_within_the_budget_and_estimated_beyond_it(model):
 
 
 def test_the_bf16_lens_gives_fp32s_guesses_and_probabilities_within_one_percent():
-    model = tiny_gpt(3000, sharpen=8.0, n_embd=64, n_layer=3, block_size=64)  # peaked guesses over a vocabulary larger than 32
+    model = tiny_gpt(3000, sharpen=8.0, n_embd=64, n_layer=3, block_size=64)  # peaked, and far more tokens than 32
     ids = list(range(100, 140))
     fast, exact = logit_lens(model, ids, 2990, fast=True), logit_lens(model, ids, 2990, fast=False)
     assert fast.fast and not exact.fast

@@ -72,4 +72,5 @@ def show_neurons(view: InsideView, found: list[tuple[int, int, float]], build: B
                         for v, w, t in index.examples(layer, neuron)]
             st.html("".join(passages))
     if index is not None:
-        st.caption(f"Passages from {build.description}: where each neuron fires most, the token marked, its value in brackets.")
+        st.caption(f"Passages from {build.description}: where each neuron fires most, the token marked, its value "
+                   "in brackets.")

@@ -118,7 +118,8 @@ def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[i
 
     def name(cell: Cell) -> str:
         kind, layer, where = cell
-        return f"residual into block {layer} at #{where} {labels[where]}" if kind == "residual" else f"L{layer} H{where}"
+        return f"residual into block {layer} at #{where} {labels[where]}" if kind == "residual" else \
+            f"L{layer} H{where}"
 
     ranked_residual, _ = found.strongest(PICKABLE)
     offered = [c for c in [("residual", *cell) for cell in ranked_residual] +
