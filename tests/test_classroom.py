@@ -297,3 +297,27 @@ def test_runs_wait_in_line_first_come_first_served_and_stop_while_waiting(tmp_pa
     assert third.stdout.readline() == "training\n"
     assert third.wait(timeout=30) == 0
     assert not list((tmp_path / "queue").glob("*.ticket"))
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_run_waits_in_the_same_line(tmp_path):
+    from tests.checkpoints import make_checkpoint
+
+    env = {**os.environ, slots.SLOTS_ENV: "1", slots.QUEUE_ENV: str(tmp_path / "queue"), "PYTHONPATH": str(REPO)}
+    source = make_checkpoint(tmp_path / "source", block_size=48)
+    data = tmp_path / "spam.csv"
+    data.write_text("text,label\n" + "win a prize now,spam\nsee you at lunch,ham\n" * 8, encoding="utf-8")
+    (tmp_path / "holder").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path / "holder"), "60"], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "training\n"
+    out = tmp_path / "fine"
+    tuning = subprocess.Popen([sys.executable, "-m", "lm", "finetune", "classify", "--from", str(source), "--out", str(out),
+                               "--data", str(data), "--max-steps", "2", "--batch-size", "4"], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = out / STATUS_FILE
+    wait_for(lambda: status.is_file() and json.loads(status.read_text()).get("position") == 1, timeout=120)
+    holder.kill()
+    holder.wait()
+    assert tuning.wait(timeout=120) == 0
+    assert json.loads(status.read_text())["state"] == "finished"

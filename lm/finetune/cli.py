@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from lm.finetune.config import METHOD_DEFAULTS, METHODS, FinetuneConfig, option_fields
 from lm.finetune.loop import FinetuneRun, resume_settings
+from lm.slots import training_slot
 
 BAD_INPUT = 2
 SHOWN = ("train_accuracy", "val_accuracy", "val_exact_match", "reward_margin")
@@ -50,7 +51,8 @@ def cmd_finetune(args) -> None:
     except (ValueError, OSError) as exc:  # DataError, CheckpointError, bad options: nothing has been written
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(BAD_INPUT) from None
-    train_and_report(run)
+    with training_slot(run.cfg.out, run.cfg.max_steps):  # waits in line when the app shares the machine's slots
+        train_and_report(run)
 
 
 def train_and_report(run: FinetuneRun) -> None:
