@@ -6,7 +6,6 @@ status.json says why), as `lm train` does."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from tqdm import tqdm
