@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from explorer.finetune_runs import FinetuneRequest
+from lm.checkpoint import unfilled_gpt
 from lm.estimate import StepCosts, TimeEstimate, estimate
 from lm.finetune.classify import ClassifierHead
 from lm.finetune.data import response_mask
-from lm.finetune.lora import apply_lora, count_trainable
-from lm.model import GPT, GPTConfig
+from lm.finetune.loop import choose_trainable
+from lm.finetune.lora import count_trainable
+from lm.model import GPTConfig
 from lm.sizing import activation_bytes
 from lm.train_config import TrainConfig
 
@@ -29,18 +29,11 @@ REFERENCE_FORWARD = 1 / 3  # a forward pass costs about a third of a training st
 
 def trainable_parameters(config: GPTConfig, request: FinetuneRequest, labels: int = 2) -> tuple[int, int]:
     """(parameters that train, all parameters) of the model this request trains, counted on a model
-    built without memory (the meta device) and prepared as lm finetune prepares it: LoRA's adapters,
-    or only the last blocks and the final norm; a classifier's new head always trains."""
-    with torch.device("meta"):
-        model = GPT(config)
-        head = ClassifierHead(config.n_embd, [str(n) for n in range(labels)]) if request.method == "classify" else None
-    if request.lora_rank:
-        apply_lora(model, request.lora_rank, request.lora_alpha, request.lora_targets)
-    elif request.trainable_blocks is not None:
-        blocks = model.transformer.h
-        model.requires_grad_(False)
-        for module in [*blocks[len(blocks) - request.trainable_blocks:], model.transformer.ln_f]:
-            module.requires_grad_(True)
+    whose weights are never filled and prepared as lm finetune prepares it: LoRA's adapters, or
+    only the last blocks and the final norm; a classifier's new head always trains."""
+    model = unfilled_gpt(config)
+    head = ClassifierHead(config.n_embd, [str(n) for n in range(labels)]) if request.method == "classify" else None
+    choose_trainable(model, request)
     trainable, total = count_trainable(model)
     extra = sum(p.numel() for p in head.parameters()) if head is not None else 0
     return trainable + extra, total + extra

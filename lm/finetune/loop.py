@@ -31,8 +31,23 @@ from lm.device import resolve_device
 from lm.finetune.config import FinetuneConfig
 from lm.finetune.lora import adapter_state, apply_lora, count_trainable, merge_lora
 from lm.finetune.methods import build_method
+from lm.model import GPT
 from lm.run_folder import ADAPTER_FILE, EVALUATION_FILE, METRICS_FILE, SAMPLES_FILE, Run, read_record
 from lm.trainer import TrainingFailed, learning_rate, make_optimizer
+
+
+def choose_trainable(model: GPT, cfg) -> None:
+    """What trains, as cfg (a FinetuneConfig, or anything with its LoRA and trainable_blocks
+    fields) says: LoRA's adapters only, or the last blocks and the final norm, or everything."""
+    if cfg.lora_rank:
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)  # freezes everything else
+    elif cfg.trainable_blocks is not None:
+        blocks = model.transformer.h
+        if cfg.trainable_blocks > len(blocks):
+            raise ValueError(f"trainable-blocks is {cfg.trainable_blocks}, but the model has {len(blocks)} blocks")
+        model.requires_grad_(False)
+        for module in [*blocks[len(blocks) - cfg.trainable_blocks:], model.transformer.ln_f]:
+            module.requires_grad_(True)
 
 
 class FinetuneRun:
@@ -66,19 +81,10 @@ class FinetuneRun:
         self.run.folder.mkdir(parents=True, exist_ok=True)
 
     def _choose_trainable(self) -> None:
-        cfg, model = self.cfg, self.model
-        if cfg.lora_rank:
-            apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)  # freezes everything else
-        elif cfg.trainable_blocks is not None:
-            blocks = model.transformer.h
-            if cfg.trainable_blocks > len(blocks):
-                raise ValueError(f"trainable-blocks is {cfg.trainable_blocks}, but the model has {len(blocks)} blocks")
-            model.requires_grad_(False)
-            for module in [*blocks[len(blocks) - cfg.trainable_blocks:], model.transformer.ln_f]:
-                module.requires_grad_(True)
+        choose_trainable(self.model, self.cfg)
         for p in self.method.new_parameters():
             p.requires_grad_(True)
-        if not any(p.requires_grad for p in model.parameters()):
+        if not any(p.requires_grad for p in self.model.parameters()):
             raise ValueError("nothing would train: give --trainable-blocks 1 or more, or use LoRA")
 
     # --- the loop ---------------------------------------------------------------------------
