@@ -137,8 +137,11 @@ TASKS: dict[str, Task] = {
         Task(
             "copy", "Go on repeating a random string of letters from where a letter comes again: the induction task (xqhzbw q → hzbw).",
             _repeat_somewhere(4, 8), _go_on, context=16,
-            preset=_preset(n_layer=2, n_head=1, n_embd=64, block_size=16, batch_size=64, max_steps=6000, lr=3e-3,
-                           warmup_steps=50, eval_every=100, snapshot_every=100),
+            # seed 1 in fp32: the layer-1 head passes 0.7 on the induction probe by step 4500 (0.78 at the end);
+            # from seed 0 it stayed at 0.22 in fp32, and at 0.08 by step 3400 in bf16 (--precision auto on CPUs
+            # that have it): when the head forms is that sensitive, so tests/test_tasks.py checks this one
+            preset=_preset(1, n_layer=2, n_head=1, n_embd=64, block_size=16, batch_size=64, max_steps=6000, lr=3e-3,
+                           warmup_steps=50, eval_every=100, snapshot_every=100, precision="fp32"),
         ),
         Task(
             "reverse", "Write a random string of letters backwards (qhzbw=wbzhq).",
