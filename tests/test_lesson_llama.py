@@ -41,7 +41,7 @@ def test_the_two_training_steps_differ_in_one_switch(app_dirs):
     assert first.text_input(key="train_name").value == base
     assert second.text_input(key="train_name").value == f"{base}-rope"
     values = [{k: at.session_state[k] for k in TRAIN_KEYS if k in at.session_state} for at in (first, second)]
-    assert values[0]["train_max_steps"] == 1500 and values[0]["train_seed"] == values[1]["train_seed"]
+    assert values[0]["train_max_steps"] == 1000 and values[0]["train_seed"] == values[1]["train_seed"]
     assert len(values[0].keys() & values[1].keys()) >= 28  # every setting drawn in both (the windowed layers: no window)
     differing = {k for k in values[0].keys() & values[1].keys() if values[0][k] != values[1][k]}
     assert differing == {"train_position"}
@@ -52,7 +52,7 @@ def test_the_second_run_is_followed_and_offered_and_both_are_overlaid(app_dirs):
     root = runs_root()
     for name, position in ((base, "learned"), (f"{base}-rope", "rope")):
         folder = fake_run(root, name, state="finished")
-        options = asdict(TrainConfig(data="task:copy", position=position, out=str(folder)))
+        options = asdict(TrainConfig(data="tinyshakespeare", position=position, out=str(folder)))
         (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(options))
     fake_run(root, "someone-else", state="finished")  # newer runs of others are not compared
     at = open_step(KEY, 2, extra={"run": f"{base}-rope"})  # the student started the rope run
