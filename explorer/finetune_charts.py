@@ -8,7 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from explorer.charts import PROJECTOR_FONT
-from explorer.training_view import MAX_POINTS, TRAIN_COLOUR, VAL_COLOUR, _curve, _layout
+from explorer.training_view import MAX_POINTS, TRAIN_COLOUR, VAL_COLOUR, curve, curve_layout
 
 CHOSEN_COLOUR, REJECTED_COLOUR, MARGIN_COLOUR = "#2f9e44", "#e03131", "#7048e8"
 HEIGHT = 400  # under a run's title bar and tabs, the whole chart on a 720-pixel projector
@@ -31,7 +31,7 @@ def _lines(metrics: list[dict], keys: dict[str, str], max_points: int) -> go.Fig
     """One line per key that has values (key: colour); markers on curves logged only at evaluations."""
     fig = go.Figure()
     for key, colour in keys.items():
-        steps, values = _curve(metrics, key, max_points)
+        steps, values = curve(metrics, key, max_points)
         if steps:
             fig.add_trace(go.Scatter(x=steps, y=values, name=CURVES[key], mode="lines+markers" if len(steps) < 60 else "lines",
                                      line=dict(color=colour, width=3), marker=dict(size=8)))
@@ -45,13 +45,13 @@ def accuracy_figure(metrics: list[dict], labels: int = 2, max_points: int = MAX_
     fig.add_hline(y=1 / labels, line_dash="dot", line_color="#868e96",
                   annotation_text=f"guessing: {1 / labels:.0%}", annotation_position="bottom right")
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
-    return _layout(fig, "Accuracy: messages classified right", "accuracy", HEIGHT)
+    return curve_layout(fig, "Accuracy: messages classified right", "accuracy", HEIGHT)
 
 
 def exact_match_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
     fig = _lines(metrics, {"val_exact_match": VAL_COLOUR}, max_points)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
-    return _layout(fig, "Exact match: held-out prompts answered word for word", "exact match", HEIGHT)
+    return curve_layout(fig, "Exact match: held-out prompts answered word for word", "exact match", HEIGHT)
 
 
 def reward_margin_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
@@ -60,14 +60,14 @@ def reward_margin_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> g
     fig = _lines(metrics, {"reward_margin": MARGIN_COLOUR, "val_reward_margin": VAL_COLOUR}, max_points)
     fig.add_hline(y=0, line_dash="dot", line_color="#868e96",
                   annotation_text="no preference (the starting model)", annotation_position="bottom right")
-    return _layout(fig, "Reward margin: how much more it prefers the chosen answer", "reward margin", HEIGHT)
+    return curve_layout(fig, "Reward margin: how much more it prefers the chosen answer", "reward margin", HEIGHT)
 
 
 def logp_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
     """The log-probability the model gives the chosen and the rejected answer (summed over the
     answer's tokens): DPO pushes them apart, often lowering both."""
     fig = _lines(metrics, {"chosen_logp": CHOSEN_COLOUR, "rejected_logp": REJECTED_COLOUR}, max_points)
-    return _layout(fig, "Log-probability of each answer", "log-probability (nats)", HEIGHT)
+    return curve_layout(fig, "Log-probability of each answer", "log-probability (nats)", HEIGHT)
 
 
 def confusion_figure(labels: list[str], confusion: list[list[int]], title: str) -> go.Figure:

@@ -56,13 +56,13 @@ def downsample_indices(values: list[float], max_points: int = MAX_POINTS) -> lis
     return sorted(keep)
 
 
-def _curve(metrics: list[dict], key: str, max_points: int) -> tuple[list[int], list[float]]:
+def curve(metrics: list[dict], key: str, max_points: int) -> tuple[list[int], list[float]]:
     steps, values = series(metrics, key)
     keep = downsample_indices(values, max_points)
     return [steps[i] for i in keep], [values[i] for i in keep]
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, height: int) -> go.Figure:
+def curve_layout(fig: go.Figure, title: str, y_title: str, height: int) -> go.Figure:
     fig.update_layout(
         title=title, xaxis_title="training step", yaxis_title=y_title, font=PROJECTOR_FONT, height=height,
         margin=dict(l=70, r=20, t=60, b=120), legend=LEGEND, hovermode="x unified",
@@ -74,9 +74,9 @@ def loss_figure(metrics: list[dict], uniform_loss: float | None = None, max_poin
     """Training loss (one batch at a time, noisy) and validation loss (held-out text) on one
     chart; `uniform_loss` (ln of the vocabulary size) marks what a blind guess scores."""
     fig = go.Figure()
-    steps, values = _curve(metrics, "train_loss", max_points)
+    steps, values = curve(metrics, "train_loss", max_points)
     fig.add_trace(go.Scatter(x=steps, y=values, name="training loss", mode="lines", line=dict(color=TRAIN_COLOUR, width=3)))
-    steps, values = _curve(metrics, "val_loss", max_points)
+    steps, values = curve(metrics, "val_loss", max_points)
     fig.add_trace(
         go.Scatter(
             x=steps, y=values, name="validation loss (text it never trains on)", mode="lines+markers",
@@ -88,14 +88,14 @@ def loss_figure(metrics: list[dict], uniform_loss: float | None = None, max_poin
             y=uniform_loss, line_dash="dot", line_color="#868e96",
             annotation_text=f"a blind guess: {uniform_loss:.2f}", annotation_position="top right",
         )
-    return _layout(fig, "Loss: how surprised the model is by the next token", "loss (nats)", 440)
+    return curve_layout(fig, "Loss: how surprised the model is by the next token", "loss (nats)", 440)
 
 
 def metric_figure(metrics: list[dict], key: str, title: str, y_title: str, colour: str, max_points: int = MAX_POINTS) -> go.Figure:
-    steps, values = _curve(metrics, key, max_points)
+    steps, values = curve(metrics, key, max_points)
     fig = go.Figure(go.Scatter(x=steps, y=values, name=y_title, mode="lines", line=dict(color=colour, width=3)))
     fig.update_yaxes(tickformat=".2~g", rangemode="tozero")
-    return _layout(fig, title, y_title, 340)
+    return curve_layout(fig, title, y_title, 340)
 
 
 def lr_figure(metrics: list[dict]) -> go.Figure:
@@ -128,14 +128,14 @@ def overlay_figure(curves: dict[str, list[dict]], max_points: int = MAX_POINTS) 
     for i, (name, metrics) in enumerate(curves.items()):
         colour = palette[i % len(palette)]
         for key, label, dash, mode in (("train_loss", "training", "solid", "lines"), ("val_loss", "validation", "dash", "lines+markers")):
-            steps, values = _curve(metrics, key, max_points)
+            steps, values = curve(metrics, key, max_points)
             fig.add_trace(
                 go.Scatter(
                     x=steps, y=values, name=f"{name} · {label}", legendgroup=name, mode=mode,
                     line=dict(color=colour, width=3 if dash == "solid" else 2.5, dash=dash), marker=dict(size=8),
                 )
             )
-    _layout(fig, "Loss of each run (solid: training, dashed: validation)", "loss (nats)", 480 + 24 * len(curves))
+    curve_layout(fig, "Loss of each run (solid: training, dashed: validation)", "loss (nats)", 480 + 24 * len(curves))
     fig.update_layout(  # below the plot: a legend of many runs would cover the title
         legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, font=dict(size=16)),
         margin=dict(l=70, r=20, t=60, b=60 + 24 * len(curves)),
