@@ -36,8 +36,9 @@ INDIRECT_OBJECT = Example(
     "When Mary and John went to the store, John gave a drink to",
     "When Mary and John went to the store, Mary gave a drink to", " Mary", " John",
 )
-SHAKESPEARE = Example("First Citizen:\nBefore we proceed any further, hear me speak.",
-                      "First Citizen:\nBefore we proceed any further, hear me sing.")
+# speak → pray: one token in the demo's BPE and in GPT-2's, and the demo goes on differently (".\n\n", "er")
+SHAKESPEARE = Example("First Citizen:\nBefore we proceed any further, hear me speak",
+                      "First Citizen:\nBefore we proceed any further, hear me pray")
 
 
 def examples_for(checkpoint: Checkpoint) -> dict[str, Example]:

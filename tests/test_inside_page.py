@@ -121,6 +121,9 @@ def test_a_model_too_big_to_patch_exactly_gets_estimates_and_its_strongest_cells
     assert checked["cell (patched exactly)"].tolist()[3:] == [f"L{layer} H{head}" for layer, head in heads]
     expected = [exact.residual[cell] for cell in residual] + [exact.heads[cell] for cell in heads]
     assert checked["exact"].tolist() == [f"{value:+.2f}" for value in expected]
+    linked = sorted(((exact.heads[cell], cell) for cell in heads), reverse=True)  # the checked heads, by exact share
+    assert [link.proto.label for link in at.get("page_link")] == [f"L{layer} H{head}: {share:.0%} back"
+                                                                  for share, (layer, head) in linked]
 
     layer, head = next((layer, head) for layer in range(2) for head in range(2) if (layer, head) not in heads)
     at.multiselect(key="ins_check").select(("head", layer, head)).run()  # one more, picked by the student

@@ -3,7 +3,6 @@ one, and see which of them bring the clean answer back."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -96,10 +95,10 @@ def render_patching(view: InsideView) -> None:
           "ins_patch_resid", f"{view.name}-patching-residual")
     chart(head_patching_figure(found, f"Patching one head's output at every position ({how})"),
           "ins_patch_heads", f"{view.name}-patching-heads")
-    exact_heads = found.heads if found.exact else check_exactly(view, corrupted, answers, found, labels)
-    if exact_heads is None:
+    heads = top_heads(found.heads, TOP) if found.exact else check_exactly(view, corrupted, answers, found, labels)
+    if heads is None:
         return
-    link_heads(view, exact_heads)
+    link_heads(view, heads)
     st.caption(
         f"The corrupted prompt is run again with one activation copied from the clean run. 1 (blue) means "
         f"the clean answer's lead over the other, logit({clean_word}) − logit({corrupted_word}) at the last "
@@ -110,9 +109,9 @@ def render_patching(view: InsideView) -> None:
 
 
 def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[int | None, int | None],
-                  found: Patching, labels: tuple[str, ...]) -> np.ndarray | None:
+                  found: Patching, labels: tuple[str, ...]) -> list[tuple[int, int, float]] | None:
     """The strongest estimated cells, and any the student picks, patched exactly: a table of
-    estimate against exact. Returns the head grid with the exact values where checked."""
+    estimate against exact. Returns the heads checked, (layer, head, exact share), most restoring first."""
     residual, heads = found.strongest(TOP)
     strongest = [("residual", *cell) for cell in residual] + [("head", *cell) for cell in heads]
 
@@ -136,18 +135,15 @@ def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[i
     table(pd.DataFrame({"cell (patched exactly)": [name(c) for c in cells],
                         "estimate": [f"{float(grid[c[0]][c[1], c[2]]):+.2f}" for c in cells],
                         "exact": [f"{exact[c]:+.2f}" for c in cells]}), 420)
-    heads_grid = found.heads.copy()
-    for (kind, layer, where), value in exact.items():
-        if kind == "head":
-            heads_grid[layer, where] = value
-    return heads_grid
+    return sorted([(layer, where, value) for (kind, layer, where), value in exact.items() if kind == "head"],
+                  key=lambda found_head: -found_head[2])
 
 
-def link_heads(view: InsideView, heads: np.ndarray) -> None:
-    """Links to the Attention page for the heads that bring the most back."""
+def link_heads(view: InsideView, heads: list[tuple[int, int, float]]) -> None:
+    """Links to the Attention page for the heads that bring the most back (exact shares)."""
     text = view.checkpoint.tokenizer.decode(list(view.ids))
     columns = st.columns(TOP)
-    for column, (layer, head, share) in zip(columns, top_heads(heads, TOP)):
+    for column, (layer, head, share) in zip(columns, heads[:TOP]):
         column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {share:.0%} back", icon="🎯",
                          help="Open this head's map of the clean prompt on the Attention page",
                          query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
