@@ -21,8 +21,9 @@ FROM_HUB, FROM_DISK = "Download from Hugging Face", "A file or folder on this ma
 MODEL_LINKS = [
     ("app_pages/attention.py", "See its attention maps", "🎯"),
     ("app_pages/generate.py", "Let it write", "✍️"),
+    ("app_pages/inside.py", "Look inside it", "🔬"),
 ]
-JOB = "gpt2_job"  # session key: the (size, source) of the import this session started
+JOB = "gpt2_job"  # session key: the key of the import this session started
 
 
 def import_form() -> None:
@@ -48,11 +49,17 @@ def import_controls() -> ImportJob | None:
                       placeholder="/home/me/Downloads/gpt2")
     st.button("Import GPT-2", key="gpt2_import", type="primary", on_click=start,
               disabled=source_kind == FROM_DISK and chosen_import()[1] is None)
-    if running_imports():
-        for job in running_imports():
+    return watch_imports("gpt2", JOB)
+
+
+def watch_imports(kind: str, session_key: str) -> ImportJob | None:
+    """Every running import of this kind, watched to its end; then the import this session
+    started (its key kept under `session_key`), its error said."""
+    if running_imports(kind):
+        for job in running_imports(kind):
             watch(job)
-        st.rerun()  # the list of models above has changed
-    mine = find_import(*st.session_state[JOB]) if JOB in st.session_state else None
+        st.rerun()  # the list of models has changed
+    mine = find_import(st.session_state[session_key]) if session_key in st.session_state else None
     if mine is not None and mine.error:
         st.error(mine.error)
     return mine
@@ -74,8 +81,7 @@ def start() -> None:
     """The button's callback: it runs before the page does, with the widgets' latest values."""
     if not can_read_server_paths():
         return
-    st.session_state[JOB] = chosen_import()
-    start_import(*st.session_state[JOB])
+    st.session_state[JOB] = start_import(*chosen_import()).key
 
 
 def watch(job: ImportJob) -> None:
@@ -90,5 +96,5 @@ def watch(job: ImportJob) -> None:
 def show_links(folder: Path) -> None:
     """Open an imported model on the pages that use it (?model= preselects it)."""
     st.markdown(f"**{folder.name}** is on disk:")
-    for column, (path, label, icon) in zip(st.columns(2), MODEL_LINKS):
+    for column, (path, label, icon) in zip(st.columns(len(MODEL_LINKS)), MODEL_LINKS):
         column.page_link(path, label=label, icon=icon, query_params={"model": folder.name})
