@@ -35,6 +35,7 @@ from lm.tokenizer import TiktokenTokenizer, TokenizerError
 DEFAULT_CONTEXT = 2048  # Qwen3 trains 40,960 positions: a KV cache that long takes GBs; --context to change
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"]
+IMPORTED = "open weights in Hugging Face's format, imported, not trained here"  # the checkpoint's training.source
 SKIPPED = re.compile(r".*(rotary_emb\.inv_freq|attention\.bias|attention\.masked_bias)")  # buffers, not weights
 
 
@@ -332,7 +333,7 @@ def import_hf(source: str, out: str | os.PathLike | None = None, revision: str |
     model, tokenizer = load_hf(folder, context)
     _check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
     provenance = {
-        "source": "open weights in Hugging Face's format, imported, not trained here",
+        "source": IMPORTED,
         "model": name, "hugging_face_repo": None if local.is_dir() else source, "revision": revision,
         "folder": str(folder.absolute()), "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
