@@ -58,7 +58,11 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.Ada
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = torch.device(device).type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    # The fused kernel writes the weights without bumping their version counters, which
+    # lm.generate.readout trusts to know its cached output head is current: bump them here.
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: torch.autograd.graph.increment_version(params))
+    return optimizer
 
 
 def build_tokenizer(spec: str, text: str):

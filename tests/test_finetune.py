@@ -15,6 +15,8 @@ from lm.finetune.classify import class_logits, encode_texts, load_classifier, pr
 from lm.finetune.config import FinetuneConfig
 from lm.finetune.loop import FinetuneRun
 from lm.finetune.lora import lora_parameters
+from lm.finetune.prompts import format_prompt
+from lm.generate import Sampling, generate
 from lm.run_folder import read_metrics, read_status
 from tests.checkpoints import make_checkpoint
 
@@ -156,6 +158,20 @@ def test_instruct_on_the_synthetic_set(tmp_path, source):
     shown = after["examples"][0]
     assert shown["prompt"].endswith("### Response:\n") and shown["expected"] and isinstance(shown["response"], str)
     assert (out / "samples.jsonl").is_file()
+
+
+def test_generation_after_training_reads_the_trained_head(tmp_path, source):
+    """Greedy responses come from the weights as trained: generate's cached output head must
+    follow the fused optimizer's in-place updates (it once kept the head from before training)."""
+    cfg = FinetuneConfig(method="instruct", source=str(source), out=str(tmp_path / "run"), data="synthetic", max_steps=3,
+                         eval_interval=3, batch_size=4, lr=0.05, warmup_steps=0)
+    run = FinetuneRun(cfg)
+    ids = run.tokenizer.encode(format_prompt(run.method.splits["test"][0]))[-40:]  # within the tiny context
+    next(generate(run.model, run.tokenizer, ids, Sampling(temperature=0, max_new_tokens=1)))  # caches the head
+    run.train()
+    probs = torch.softmax(run.model.eval()(torch.tensor([ids])).logits[0, -1], -1)
+    step = next(generate(run.model, run.tokenizer, ids, Sampling(temperature=0, max_new_tokens=1)))
+    assert step.token_id == int(probs.argmax()) and step.raw_prob == pytest.approx(float(probs.max()), rel=1e-4)
 
 
 def test_continue_pretraining_lowers_the_loss_of_its_text(tmp_path, source):
