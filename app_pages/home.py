@@ -1,9 +1,10 @@
-"""Home: what the app is, where to go, what this machine has, and OpenAI's GPT-2 to import."""
+"""Home: what the app is, where to go, what this machine has, and OpenAI's GPT-2 and small open-weight models to import."""
 
 import streamlit as st
 
 from explorer import presenter
 from explorer.gpt2_import_form import import_form
+from explorer.hf_import_form import open_models_form
 from explorer.home_picture import home_picture
 from explorer.home_sections import page_cards, this_machine
 from explorer.lesson_widgets import lessons_section
@@ -39,3 +40,11 @@ st.write(
     "a `model.safetensors` you already have."
 )
 import_form()
+
+st.subheader("Small open-weight models")
+st.write(
+    "Today's small open models (SmolLM2, Qwen3, Pythia) open here like your own: their weights are copied "
+    "name by name into this project's GPT, with its architecture switches set to match (RoPE, RMSNorm, SwiGLU, "
+    "grouped key/value heads). Download one from Hugging Face, or import a model folder you already have."
+)
+open_models_form()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
+from explorer.model_tokenizers import special_tokens_and_template
 from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.token_view import chips_html, describe_tokens, text_stats
@@ -93,4 +94,5 @@ def show_tokens(label: str, tokenizer: Tokenizer, text: str, show_ids: bool) -> 
     stats = text_stats(text, ids)
     st.markdown(f"**{label}** · {stats.tokens:,} tokens · {stats.chars_per_token:.2f} characters per token")
     st.html(chips_html(describe_tokens(tokenizer, ids), show_ids=show_ids))
+    special_tokens_and_template(tokenizer)
     return {"tokenizer": label, "vocabulary": tokenizer.vocab_size, "tokens": stats.tokens, "characters per token": round(stats.chars_per_token, 2)}

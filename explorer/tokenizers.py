@@ -9,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from explorer.model_tokenizers import imported_tokenizers
 from explorer.paths import FileStamp, bundled_models_dir, check_name, tokenizers_dir
 from lm.checkpoint import TOKENIZER_FILE, has_checkpoint
 from lm.tokenizer import (
@@ -63,10 +64,11 @@ def load_saved(path: Path) -> BPETokenizer | TiktokenTokenizer:
 
 
 def model_tokenizers() -> dict[str, Path]:
-    """The tokenizers of the models shipped with the app (the demo), by model name."""
+    """The tokenizers of the models shipped with the app (the demo) and of the imported
+    open-weight models (explorer.model_tokenizers), by model name."""
     folder = bundled_models_dir()
     models = sorted(p for p in folder.iterdir() if has_checkpoint(p)) if folder.is_dir() else []
-    return {p.name: p / TOKENIZER_FILE for p in models}
+    return {p.name: p / TOKENIZER_FILE for p in models} | imported_tokenizers()
 
 
 def saved_tokenizers() -> dict[str, Path]:

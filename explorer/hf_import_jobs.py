@@ -1,0 +1,85 @@
+"""Importing small open-weight models from the app through lm.hf_import, as import jobs
+(explorer.gpt2_import runs them in the server's threads, shared by every session): one of
+the known models (lm.open_models) downloaded from the Hugging Face Hub, or a model folder on
+this machine. What a known model costs is said, and a model that cannot run here refused,
+before anything is downloaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from explorer.gpt2_import import ImportJob, Progress, start_job
+from explorer.paths import base_runs_root
+from lm.gpt2 import _check_free_space, _reporting_bar
+from lm.hf_import import import_hf
+from lm.open_models import OPEN_MODELS
+from lm.sizing import inference_memory_bytes, memory_problem, parameter_count
+
+KIND = "hf"
+WEIGHTS = "*.safetensors"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a known model costs here, from its config alone."""
+
+    parameters: int
+    download_bytes: int  # its weights as published, at 16 bits a weight
+    memory_bytes: int  # to run it here: fp32 weights, a full-context KV cache and the logits
+    problem: str | None  # why it cannot run on this machine, or None
+
+
+def cost(name: str) -> Cost:
+    config = OPEN_MODELS[name].config()
+    return Cost(parameter_count(config), 2 * parameter_count(config), inference_memory_bytes(config),
+                memory_problem(config, training=False))
+
+
+def default_folder(name: str) -> Path:
+    """Where a known model is imported: its Hub name in the base runs root (the class's shared models)."""
+    return base_runs_root() / OPEN_MODELS[name].repo_id.split("/")[-1]
+
+
+def start_download(name: str) -> ImportJob:
+    """Import a known model from the Hub (or the Hugging Face cache, where a second import finds it)."""
+    return start_job((KIND, name, None), OPEN_MODELS[name].label.split(" (")[0], lambda report: _download(name, report))
+
+
+def start_folder(path: str) -> ImportJob:
+    """Import the model in a folder on this machine (the caller checks who may read server paths)."""
+    folder = Path(path).expanduser()
+    return start_job((KIND, folder.name, path), folder.name or path, lambda report: _from_folder(folder))
+
+
+def _from_folder(folder: Path) -> Path:
+    if not folder.is_dir():  # (import_hf would take a missing "owner/name" for a Hub id and download it)
+        raise ValueError(f"there is no folder {folder} on this machine")
+    return import_hf(str(folder), base_runs_root() / folder.resolve().name)
+
+
+def _download(name: str, report: Progress) -> Path:
+    model, out = OPEN_MODELS[name], default_folder(name)
+    if problem := cost(name).problem:
+        raise ValueError(f"{model.label} cannot run on this machine: {problem.split(';')[0]}")
+    from huggingface_hub import constants
+
+    _check_free_space(Path(constants.HF_HUB_CACHE), cost(name).download_bytes,
+                      f"download {model.repo_id} into the Hugging Face cache")
+    return import_hf(model.repo_id, out, downloader=reporting_downloader(report))
+
+
+def reporting_downloader(report: Progress):
+    """snapshot_download in two passes, so the bar measures the weights: the small files
+    first, silently, then the .safetensors with their bytes reported."""
+
+    def fetch(repo_id: str, revision: str | None, allow_patterns: list[str]) -> str:
+        from huggingface_hub import snapshot_download
+
+        small = [pattern for pattern in allow_patterns if pattern != WEIGHTS]
+        snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=small,
+                          tqdm_class=_reporting_bar(lambda done, total: None))
+        return snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=[WEIGHTS],
+                                 tqdm_class=_reporting_bar(report))
+
+    return fetch
