@@ -42,7 +42,7 @@ def special_tokens_and_template(tokenizer: Tokenizer) -> None:
     with st.expander(" and ".join(parts + (["a chat template"] if template else [])), expanded=is_on()):
         if special:
             rows = sorted(special.items(), key=lambda item: item[1])
-            st.dataframe(pd.DataFrame(rows, columns=["token", "id"]), hide_index=True, height=min(35 * len(rows) + 38, 250))
+            st.dataframe(pd.DataFrame(rows, columns=["token", "id"]), hide_index=True)
         if template:
             st.caption("Chat template (Jinja): how a conversation becomes the text the model reads")
-            st.code(template, language="jinja2", height=250)
+            st.code(template, language="jinja2", height=250, wrap_lines=True)
