@@ -11,7 +11,7 @@ from pathlib import Path
 
 from explorer.gpt2_import import ImportJob, Progress, start_job
 from explorer.paths import base_runs_root
-from lm.gpt2 import _check_free_space, _reporting_bar
+from lm.gpt2 import check_free_space, reporting_bar
 from lm.hf_import import import_hf
 from lm.open_models import OPEN_MODELS
 from lm.sizing import inference_memory_bytes, memory_problem, parameter_count
@@ -64,7 +64,7 @@ def _download(name: str, report: Progress) -> Path:
         raise ValueError(f"{model.label} cannot run on this machine: {problem.split(';')[0]}")
     from huggingface_hub import constants
 
-    _check_free_space(Path(constants.HF_HUB_CACHE), cost(name).download_bytes,
+    check_free_space(Path(constants.HF_HUB_CACHE), cost(name).download_bytes,
                       f"download {model.repo_id} into the Hugging Face cache")
     return import_hf(model.repo_id, out, downloader=reporting_downloader(report))
 
@@ -78,8 +78,8 @@ def reporting_downloader(report: Progress):
 
         small = [pattern for pattern in allow_patterns if pattern != WEIGHTS]
         snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=small,
-                          tqdm_class=_reporting_bar(lambda done, total: None))
+                          tqdm_class=reporting_bar(lambda done, total: None))
         return snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=[WEIGHTS],
-                                 tqdm_class=_reporting_bar(report))
+                                 tqdm_class=reporting_bar(report))
 
     return fetch

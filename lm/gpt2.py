@@ -109,10 +109,10 @@ def download_gpt2(size: str = "small", progress: Callable[[int, int], None] | bo
 
     spec = size_spec(size)
     check_memory(spec.config())
-    _check_free_space(Path(constants.HF_HUB_CACHE), 4 * parameter_count(spec.config()),
+    check_free_space(Path(constants.HF_HUB_CACHE), 4 * parameter_count(spec.config()),
                       f"download {spec.label} into the Hugging Face cache")
-    silent = _reporting_bar(lambda done, total: None)
-    bar = None if progress is True else _reporting_bar(progress) if callable(progress) else silent
+    silent = reporting_bar(lambda done, total: None)
+    bar = None if progress is True else reporting_bar(progress) if callable(progress) else silent
     try:
         hf_hub_download(spec.repo_id, HF_CONFIG_FILE, tqdm_class=silent)
         path = hf_hub_download(spec.repo_id, WEIGHTS_FILE, tqdm_class=bar)
@@ -137,7 +137,7 @@ def size_spec(size: str) -> GPT2Size:
     return SIZES[size]
 
 
-def _reporting_bar(callback: Callable[[int, int], None]) -> type[tqdm]:
+def reporting_bar(callback: Callable[[int, int], None]) -> type[tqdm]:
     """A tqdm class for hf_hub_download that draws nothing and passes (bytes done, bytes in
     all) to `callback`, from whichever thread downloads. A Xet download moves two bars (bytes
     received, bytes written); the one further along is reported, so progress never goes back."""
@@ -285,7 +285,7 @@ def check_memory(config: GPTConfig) -> None:
         raise GPT2ImportError(str(exc)) from None
 
 
-def _check_free_space(folder: Path, needed: int, purpose: str) -> None:
+def check_free_space(folder: Path, needed: int, purpose: str) -> None:
     existing = next((p for p in [folder, *folder.absolute().parents] if p.exists()), None)
     free = shutil.disk_usage(existing).free if existing is not None else None
     if free is not None and free < needed:
@@ -316,7 +316,7 @@ def import_gpt2(
     known = known_size(model.config)
     out = Path(out) if out else default_folder(known or "custom")
     _refuse_existing(out)
-    _check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
+    check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
     provenance = {
         "source": "OpenAI's GPT-2 weights in Hugging Face's format, imported, not trained here",
         "model": SIZES[known].label if known else "a model of GPT-2's architecture and tokenizer",

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from lm.checkpoint import CONFIG_FILE, TIED, save_checkpoint, unfilled_gpt
-from lm.gpt2 import PICKLE_SUFFIXES, _check_free_space, load_gpt2
+from lm.gpt2 import PICKLE_SUFFIXES, check_free_space, load_gpt2
 from lm.hf_tokenizer import HFTokenizer
 from lm.model import GPT, ConfigError, GPTConfig
 from lm.sizing import parameter_count
@@ -331,7 +331,7 @@ def import_hf(source: str, out: str | os.PathLike | None = None, revision: str |
         raise HFImportError(f"{out} already holds a model; choose another folder or delete it first")
     folder = local if local.is_dir() else download(source, revision, downloader)
     model, tokenizer = load_hf(folder, context)
-    _check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
+    check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
     provenance = {
         "source": IMPORTED,
         "model": name, "hugging_face_repo": None if local.is_dir() else source, "revision": revision,
