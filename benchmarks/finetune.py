@@ -5,7 +5,8 @@ LoRA saves. Prints figures; checks nothing (it is not a test).
             on the SMS Spam Collection: test accuracy on the balanced split (chance 50%)
             before and after, steps and seconds; with full fine-tuning and with LoRA.
   synthetic instruct (SFT) from the demo model on the project's synthetic instructions
-            ("reverse: q h z" -> "z h q", ...): held-out exact match before and after, by operation.
+            ("Reverse the letters." q-h-z -> z-h-q, ...) at lm finetune's defaults: held-out exact
+            match before and after, by operation, the steps, the seconds and the load average.
   gpt2      a GPT-2-small-shaped model (124M parameters) with random weights (real ones cannot be
             downloaded here, so no accuracy: that needs the real weights): seconds per SFT step and
             peak memory, full fine-tuning against LoRA, and the parameters each trains. Each
@@ -66,11 +67,11 @@ def spam(folder: Path, threads: int) -> None:
 
 
 def synthetic(folder: Path, threads: int) -> None:
-    r = finetune(folder, "synthetic", method="instruct", data="synthetic", max_steps=600, eval_interval=150,
-                 lr=3e-3, warmup_steps=30, threads=threads)
-    ops = ", ".join(f"{k} {v:.0%}" for k, v in r["after"]["by_operation"].items())
+    r = finetune(folder, "synthetic", method="instruct", data="synthetic", eval_interval=200, threads=threads)
+    by_op = {k: f"{r['before']['by_operation'][k]:.0%} -> {v:.0%}" for k, v in r["after"]["by_operation"].items()}
     print(f"synthetic instructions: held-out exact match {r['before']['exact_match']:.1%} -> "
-          f"{r['after']['exact_match']:.1%} (n={r['after']['n']}; {ops}), {r['steps']} steps in {r['seconds']:.0f} s")
+          f"{r['after']['exact_match']:.1%} (n={r['after']['n']}; {', '.join(f'{k} {v}' for k, v in by_op.items())}), "
+          f"{r['steps']} steps in {r['seconds']:.0f} s (incl. evaluations; load average {os.getloadavg()[0]:.1f} at the end)")
     for example in r["after"]["examples"][:3]:
         prompt = example["prompt"].split("### Instruction:\n")[1].split("\n")[0]
         print(f"    {prompt!r} -> {example['response']!r} (expected {example['expected']!r})")

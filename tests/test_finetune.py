@@ -16,6 +16,7 @@ from lm.finetune.config import FinetuneConfig
 from lm.finetune.loop import FinetuneRun
 from lm.finetune.lora import lora_parameters
 from lm.finetune.prompts import format_prompt
+from lm.finetune.synthetic import operation
 from lm.generate import Sampling, generate
 from lm.run_folder import read_metrics, read_status
 from tests.checkpoints import make_checkpoint
@@ -160,6 +161,17 @@ def test_instruct_on_the_synthetic_set(tmp_path, source):
     assert (out / "samples.jsonl").is_file()
 
 
+def test_synthetic_batches_mix_the_operations(tmp_path, source):
+    """Length-sorted batches of the synthetic set would each hold one operation (its lengths differ
+    only by operation); its batches are shuffled, so each mixes them, and each epoch covers the set once."""
+    run = FinetuneRun(FinetuneConfig(method="instruct", source=str(source), out=str(tmp_path / "run"), data="synthetic",
+                                     batch_size=16))
+    train = run.method.splits["train"]
+    epoch = [run.method._rows(step) for step in range(-(-len(train) // 16))]
+    assert sorted(i for rows in epoch for i in rows) == list(range(len(train)))
+    assert all(len({operation(train[i]) for i in rows}) > 1 for rows in epoch[:-1])
+
+
 def test_generation_after_training_reads_the_trained_head(tmp_path, source):
     """Greedy responses come from the weights as trained: generate's cached output head must
     follow the fused optimizer's in-place updates (it once kept the head from before training)."""
@@ -169,7 +181,7 @@ def test_generation_after_training_reads_the_trained_head(tmp_path, source):
     ids = run.tokenizer.encode(format_prompt(run.method.splits["test"][0]))[-40:]  # within the tiny context
     next(generate(run.model, run.tokenizer, ids, Sampling(temperature=0, max_new_tokens=1)))  # caches the head
     run.train()
-    probs = torch.softmax(run.model.eval()(torch.tensor([ids])).logits[0, -1], -1)
+    probs = torch.softmax(run.model.eval()(torch.tensor([ids])).logits[0, -1].detach(), -1)
     step = next(generate(run.model, run.tokenizer, ids, Sampling(temperature=0, max_new_tokens=1)))
     assert step.token_id == int(probs.argmax()) and step.raw_prob == pytest.approx(float(probs.max()), rel=1e-4)
 

@@ -17,7 +17,7 @@ from lm.finetune.data import (
     load_preferences, parse_sms, response_mask,
 )
 from lm.finetune.prompts import length_batches, pad_batch
-from lm.finetune.synthetic import OPERATIONS, operation, synthetic_examples
+from lm.finetune.synthetic import LENGTH, OPERATIONS, SIZE, operation, synthetic_examples
 from tests.checkpoints import shakespeare_bpe
 from tests.conftest import SHARED_DATA
 from tests.offline import empty_caches, redirect_requests, serve_folder  # noqa: F401 (fixture)
@@ -151,8 +151,9 @@ def test_padded_batches_count_only_response_tokens():
 
 def test_synthetic_instructions_are_distinct_and_correct():
     examples = synthetic_examples(seed=1)
-    assert len({(e.instruction, e.input) for e in examples}) == len(examples) == 1100
-    assert Counter(operation(e) for e in examples) == {name: 220 for name in OPERATIONS}
+    assert len({(e.instruction, e.input) for e in examples}) == len(examples) == SIZE
+    assert Counter(operation(e) for e in examples) == {name: SIZE // len(OPERATIONS) for name in OPERATIONS}
+    assert {len(e.input.split("-")) for e in examples} == {LENGTH}  # held-out examples differ only in their letters
     reverse = next(e for e in examples if operation(e) == "reverse")
     assert reverse.output == "-".join(reversed(reverse.input.split("-")))
     capitals = next(e for e in examples if operation(e) == "uppercase")

@@ -75,7 +75,8 @@ def test_each_method_starts_from_its_own_settings(base):
     assert at.number_input(key="ft_lr").value == 1e-4 and at.number_input(key="ft_beta").value == 0.1
     assert at.radio(key="ft_data").value == "Instructions with preferences"
     at.radio(key="ft_method").set_value("Follow instructions").run()
-    assert at.number_input(key="ft_lr").value == 1e-3 and at.radio(key="ft_data").value == "Synthetic puzzles"
+    assert at.number_input(key="ft_lr").value == 3e-3 and at.radio(key="ft_data").value == "Synthetic puzzles"
+    assert at.number_input(key="ft_max_steps").value == 1500  # what the demo model needs to learn the puzzles
 
 
 def test_instruction_tuning_shows_which_tokens_the_loss_counts(base):

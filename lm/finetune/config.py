@@ -15,7 +15,7 @@ LORA_SAVES = ("merge", "adapter")
 METHOD_DEFAULTS = {
     "continue": dict(data="tinyshakespeare", lr=3e-4, max_steps=200, batch_size=8),
     "classify": dict(data="sms-spam", lr=1e-3, max_steps=300, batch_size=16),
-    "instruct": dict(data="instructions", lr=1e-3, max_steps=300, batch_size=16),
+    "instruct": dict(data="synthetic", lr=3e-3, max_steps=1500, batch_size=16),  # the set the demo model can learn
     "dpo": dict(data="preferences", lr=1e-4, max_steps=100, batch_size=8),
 }
 

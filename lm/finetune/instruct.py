@@ -1,5 +1,8 @@
 """Instruction tuning (supervised fine-tuning): prompts in the Alpaca template, the loss on the
-response tokens only (lm.finetune.prompts.response_mask), batches of similar lengths.
+response tokens only (lm.finetune.prompts.response_mask), batches of similar lengths (but
+the synthetic set's are shuffled: its lengths differ only by operation, so batches of similar
+length would each hold one operation and pull the model to one answer after another, where
+mixed batches teach it to read the instruction).
 
 Exact match is measured without generating: greedy decoding writes the expected response if
 and only if, fed the expected response so far, the most likely next token is the expected
@@ -48,15 +51,22 @@ class Instruct(Method):
         self.encoded = {name: [response_mask(tokenizer, e, block_size=self.block_size) for e in part]
                         for name, part in self.splits.items()}
         self.pad = end_of_text_id(tokenizer)
+        self.by_length = cfg.data != SYNTHETIC
         self.epoch, self.plan = None, []
 
     def _rows(self, step: int) -> list[int]:
-        """Step's batch: epochs of length-sorted batches, each epoch's order drawn from the seed."""
+        """Step's batch: epochs of batches (length-sorted, or shuffled), each epoch's order drawn from the seed."""
         lengths = [len(ids) for ids, _ in self.encoded["train"]]
-        per_epoch = math.ceil(len(lengths) / self.cfg.batch_size)
-        epoch, index = divmod(step, per_epoch)
+        size = self.cfg.batch_size
+        epoch, index = divmod(step, math.ceil(len(lengths) / size))
         if epoch != self.epoch:
-            self.epoch, self.plan = epoch, length_batches(lengths, self.cfg.batch_size, step_generator(self.cfg.seed, -2 - epoch))
+            generator = step_generator(self.cfg.seed, -2 - epoch)
+            if self.by_length:
+                self.plan = length_batches(lengths, size, generator)
+            else:
+                order = torch.randperm(len(lengths), generator=generator).tolist()
+                self.plan = [order[i : i + size] for i in range(0, len(order), size)]
+            self.epoch = epoch
         return self.plan[index]
 
     def batch_loss(self, step):

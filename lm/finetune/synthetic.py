@@ -1,16 +1,20 @@
 """A synthetic instruction set the project generates, with answers that can be checked exactly:
 
-    Reverse the letters.            q-h-z-b  ->  b-z-h-q
-    Write the letters in capitals.  q-h-z    ->  Q-H-Z
-    Repeat the letters.             q-h-z    ->  q-h-z
-    Give the first letter.          q-h-z-b  ->  q
-    Give the last letter.           q-h-z    ->  z
+    Reverse the letters.            q-h-z  ->  z-h-q
+    Write the letters in capitals.  q-h-z  ->  Q-H-Z
+    Repeat the letters.             q-h-z  ->  q-h-z
+    Give the first letter.          q-h-z  ->  q
+    Give the last letter.           q-h-z  ->  z
 
 The letters are the example's input, joined by hyphens, so each is a token of its own, the
 same token in the input and in the answer (written together, a subword vocabulary would hide
 the letters from the model; spaced, " x" and "x" are different tokens, or " x" is two).
-Before fine-tuning a model answers almost none; after, most held-out prompts, so exact
-match measures what instruction tuning taught."""
+Every input has the same number of letters, so each answer letter sits a fixed distance from
+the input letter it comes from: a 1M-parameter model then learns where to look within minutes,
+while with lengths varying from 3 to 6 it was still guessing after 300 steps and scored 14%
+after 600 (benchmarks/finetune.py). The held-out examples differ from the training ones only
+in their letters. Before fine-tuning a model answers almost none; after, most, so exact match
+measures what instruction tuning taught: to read the instruction and do what it says."""
 
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ import string
 from lm.finetune.prompts import Example
 
 SYNTHETIC = "synthetic"
-SIZE = 1100  # as many as the Alpaca-style set
-LENGTHS = range(3, 7)
+SIZE = 4000  # 3,400 to train on: a few epochs at the default settings, so it generalizes rather than memorizes
+LENGTH = 3  # letters per input
 
 OPERATIONS = {  # name: (instruction, answer)
     "reverse": ("Reverse the letters.", lambda letters: letters[::-1]),
@@ -39,7 +43,7 @@ def synthetic_examples(seed: int = 0, size: int = SIZE) -> list[Example]:
     names = list(OPERATIONS)
     while len(examples) < size:
         instruction, answer = OPERATIONS[names[len(examples) % len(names)]]
-        letters = rng.choices(string.ascii_lowercase, k=rng.choice(LENGTHS))
+        letters = rng.choices(string.ascii_lowercase, k=LENGTH)
         if (instruction, tuple(letters)) not in seen:
             seen.add((instruction, tuple(letters)))
             examples.append(Example(instruction, "-".join(letters), "-".join(answer(letters))))
