@@ -40,7 +40,7 @@ def test_start_watch_refresh_and_stop_a_run(app_url, app_home, page):
 
     for label, value in SETTINGS.items():
         set_number(page, label, value)
-    expect(page.get_by_role("radio", name="custom")).to_be_checked()  # changing a size leaves the preset
+    expect(page.get_by_role("radiogroup", name="Size").get_by_role("radio", name="custom")).to_be_checked()  # changing a size leaves the preset
     name = page.get_by_label("Run name", exact=True)
     name.fill("browser-run")
     name.press("Enter")
