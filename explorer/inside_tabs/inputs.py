@@ -8,7 +8,7 @@ import streamlit as st
 from explorer.inside_examples import Example, examples_for
 from explorer.inside_tabs.view import InsideView
 from explorer.token_view import chips_html, describe_tokens, token_label
-from explorer.url_state import BIND, bind_text
+from explorer.url_state import bind_text
 from explorer.widgets import model_picker
 
 MAX_TOKENS = 64  # a lens grid wider than this has columns too narrow to read; the last ones are kept
