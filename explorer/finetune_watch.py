@@ -17,7 +17,8 @@ from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.run_continue import continue_control
-from explorer.training_view import STATES, loss_figure, progress_text
+from explorer.run_watch import state_messages
+from explorer.training_view import STATES, loss_figure
 from explorer.url_state import BIND
 from explorer.widgets import chart
 from lm.run_folder import METRICS_FILE, read_metrics, tokenizer_vocab_size
@@ -63,19 +64,6 @@ def title_bar(info: runs.RunInfo, about: str) -> None:
         st.rerun()
 
 
-def state_messages(info: runs.RunInfo, metrics: list[dict]) -> None:
-    if info.max_steps and (info.active or info.step < info.max_steps):  # a finished run's bar says nothing new
-        st.progress(min(1.0, info.step / info.max_steps), text=progress_text(info.step, info.max_steps, metrics, info.active))
-    if info.error:
-        st.error(f"The run {info.state}: {plain(info.error)}")
-    if info.stop_requested and info.active:
-        st.info("Stopping: the run saves a checkpoint, then ends.")
-    if info.state == "starting":
-        st.info("Starting: loading the model and the data, and answering the held-out examples before training…")
-    if info.queue_note:
-        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
-
-
 def live_view(name: str, was_active: bool) -> None:
     """Run as a fragment every second while the run trains."""
     try:
@@ -91,7 +79,8 @@ def live_view(name: str, was_active: bool) -> None:
         return
     title_bar(info, describe_run(record, trained_counts(info.folder)))
     metrics = read_metrics(info.folder)
-    state_messages(info, metrics)
+    state_messages(info, metrics, "Starting: loading the model and the data, and answering the held-out examples "
+                   "before training…", finished_bar=False)  # a finished fine-tune's bar says nothing new
     method = record.get("method")
     shown = TABS if method == "classify" and info.has_checkpoint and not info.active else TABS[:2]
     tabs = st.tabs(shown, key="ft_tab", bind=BIND)

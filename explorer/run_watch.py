@@ -59,17 +59,7 @@ def live_view(name: str, was_active: bool) -> None:
         st.rerun()  # it just ended: redraw the whole page (the table, the links) and stop the timer
     title_bar(info)
     metrics, samples = read_metrics(info.folder), read_samples(info.folder)
-    if info.max_steps:
-        text = progress_text(info.step, info.max_steps, metrics, info.active)
-        st.progress(min(1.0, info.step / info.max_steps), text=text)
-    if info.error:
-        st.error(f"The run {info.state}: {plain(info.error)}")
-    if info.stop_requested and info.active:
-        st.info("Stopping: the run saves a checkpoint, then ends.")
-    if info.state == "starting":
-        st.info("Starting: loading the text, training the tokenizer and building the model…")
-    if info.queue_note:
-        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
+    state_messages(info, metrics, "Starting: loading the text, training the tokenizer and building the model…")
     device = resolve_device(info.options.get("device", "auto"))
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
@@ -83,6 +73,22 @@ def live_view(name: str, was_active: bool) -> None:
         st.code(samples[-1].get("text", ""), language=None, wrap_lines=True)
     if info.has_checkpoint and not info.active:
         model_links(name)
+
+
+def state_messages(info: runs.RunInfo, metrics: list[dict], starting: str, finished_bar: bool = True) -> None:
+    """The progress bar (for a finished run too, unless not `finished_bar`) and what the run is
+    doing: failing, stopping, `starting`, or waiting for a training slot."""
+    if info.max_steps and (finished_bar or info.active or info.step < info.max_steps):
+        text = progress_text(info.step, info.max_steps, metrics, info.active)
+        st.progress(min(1.0, info.step / info.max_steps), text=text)
+    if info.error:
+        st.error(f"The run {info.state}: {plain(info.error)}")
+    if info.stop_requested and info.active:
+        st.info("Stopping: the run saves a checkpoint, then ends.")
+    if info.state == "starting":
+        st.info(starting)
+    if info.queue_note:
+        st.info(f"Waiting for a free training slot: {info.queue_note}. It starts by itself.", icon="⏳")
 
 
 def title_bar(info: runs.RunInfo) -> None:
