@@ -17,7 +17,7 @@ from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.run_continue import continue_control
-from explorer.run_watch import state_messages
+from explorer.run_watch import reread, state_messages
 from explorer.training_view import STATES, loss_figure
 from explorer.url_state import BIND
 from explorer.widgets import chart
@@ -66,13 +66,9 @@ def title_bar(info: runs.RunInfo, about: str) -> None:
 
 def live_view(name: str, was_active: bool) -> None:
     """Run as a fragment every second while the run trains."""
-    try:
-        info = runs.run_info(runs.run_folder(name))
-    except runs.RunError as exc:
-        st.warning(plain(exc))
+    info = reread(name, was_active)
+    if info is None:
         return
-    if was_active and not info.active:
-        st.rerun()  # it just ended: redraw the page with its final evaluation, and stop the timer
     record = finetune_record(info.folder)
     if record is None:
         st.warning(f"{plain(name)} is not a fine-tune run: watch it on the Train page.")

@@ -50,13 +50,9 @@ def model_links(name: str) -> None:
 
 def live_view(name: str, was_active: bool) -> None:
     """Run as a fragment every second while the run trains: it rereads the folder the trainer writes."""
-    try:
-        info = runs.run_info(runs.run_folder(name))
-    except runs.RunError as exc:
-        st.warning(plain(exc))
+    info = reread(name, was_active)
+    if info is None:
         return
-    if was_active and not info.active:
-        st.rerun()  # it just ended: redraw the whole page (the table, the links) and stop the timer
     title_bar(info)
     metrics, samples = read_metrics(info.folder), read_samples(info.folder)
     state_messages(info, metrics, "Starting: loading the text, training the tokenizer and building the model…")
@@ -73,6 +69,19 @@ def live_view(name: str, was_active: bool) -> None:
         st.code(samples[-1].get("text", ""), language=None, wrap_lines=True)
     if info.has_checkpoint and not info.active:
         model_links(name)
+
+
+def reread(name: str, was_active: bool) -> runs.RunInfo | None:
+    """The watched run as its folder says now, or None (with a warning) when it is gone. A run that
+    has just ended reruns the whole page (its table, links and final views) and stops the timer."""
+    try:
+        info = runs.run_info(runs.run_folder(name))
+    except runs.RunError as exc:
+        st.warning(plain(exc))
+        return None
+    if was_active and not info.active:
+        st.rerun()
+    return info
 
 
 def state_messages(info: runs.RunInfo, metrics: list[dict], starting: str, finished_bar: bool = True) -> None:
