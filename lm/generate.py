@@ -157,7 +157,7 @@ def readout(model: GPT, n_tokens: int) -> torch.Tensor:
     ids (a model's vocabulary may be padded, and padding rows are not tokens). On a CPU a
     one-token step reads the head about three times as fast in this order as in nn.Linear's
     [vocab, n_embd] (2.7 against 9.2 ms at GPT-2's vocabulary and 384 wide), and the head is
-    most of a cached step's work. The copy (about 50 ms there) is kept with the model while
+    most of a cached step's work. The copy (50-150 ms there) is kept with the model while
     the weight is unchanged (same tensor, same in-place version), so each generation, or each
     single step the app asks for, does not pay it again; it costs the head's size in memory."""
     weight = model.lm_head.weight
