@@ -14,10 +14,9 @@ from pathlib import Path
 from explorer import runs, workspace
 from lm.atomic import write_json
 from lm.checkpoint import CONFIG_FILE
-from lm.run_folder import read_record
+from lm.run_folder import EVALUATION_FILE, read_record
 
 REQUEST_FILE = "finetune.json"  # the app's: the request as the page made it
-EVALUATION_FILE = "evaluation.json"  # the trainer's: the before/after evaluation (notes/finetune_spec.md)
 UPLOAD_STEM = "finetune-data"  # an uploaded data set, kept in the run folder with its own extension
 METHODS = {  # the CLI's method: (title on the page, what it teaches)
     "continue": ("Continue pretraining", "the same next-token loss on a new text, at a lower learning rate"),
