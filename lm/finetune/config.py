@@ -4,10 +4,11 @@ None take the method's default (METHOD_DEFAULTS), which suits the demo model on 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from lm.finetune.lora import check_targets
 from lm.model import from_known_fields
+from lm.train_config import option
 
 METHODS = ("continue", "classify", "instruct", "dpo")
 LORA_SAVES = ("merge", "adapter")
@@ -18,10 +19,6 @@ METHOD_DEFAULTS = {
     "instruct": dict(data="synthetic", lr=3e-3, max_steps=1500, batch_size=16),  # the set the demo model can learn
     "dpo": dict(data="preferences", lr=1e-4, max_steps=100, batch_size=8),
 }
-
-
-def option(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
