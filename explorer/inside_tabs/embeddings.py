@@ -30,6 +30,12 @@ def vocabulary(checkpoint: Checkpoint, n_tokens: int) -> list[str]:
     return [label_of(checkpoint.tokenizer, i) for i in range(n_tokens)]
 
 
+@cached_on_checkpoint(max_entries=64)
+def neighbours(checkpoint: Checkpoint, token: int, n_tokens: int) -> list[tuple[int, float]]:
+    """Cached: each call normalizes the whole embedding (about 0.1 s for GPT-2's)."""
+    return nearest_tokens(checkpoint.model, token, n_tokens, NEIGHBOURS)
+
+
 def search(labels: list[str], query: str) -> list[int]:
     """Tokens whose text is the query, then those starting with it, then those containing it (case aside)."""
     q = query.strip().lower().replace(" ", "·")
@@ -52,7 +58,7 @@ def render_embeddings(view: InsideView) -> None:
             st.info(f"No token contains “{query}”.")
         chosen = st.selectbox("Token", matches, key="ins_token", format_func=lambda i: f"{labels[i]}  (id {i})",
                               disabled=not matches)
-    near = nearest_tokens(view.checkpoint.model, chosen, view.n_tokens, NEIGHBOURS) if chosen is not None else []
+    near = (neighbours(view.checkpoint, chosen, view.n_tokens) or []) if chosen is not None else []
     shown = list(range(min(MAX_POINTS, view.n_tokens)))
     title = f"{view.name}: {len(shown):,} of {view.n_tokens:,} token embeddings" if len(shown) < view.n_tokens else \
         f"{view.name}: all {view.n_tokens:,} token embeddings"
