@@ -14,7 +14,7 @@ import streamlit as st
 from explorer.plain_text import plain
 from explorer.prepare import download_button
 from explorer.url_state import BIND
-from explorer.widgets import corpus_input
+from explorer.widgets import corpus_input, within_limit
 from lm.data import CORPORA, DataError, human_size
 from lm.finetune.data import DATASETS, load_classification, load_instructions, load_preferences
 from lm.finetune.synthetic import SYNTHETIC
@@ -98,10 +98,7 @@ def _registered(method: str, name: str) -> DataChoice | None:
 def _uploaded(method: str) -> DataChoice | None:
     upload = st.file_uploader(f"Your data: {UPLOAD_LAYOUT[method]} (UTF-8, up to {human_size(MAX_UPLOAD_BYTES)})",
                               type=UPLOAD_TYPES[method], key=f"ft_upload_{method}")
-    if upload is None:
-        return None
-    if upload.size > MAX_UPLOAD_BYTES:  # the browser's limit is not enforced by the server
-        st.error(f"{plain(upload.name)} is {human_size(upload.size)}; the limit is {human_size(MAX_UPLOAD_BYTES)}.")
+    if upload is None or not within_limit(upload, MAX_UPLOAD_BYTES):
         return None
     data = upload.getvalue()
     try:

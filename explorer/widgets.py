@@ -61,14 +61,20 @@ def _registered_corpus(corpus, key: str) -> tuple[str, str] | None:
         return None
 
 
+def within_limit(upload, limit: int) -> bool:
+    """Whether an upload is at most `limit` bytes; if not, an error says so (the browser's limit
+    is not enforced by the server)."""
+    if upload.size <= limit:
+        return True
+    st.error(f"{plain(upload.name)} is {human_size(upload.size)}; the limit is {human_size(limit)}.")
+    return False
+
+
 def _uploaded_text(key: str) -> tuple[str, str] | None:
     upload = st.file_uploader(
         f"A plain-text file, UTF-8 preferred (up to {MAX_TEXT_BYTES // 2**20} MB)", key=f"{key}_upload"
     )
-    if upload is None:
-        return None
-    if upload.size > MAX_TEXT_BYTES:  # the browser's limit is not enforced by the server
-        st.error(f"{plain(upload.name)} is {human_size(upload.size)}; the limit is {human_size(MAX_TEXT_BYTES)}.")
+    if upload is None or not within_limit(upload, MAX_TEXT_BYTES):
         return None
     data = upload.getvalue()
     try:

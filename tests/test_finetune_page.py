@@ -98,6 +98,15 @@ def test_a_malformed_upload_names_its_rows_and_starts_nothing(base, app_dirs):
     assert sorted(p.name for p in (app_dirs / "runs").iterdir()) == ["base"]
 
 
+def test_an_oversized_upload_is_refused_on_the_server(base, monkeypatch):
+    monkeypatch.setattr("explorer.finetune_data.MAX_UPLOAD_BYTES", 1_000)
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    at.file_uploader(key="ft_upload_classify").set_value(("big.csv", b"text,label\n" + b"x,ham\n" * 500, "text/csv")).run()
+    assert "big.csv is 3,011 bytes; the limit is 1,000 bytes" in at.error[0].value
+    assert at.button(key="ft_start").disabled
+
+
 def test_a_good_upload_is_counted(base):
     at = open_finetune()
     at.radio(key="ft_data").set_value("Upload a file").run()
