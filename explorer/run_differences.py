@@ -4,13 +4,16 @@ and everything else")."""
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from explorer.plain_text import plain
 from lm.checkpoint import CheckpointError, read_config
+from lm.train_config import TrainConfig
 
 NOT_COMPARED = {"out", "threads", "device"}  # where a run was written and ran, not what it learned
 SHOWN = 4  # settings named one by one; more are counted
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
 def run_settings(options: dict, folder: Path) -> dict:
@@ -27,9 +30,10 @@ def run_settings(options: dict, folder: Path) -> dict:
 
 def setting_differences(options: dict[str, dict]) -> dict[str, list]:
     """{setting: each run's value, in the runs' order} for the settings that differ between
-    the runs' TrainConfigs (a setting a run lacks counts as its default, None here)."""
+    the runs' TrainConfigs (a setting a run lacks, as the architecture dial's in a run from
+    before it, counts as TrainConfig's default: that is how such a run trained)."""
     names = sorted({key for run in options.values() for key in run} - NOT_COMPARED)
-    values = {key: [run.get(key) for run in options.values()] for key in names}
+    values = {key: [run.get(key, DEFAULTS.get(key)) for run in options.values()] for key in names}
     return {key: found for key, found in values.items() if len(set(map(repr, found))) > 1}
 
 

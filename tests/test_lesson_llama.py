@@ -9,6 +9,7 @@ from dataclasses import asdict
 from explorer.lesson_steps import RUN_NAMES
 from explorer.paths import runs_root
 from explorer.run_differences import differences_sentence, run_settings, setting_differences
+from lm.architectures import ARCH_FIELDS
 from lm.checkpoint import save_checkpoint
 from lm.run_folder import TRAIN_CONFIG_FILE
 from lm.train_config import TrainConfig
@@ -31,6 +32,13 @@ def test_differences_are_named_and_the_rest_said_to_be_the_same():
     assert differences_sentence({"a": base, "b": dict(base)}).startswith("These runs have the same settings")
     assert differences_sentence({"a": base, "imported": {}}).startswith("An imported or older run")
     assert differences_sentence({"a": base}) == ""
+
+
+def test_a_run_from_before_the_dial_differs_only_where_it_trained_differently():
+    new = asdict(TrainConfig(data="task:copy"))
+    old = {key: value for key, value in new.items() if key not in ARCH_FIELDS}  # recorded before the dial existed
+    assert setting_differences({"old": old, "new": new}) == {}  # it trained as GPT-2: the dial's defaults
+    assert setting_differences({"old": old, "new": new | {"norm": "rmsnorm"}}) == {"norm": ["layernorm", "rmsnorm"]}
 
 
 def test_the_two_training_steps_differ_in_one_switch(app_dirs):
