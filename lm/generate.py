@@ -159,7 +159,9 @@ def readout(model: GPT, n_tokens: int) -> torch.Tensor:
     [vocab, n_embd] (2.7 against 9.2 ms at GPT-2's vocabulary and 384 wide), and the head is
     most of a cached step's work. The copy (50-150 ms there) is kept with the model while
     the weight is unchanged (same tensor, same in-place version), so each generation, or each
-    single step the app asks for, does not pay it again; it costs the head's size in memory."""
+    single step the app asks for, does not pay it again; it costs the head's size in memory.
+    Whatever writes the weights in place must bump that version: the fused AdamW does not, so
+    lm.trainer.make_optimizer bumps it after each step."""
     weight = model.lm_head.weight
     if weight.is_inference():  # made under torch.inference_mode: it keeps no version to check
         return weight[:n_tokens].t().contiguous()

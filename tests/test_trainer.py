@@ -136,6 +136,20 @@ def test_weight_decay_shrinks_matrices_and_spares_biases_and_norms():
         torch.testing.assert_close(p.detach(), before[name] * factor, rtol=0, atol=1e-7)
 
 
+def test_an_optimizer_step_bumps_every_weights_version():
+    """The fused AdamW writes the weights in place without bumping their version counters;
+    make_optimizer bumps them, since readers of a weight keyed by its version (generate's
+    cached output head) would otherwise keep what the weights were before the step."""
+    model = small_model()
+    optimizer = make_optimizer(model, TrainConfig(lr=0.1), "cpu")
+    assert optimizer.defaults["fused"]  # the case the bump is there for
+    before = {name: p._version for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert all(p._version > before[name] for name, p in model.named_parameters())
+
+
 # --- training ---------------------------------------------------------------------------
 
 
