@@ -79,13 +79,9 @@ def render_attribution(view: InsideView) -> None:
 def open_top_heads(view: InsideView, found: Attribution, position: int) -> None:
     """The heads that push hardest, with the first one's attention map and links to the Attention page."""
     heads = found.top_heads(TOP_HEADS)
-    text = view.checkpoint.tokenizer.decode(list(view.ids))
-    columns = st.columns(len(heads))
-    for column, (layer, head, value) in zip(columns, heads):
-        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {value:+.2f}", icon="🎯",
-                         help="Open this head's map on the Attention page",
-                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
-                                       "att_head": str(head), "att_tab": "Attention map"})
+    for column, (layer, head, value) in zip(st.columns(len(heads)), heads):
+        view.link_head(column, layer, head, f"L{layer} H{head}: {value:+.2f}",
+                       "Open this head's map on the Attention page")
     layer, head, value = heads[0]
     chart(weights_figure(weights(view.checkpoint, view.ids)[layer, head], view.labels,
                          f"The strongest head, layer {layer} head {head}: where each token looks",

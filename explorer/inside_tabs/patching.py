@@ -9,7 +9,7 @@ import streamlit as st
 from explorer.checkpoint_cache import cached_on_checkpoint
 from explorer.head_statistics import top_heads
 from explorer.inside_charts import head_patching_figure, residual_patching_figure
-from explorer.inside_tabs.inputs import MAX_TOKENS
+from explorer.inside_tabs.inputs import MAX_CHARS, MAX_TOKENS
 from explorer.inside_tabs.view import InsideView
 from explorer.plain_text import plain
 from explorer.token_view import token_label
@@ -56,7 +56,8 @@ def answer_id(view: InsideView, text: str, which: str) -> int | None:
 def prompts(view: InsideView) -> tuple[tuple[int, ...], tuple[int | None, int | None]]:
     """The corrupted prompt's ids and the two answers, from this tab's boxes."""
     corrupted = st.text_area("Corrupted prompt: the same text with one place changed", view.example.corrupted,
-                             height=80, max_chars=5_000, key="ins_corrupt", bind=bind_text("ins_corrupt", "the corrupted prompt"))
+                             height=80, max_chars=MAX_CHARS, key="ins_corrupt",
+                             bind=bind_text("ins_corrupt", "the corrupted prompt"))
     clean_col, corrupted_col = st.columns(2)
     clean_answer = clean_col.text_input("Clean answer (empty: the model's own guess)", view.example.clean_answer,
                                         key="ins_clean_answer", bind=BIND)
@@ -141,10 +142,6 @@ def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[i
 
 def link_heads(view: InsideView, heads: list[tuple[int, int, float]]) -> None:
     """Links to the Attention page for the heads that bring the most back (exact shares)."""
-    text = view.checkpoint.tokenizer.decode(list(view.ids))
-    columns = st.columns(TOP)
-    for column, (layer, head, share) in zip(columns, heads[:TOP]):
-        column.page_link("app_pages/attention.py", label=f"L{layer} H{head}: {share:.0%} back", icon="🎯",
-                         help="Open this head's map of the clean prompt on the Attention page",
-                         query_params={"att_model": view.name, "att_text": text, "att_layer": str(layer),
-                                       "att_head": str(head), "att_tab": "Attention map"})
+    for column, (layer, head, share) in zip(st.columns(TOP), heads[:TOP]):
+        view.link_head(column, layer, head, f"L{layer} H{head}: {share:.0%} back",
+                       "Open this head's map of the clean prompt on the Attention page")

@@ -33,6 +33,13 @@ class InsideView:
         """The tokenizer's ids: a model's padded rows past them are no token."""
         return min(self.checkpoint.tokenizer.vocab_size, self.checkpoint.model.config.vocab_size)
 
+    def link_head(self, column: DeltaGenerator, layer: int, head: int, label: str, help: str) -> None:
+        """A link that opens this head's map of the text on the Attention page."""
+        text = self.checkpoint.tokenizer.decode(list(self.ids))
+        column.page_link("app_pages/attention.py", label=label, icon="🎯", help=help,
+                         query_params={"att_model": self.name, "att_text": text, "att_layer": str(layer),
+                                       "att_head": str(head), "att_tab": "Attention map"})
+
     def choose_position(self, label: str = "Position: the token after which the model guesses") -> int:
         """One position of the text (the last until another is picked), shared by the tabs that need one."""
         T = len(self.ids)
