@@ -17,7 +17,7 @@ from explorer.architecture_text import kv_groups, kv_head_of
 from explorer.attention_maps import FONT
 from explorer.attention_view import AttentionRun
 from lm.config import GPTConfig
-from lm.rope import unrotate
+from lm.rope import speeds, unrotate
 
 PAIRS_DRAWN = 4  # the fastest-turning pairs: the slow ones barely move over a short text
 
@@ -47,9 +47,8 @@ def rope_rotation(run: AttentionRun, config: GPTConfig, layer: int, head: int, q
     positions = torch.tensor([query, key])
     before = unrotate(torch.from_numpy(np.stack([q_after, k_after])), positions, config.rotary_dims, config.rope_base)
     q_before, k_before = before.numpy()
-    speeds = config.rope_base ** (-np.arange(0, config.rotary_dims, 2) / config.rotary_dims)
-    scale = np.sqrt(run.head_size)
-    return Rotation(query, key, q_before, q_after, k_before, k_after, speeds,
+    scale, turns = np.sqrt(run.head_size), speeds(config.rotary_dims, config.rope_base).numpy()
+    return Rotation(query, key, q_before, q_after, k_before, k_after, turns,
                     float(q_after @ k_after / scale), float(q_before @ k_before / scale))
 
 

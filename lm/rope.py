@@ -13,11 +13,15 @@ from __future__ import annotations
 import torch
 
 
+def speeds(dims: int, base: float, device=None) -> torch.Tensor:
+    """[dims / 2] radians per position that each pair turns, fastest first: base^(-2i/dims)."""
+    return 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.int64, device=device).float() / dims))
+
+
 def rotation(positions: torch.Tensor, dims: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [T, dims] of each position's angles, in float32 whatever the model's dtype
     (angles of late positions need the precision); the same numbers as transformers computes."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.int64, device=positions.device).float() / dims))
-    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = positions.float()[:, None] * speeds(dims, base, positions.device)[None, :]
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
 
