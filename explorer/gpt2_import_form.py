@@ -6,6 +6,7 @@ download is gigabytes, and a local path reads the server's disk."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -29,12 +30,19 @@ JOB = "gpt2_job"  # session key: the key of the import this session started
 def import_form() -> None:
     """The source and size, the Import button, the progress of every running import, and links
     to each imported GPT-2 on disk (only the links for a student)."""
+    import_section(import_controls, {default_folder(name) for name in SIZES},
+                   "Your teacher imports GPT-2 for the class; it then opens here and in the Attention and Generate pages.")
+
+
+def import_section(controls: Callable[[], ImportJob | None], known: set[Path], for_students: str) -> None:
+    """An import form: its controls for those who may import (`for_students` said to the others),
+    then links to each model on disk among the `known` folders and the one this session imported."""
     if can_read_server_paths():
-        mine = import_controls()
+        mine = controls()
     else:
-        st.info("Your teacher imports GPT-2 for the class; it then opens here and in the Attention and Generate pages.")
+        st.info(for_students)
         mine = None
-    imported = {default_folder(name) for name in SIZES} | ({mine.folder} if mine is not None and mine.folder else set())
+    imported = known | ({mine.folder} if mine is not None and mine.folder else set())
     for folder in sorted(f for f in imported if (f / CONFIG_FILE).is_file()):
         show_links(folder)
 

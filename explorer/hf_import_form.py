@@ -5,16 +5,14 @@ progress and links this reuses), in classroom mode only the teacher imports."""
 
 from __future__ import annotations
 
-
 import streamlit as st
 
 from explorer.gpt2_import import ImportJob
-from explorer.gpt2_import_form import FROM_HUB, show_links, watch_imports
+from explorer.gpt2_import_form import FROM_HUB, import_section, watch_imports
 from explorer.hf_import_jobs import KIND, cost, default_folder, start_download, start_folder
 from explorer.plain_text import plain
 from explorer.url_state import BIND
 from explorer.workspace import can_read_server_paths
-from lm.checkpoint import CONFIG_FILE
 from lm.open_models import OPEN_MODELS
 
 FROM_FOLDER = "A model folder on this machine"
@@ -23,14 +21,8 @@ JOB = "hf_job"  # session key: the key of the import this session started
 
 def open_models_form() -> None:
     """The controls (for those who may import), then links to every imported model on disk."""
-    if can_read_server_paths():
-        mine = import_controls()
-    else:
-        st.info("Your teacher imports open-weight models for the class; they then open here and on the other pages.")
-        mine = None
-    imported = {default_folder(name) for name in OPEN_MODELS} | ({mine.folder} if mine is not None and mine.folder else set())
-    for folder in sorted(f for f in imported if (f / CONFIG_FILE).is_file()):
-        show_links(folder)
+    import_section(import_controls, {default_folder(name) for name in OPEN_MODELS},
+                   "Your teacher imports open-weight models for the class; they then open here and on the other pages.")
 
 
 def import_controls() -> ImportJob | None:

@@ -123,7 +123,7 @@ def test_a_model_too_big_for_memory_is_refused_before_download(app_dirs, monkeyp
 
 
 def test_a_student_sees_no_controls(app_dirs, monkeypatch):
-    monkeypatch.setattr("explorer.hf_import_form.can_read_server_paths", lambda: False)
+    monkeypatch.setattr("explorer.gpt2_import_form.can_read_server_paths", lambda: False)  # import_section decides
     at = open_page("app.py")
     assert any("Your teacher imports open-weight models" in i.value for i in at.info)
     assert not any(w.key and w.key.startswith("hf_") for w in [*at.radio, *at.button, *at.text_input])
