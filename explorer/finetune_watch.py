@@ -16,8 +16,7 @@ from explorer.finetune_compare import classify_comparison, generation_comparison
 from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_evaluation, trained_counts
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
-from explorer.run_continue import continue_control
-from explorer.run_watch import reread, state_messages
+from explorer.run_watch import reread, run_actions, state_messages
 from explorer.training_view import STATES, loss_figure
 from explorer.url_state import BIND
 from explorer.widgets import chart
@@ -52,16 +51,7 @@ def title_bar(info: runs.RunInfo, about: str) -> None:
     title.subheader(f"Fine-tune {plain(info.name)} :{colour}-badge[{label}]", help=about if presenter.is_on() else None)
     if not presenter.is_on():
         title.caption(about)
-    actions = buttons.container(horizontal=True, horizontal_alignment="right")
-    if info.active:
-        actions.button("⏹ Stop", key="ft_stop", on_click=runs.stop_run, args=(info.name,), disabled=info.stop_requested,
-                       help="The run saves a checkpoint, then ends; you keep the model fine-tuned so far.")
-        return
-    with actions:
-        continue_control(info)
-    if actions.button("✖ Close", key="ft_close", help="Stop watching this run (it stays in the list below)."):
-        del st.query_params["run"]
-        st.rerun()
+    run_actions(buttons, info, "ft")
 
 
 def live_view(name: str, was_active: bool) -> None:

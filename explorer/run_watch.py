@@ -105,15 +105,21 @@ def title_bar(info: runs.RunInfo) -> None:
     label, colour = STATES.get(info.state, (info.state, "gray"))
     title, buttons = st.columns([3, 2], vertical_alignment="center")
     title.subheader(f"Run {info.name} :{colour}-badge[{label}]")
-    actions = buttons.container(horizontal=True, horizontal_alignment="right")  # each button as wide as its label
+    run_actions(buttons, info, "train")
+
+
+def run_actions(column, info: runs.RunInfo, key: str) -> None:
+    """In `column`, right-aligned: Stop while the run trains; Continue and Close after (widget keys
+    `key`_stop, `key`_close). The Train and Fine-tune pages' title bars share them."""
+    actions = column.container(horizontal=True, horizontal_alignment="right")  # each button as wide as its label
     if info.active:
-        actions.button("⏹ Stop", key="train_stop", on_click=runs.stop_run, args=(info.name,),
+        actions.button("⏹ Stop", key=f"{key}_stop", on_click=runs.stop_run, args=(info.name,),
                        disabled=info.stop_requested,
                        help="The run saves a checkpoint, then ends; you keep the model trained so far.")
         return
     with actions:
         continue_control(info)
-    if actions.button("✖ Close", key="train_close", help="Stop watching this run (it stays in the table below)."):
+    if actions.button("✖ Close", key=f"{key}_close", help="Stop watching this run (it stays in the table below)."):
         del st.query_params["run"]
         st.rerun()
 
