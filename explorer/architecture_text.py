@@ -16,8 +16,9 @@ WHY = {  # switch: (why when on or set, why when off or default)
                   "the output head has its own matrix: reading and writing tokens can differ (Llama, Pythia)"),
     "bias": ("Linear layers and norms have biases (GPT-2, Pythia)",
              "no biases: later models found they add parameters and nothing else (Llama, Qwen)"),
-    "window": ("each token sees only the last {window} tokens: cost and KV cache stop growing with the context "
-               "(Mistral, Gemma 3)", "each token sees every token before it"),
+    "window": ("each token sees only the last {window} tokens, so attention's cost stops growing with the context "
+               "(Mistral, Gemma 3; their caches keep only those tokens, this project's keeps them all)",
+               "each token sees every token before it"),
 }
 
 
