@@ -6,6 +6,7 @@ from explorer import presenter
 from explorer.attention_tabs import ablation, across_training, detectors, maps, model, statistics, step_through
 from explorer.attention_tabs.inputs import choose_layer_and_head, choose_models, read_text, show_tokens, text_input
 from explorer.attention_tabs.view import AttentionView
+from explorer.widgets import open_tab_only
 TABS = {  # tab name → what draws it, in the order shown
     "Attention map": maps.render_map,
     "All heads": maps.render_all_heads,
@@ -32,8 +33,4 @@ with controls:
     view = AttentionView(models, *choose_layer_and_head(models), controls if presenter.is_on() else None)
 
 with picture:
-    tabs = st.tabs(list(TABS), key="att_tab", on_change="rerun", bind="query-params")
-    for tab, render in zip(tabs, TABS.values()):
-        with tab:
-            if tab.open:
-                render(view)
+    open_tab_only(TABS, view, "att_tab")

@@ -5,6 +5,7 @@ import streamlit as st
 from explorer import presenter
 from explorer.inside_tabs import attribution, embeddings, lens, neurons, patching
 from explorer.inside_tabs.inputs import read_inputs
+from explorer.widgets import open_tab_only
 
 TABS = {  # tab name → what draws it, in the order shown
     "Logit lens": lens.render_lens,
@@ -27,8 +28,4 @@ with controls:
         st.stop()
 
 with picture:
-    tabs = st.tabs(list(TABS), key="ins_tab", on_change="rerun", bind="query-params")
-    for tab, render in zip(tabs, TABS.values()):
-        with tab:
-            if tab.open:
-                render(view)
+    open_tab_only(TABS, view, "ins_tab")

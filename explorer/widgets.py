@@ -118,6 +118,16 @@ def model_picker(key: str, label: str = "Model", index: int = 0) -> Checkpoint |
         return None
 
 
+def open_tab_only(renders: dict, view, key: str) -> None:
+    """Tabs named by `renders` (name -> function of `view`); only the open one is drawn, so a page
+    with many tabs pays for one per rerun. The open tab is kept in the address."""
+    tabs = st.tabs(list(renders), key=key, on_change="rerun", bind="query-params")
+    for tab, render in zip(tabs, renders.values()):
+        with tab:
+            if tab.open:
+                render(view)
+
+
 def chart(fig: go.Figure, key: str, name: str) -> None:
     """st.plotly_chart with the exports a slide needs: plotly's camera button saves a PNG at
     twice the screen's resolution (in the browser, no extra dependency), and "⬇ HTML"
