@@ -103,8 +103,11 @@ def app_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
-def open_page(script: str) -> AppTest:
-    """Run one page script headless, on its own (without app.py's navigation and sidebar)."""
-    at = AppTest.from_file(str(REPO / script), default_timeout=120).run()
+def open_page(script: str, **query) -> AppTest:
+    """Run one page script headless, on its own (without app.py's navigation and sidebar), with
+    `query` in its address."""
+    at = AppTest.from_file(str(REPO / script), default_timeout=120)
+    at.query_params.update(query)
+    at.run()
     assert not at.exception, at.exception
     return at

@@ -21,10 +21,9 @@ from lm.model import GPT
 from lm.run_folder import read_metrics
 from lm.sizing import parameter_count
 from tests.checkpoints import make_checkpoint, shakespeare_bpe
+from tests.conftest import open_page
 from tests.helpers import wait_for
 from tests.finetune_folders import GENERATIONS, copy_datasets, fake_finetune_run, metrics
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -35,11 +34,7 @@ def base(app_dirs) -> Path:
 
 
 def open_finetune(**query) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app_pages" / "finetune.py"), default_timeout=120)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("app_pages/finetune.py", **query)
 
 
 def metric(at: AppTest, label: str) -> str:
