@@ -15,7 +15,7 @@ from explorer.plain_text import plain
 from explorer.prepare import download_button
 from explorer.url_state import BIND
 from explorer.widgets import corpus_input, within_limit
-from lm.data import CORPORA, DataError, human_size
+from lm.data import CORPORA, DataError, NotUTF8Error, human_size
 from lm.finetune.data import DATASETS, load_classification, load_instructions, load_preferences
 from lm.finetune.synthetic import SYNTHETIC
 
@@ -103,6 +103,9 @@ def _uploaded(method: str) -> DataChoice | None:
     data = upload.getvalue()
     try:
         examples = parse_upload(method, upload.name, data)
+    except NotUTF8Error:  # its message offers an encoding choice, which text uploads have and this one has not
+        st.error(plain(f"{upload.name} is not UTF-8: save it as UTF-8 (a spreadsheet's \"CSV UTF-8\") and upload it again."))
+        return None
     except DataError as exc:
         st.error(plain(f"{upload.name}: {exc}"))
         return None

@@ -102,6 +102,15 @@ def test_an_oversized_upload_is_refused_on_the_server(base, monkeypatch):
     assert at.button(key="ft_start").disabled
 
 
+def test_a_non_utf8_upload_is_asked_for_again_in_utf8(base):
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    at.file_uploader(key="ft_upload_classify").set_value(("latin.csv", "text,label\ncafé,ham\n".encode("latin-1"),
+                                                                "text/csv")).run()
+    assert "latin.csv is not UTF-8: save it as UTF-8" in at.error[0].value
+    assert at.button(key="ft_start").disabled
+
+
 def test_a_good_upload_is_counted(base):
     at = open_finetune()
     at.radio(key="ft_data").set_value("Upload a file").run()
