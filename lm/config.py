@@ -52,6 +52,9 @@ class GPTConfig:
     window_layers: list[int] | None = None  # which layers use the window; None: all (Gemma 3 mixes)
     parallel_residual: bool = False  # x + attn(norm x) + mlp(norm x) in one step (GPT-J, Pythia)
     tied_head: bool = True  # the output head is the token embedding (GPT-2)
+    n_experts: int = 0  # mixture of experts (lm.moe): each MLP becomes this many, a router picks some per token; 0: dense
+    experts_top_k: int = 2  # the experts each token goes through, mixed by the router's weights (Mixtral: 2 of 8)
+    moe_aux_weight: float = 0.01  # the load-balancing loss's weight in the training loss (Switch Transformer: 0.01)
 
     @property
     def kv_heads(self) -> int:
@@ -122,9 +125,21 @@ class GPTConfig:
                     type(i) is int and 0 <= i < self.n_layer for i in self.window_layers):
                 raise ConfigError(f"window_layers must list layer numbers from 0 to {self.n_layer - 1}, "
                                   f"not {self.window_layers!r}")
+        self._check_experts()
         if self.parallel_residual and self.norm_position == "post":
             raise ConfigError("parallel_residual is a pre-norm layout (x + attn(norm x) + mlp(norm x)); "
                               "choose norm_position 'pre' or a sequential residual")
+
+    def _check_experts(self) -> None:
+        if self.n_experts != 0:
+            _check_whole("n_experts", self.n_experts)
+            _check_whole("experts_top_k", self.experts_top_k)
+            if self.experts_top_k > self.n_experts:
+                raise ConfigError(f"experts_top_k ({self.experts_top_k}) must be at most n_experts ({self.n_experts}): "
+                                  "a token cannot go through more experts than there are")
+        weight = self.moe_aux_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            raise ConfigError(f"moe_aux_weight must be a number, 0 or more, not {weight!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> GPTConfig:
