@@ -96,6 +96,7 @@ class Probe:
     residuals: bool = False  # keep the residual stream after each block
     head_mask: torch.Tensor | None = None  # [n_layer, n_head]: 1 keeps a head, 0 silences it
     cache: KVCache | None = None  # continue from the positions it holds, and add these
+    routes: list | None = None  # each mixture-of-experts layer appends its router's choices here (lm.moe.Route)
 
 
 class Linear(nn.Module):
