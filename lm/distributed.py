@@ -111,7 +111,9 @@ def wrap(model: torch.nn.Module, device: str, world: World) -> torch.nn.Module:
     (it also copies process 0's weights to every other process now), the model itself alone."""
     if world.size == 1:
         return model
-    return DistributedDataParallel(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    routed = getattr(getattr(model, "config", None), "n_experts", 0) > 0  # an expert no token chose has no gradient
+    return DistributedDataParallel(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+                                   find_unused_parameters=routed)
 
 
 def no_sync(engine: torch.nn.Module, skip: bool):

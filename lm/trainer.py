@@ -131,6 +131,7 @@ class Trainer:
         self.step, self.saved_step = 0, None  # the step of the newest checkpoint: none yet, or the one resumed
         self.best_val_loss = float("inf")
         self.val_loss, self.val_step = None, None  # the latest validation loss, and the step it measured
+        self.balance_loss = None  # a mixture of experts: the last step's load-balancing loss (lm.moe)
         self._build_engine()
         if state is not None:
             self._restore(state)
@@ -205,6 +206,8 @@ class Trainer:
         if evaluate_now or self.step % cfg.log_every == 0:
             record = {"step": self.step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
                       "tokens_per_s": tokens_per_s, "elapsed": time.time() - started}
+            if self.balance_loss is not None:  # the last step's load-balancing loss: 1 is an even load
+                record["balance_loss"] = self.balance_loss
             if evaluate_now:
                 record["val_loss"] = self.evaluate()
                 if self.task_data is not None:
@@ -226,18 +229,25 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.engine.train()
-        total, tokens = 0.0, 0
+        total, balance, tokens = 0.0, 0.0, 0
         for micro in range(cfg.grad_accum):
             x, y = self._batch(self.train_ids, self.batches)
             tokens += x.numel() * self.world.size
             with distributed.no_sync(self.engine, skip=micro < cfg.grad_accum - 1):  # average gradients once, at the end
                 with self._autocast():
-                    loss = self.engine(x, y).loss / cfg.grad_accum
-                self.scaler.scale(loss).backward()
+                    output = self.engine(x, y)
+                    loss = output.loss / cfg.grad_accum
+                    objective = loss
+                    if output.aux_loss is not None:  # a mixture of experts: keep the experts' load even (lm.moe)
+                        objective = loss + self.model.config.moe_aux_weight * output.aux_loss / cfg.grad_accum
+                        balance += output.aux_loss.item() / cfg.grad_accum
+                self.scaler.scale(objective).backward()
             total += loss.item()
-        # The mean loss over all processes, and whether any was signalled: they stop at the same step.
-        total_sum, signalled = distributed.sum_all([total, float(self.signalled)], self.device, self.world)
+        # The mean losses over all processes, and whether any was signalled: they stop at the same step.
+        total_sum, balance_sum, signalled = distributed.sum_all([total, balance, float(self.signalled)], self.device,
+                                                                self.world)
         total, self.stop_requested = total_sum / self.world.size, self.stop_requested or signalled > 0
+        self.balance_loss = balance_sum / self.world.size if self.model.config.n_experts else None
         if not math.isfinite(total):  # the same on every process, so all of them fail together
             raise TrainingFailed(
                 f"the loss became {total} at step {self.step + 1}: training diverged. Try a lower learning rate "
