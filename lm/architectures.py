@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ARCH_FIELDS = ("position", "rope_base", "rotary_fraction", "norm", "norm_position", "qk_norm", "mlp", "mlp_hidden",
-               "n_kv_head", "window", "window_layers", "parallel_residual", "tied_head", "bias")
+               "n_kv_head", "window", "window_layers", "parallel_residual", "tied_head", "bias", "n_experts",
+               "experts_top_k", "moe_aux_weight")
 KV_GROUP = 2  # the GQA presets give each key/value head this many query heads, where n_head allows
 
 
@@ -26,7 +27,7 @@ class Architecture:
 
 GPT2_OPTIONS = dict(position="learned", rope_base=10000.0, rotary_fraction=1.0, norm="layernorm", norm_position="pre",
                     qk_norm=False, mlp="gelu", mlp_hidden=0, n_kv_head=0, window=0, window_layers="",
-                    parallel_residual=False, tied_head=True, bias=True)
+                    parallel_residual=False, tied_head=True, bias=True, n_experts=0, experts_top_k=2, moe_aux_weight=0.01)
 ARCHITECTURES = {
     "GPT-2": Architecture("learned positions, LayerNorm, GELU, one key/value head per query head, tied head", {}),
     "Llama-style": Architecture(
@@ -35,6 +36,10 @@ ARCHITECTURES = {
     "Qwen3-style": Architecture(
         "Llama's block plus QK-norm, RoPE base 1,000,000, tied head",
         dict(position="rope", rope_base=1_000_000.0, norm="rmsnorm", qk_norm=True, mlp="swiglu", bias=False),
+        grouped=True),
+    "Mixtral-style": Architecture(
+        "Llama's block with a mixture of experts: 8 SwiGLU MLPs a layer, a router sends each token to 2",
+        dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False, tied_head=False, n_experts=8, experts_top_k=2),
         grouped=True),
     "Pythia-style": Architecture(
         "GPT-NeoX: rotary on a quarter of each head, parallel attention and MLP, exact GELU, untied head",

@@ -52,6 +52,10 @@ class TrainConfig:
     window_layers: str = option("", "the layers that use the window, as 0,2; empty: every layer")
     parallel_residual: bool = option(False, "attention and MLP side by side from one norm, x + attn + mlp (Pythia, GPT-J)")
     tied_head: bool = option(True, "the output head is the token embedding, as GPT-2 (--no-tied-head: its own matrix)")
+    n_experts: int = option(0, "mixture of experts: each MLP becomes this many, a router picks experts_top_k per token "
+                               "(Mixtral 8); 0: one dense MLP")
+    experts_top_k: int = option(2, "mixture of experts: the experts each token goes through (Mixtral 2)")
+    moe_aux_weight: float = option(0.01, "mixture of experts: the load-balancing loss's weight in the training loss")
     batch_size: int = option(
         16, "sequences per micro-batch, in each process: under torchrun a step sees batch_size x processes"
     )
@@ -99,6 +103,7 @@ class TrainConfig:
             "batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "eval_every": 1, "eval_batches": 1,
             "warmup_steps": 0, "sample_every": 0, "sample_tokens": 1, "threads": 0, "weight_decay": 0, "grad_clip": 0,
             "snapshot_every": 0, "mlp_hidden": 0, "n_kv_head": 0, "window": 0,
+            "n_experts": 0, "experts_top_k": 1, "moe_aux_weight": 0,
         }
         for name, low in at_least.items():
             if not getattr(self, name) >= low:
