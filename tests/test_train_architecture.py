@@ -86,7 +86,7 @@ def test_every_preset_builds_a_valid_model_and_is_recognised(name, n_head):
     config = TrainConfig(n_head=n_head, n_embd=32 * n_head, **settings).check()
     assert matching_architecture(settings, n_head) == name
     model = config.model_config(64)
-    if name in ("Llama-style", "Qwen3-style") and n_head % 2 == 0:  # grouped: half the KV cache of the same sizes
+    if ARCHITECTURES[name].grouped and n_head % 2 == 0:  # grouped: half the KV cache of the same sizes
         plain = TrainConfig(n_head=n_head, n_embd=32 * n_head).model_config(64)
         assert 2 * kv_cache_bytes(model) == kv_cache_bytes(plain)
     else:
