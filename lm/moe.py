@@ -16,6 +16,7 @@ it towards 1/n_experts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,9 @@ import torch.nn.functional as F
 from lm.attention import Probe
 from lm.config import GPTConfig
 from lm.mlp import MLP
+
+if TYPE_CHECKING:
+    from lm.model import GPT
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,26 @@ def balance_loss(routes: list[Route]) -> torch.Tensor:
     n = routes[0].probs.size(-1)
     mean_probs = torch.stack([route.probs.reshape(-1, n).mean(dim=0) for route in routes])
     return n * (expert_load(routes) * mean_probs).sum(dim=-1).mean()
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a mixture-of-experts model sent each token of one text, for the app to show."""
+
+    experts: torch.Tensor  # [layers, T, k]: the experts each token went through, most weight first
+    weights: torch.Tensor  # [layers, T, k]: their mixing weights (each row sums to 1)
+    load: torch.Tensor  # [layers, n_experts]: the share of each layer's choices that each expert got
+
+
+@torch.inference_mode()
+def routing(model: GPT, ids: list[int]) -> Routing:
+    """The routers' choices on `ids` (1 to block_size of them), recorded by the model's own pass.
+    Only reads the model (it is shared between sessions); a dense model has none to show."""
+    if not model.config.n_experts:
+        raise ValueError("this model is dense: every token goes through its one MLP, there is no router")
+    if not 0 < len(ids) <= model.config.block_size:
+        raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
+    routes: list[Route] = []
+    model.hidden(torch.tensor([ids], device=model.lm_head.weight.device), Probe(routes=routes))
+    return Routing(torch.stack([r.experts[0] for r in routes]).cpu(),
+                   torch.stack([r.weights[0] for r in routes]).float().cpu(), expert_load(routes).cpu())
