@@ -19,6 +19,7 @@ from lm.device import available_devices, default_device, resolve_device
 from lm.generate import Sampling, generate
 from lm.gpt2 import SIZES, import_gpt2
 from lm.hf_import import DEFAULT_CONTEXT, import_hf
+from lm.hf_revisions import import_revisions, parse_revisions
 from lm.plan import check_plan, with_preset
 from lm.prepare import class_files, prepare
 from lm.sizing import parameter_count
@@ -110,6 +111,11 @@ def cmd_import_gpt2(args) -> None:
 
 
 def cmd_import_hf(args) -> None:
+    if args.revisions:
+        folder = import_revisions(args.source, parse_revisions(args.revisions), args.out, args.context)
+        print(f"{args.source}'s training written to {folder}; its Attention page's \"Across training\" replays it:\n"
+              f"  streamlit run app.py, then Attention with the model {folder.name}")
+        return
     folder = import_hf(args.source, args.out, args.revision, args.context)
     print(f"{args.source} written to {folder}; try:\n  python -m lm sample --checkpoint {folder} --prompt \"Once upon a time\"")
 
@@ -285,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--from", dest="source", required=True, metavar="FOLDER_OR_HUB_ID",
                     help="a folder with the model's files, or a Hub id such as HuggingFaceTB/SmolLM2-135M")
     hf.add_argument("--out", help="the checkpoint folder to write (default: the model's name in $LM_RUNS_DIR, else runs/)")
-    hf.add_argument("--revision", help="a branch, tag or commit on the Hub (Pythia's training checkpoints: step1000 ...)")
+    revision = hf.add_mutually_exclusive_group()
+    revision.add_argument("--revision", help="a branch, tag or commit on the Hub (Pythia's training checkpoints: step1000 ...)")
+    revision.add_argument("--revisions", metavar="STEP,STEP,...",
+                          help="several training checkpoints (step0,step1000,...) into one run folder (default: "
+                          "NAME-training) whose attention the Attention page replays across training")
     hf.add_argument("--context", type=int, help=f"positions to keep (default: the model's, at most {DEFAULT_CONTEXT:,})")
     hf.set_defaults(run=cmd_import_hf)
     add_finetune_parser(commands)

@@ -1,0 +1,118 @@
+"""A real model learning, replayed: Pythia publishes its training checkpoints on the
+Hugging Face Hub as revisions (branches step0, step1, step2, ... step512, step1000 ...
+step143000), and importing several of them into one run folder gives that folder what a
+training run here writes (lm.run_folder): an attention snapshot of a fixed probe text per
+checkpoint, each head's detector scores and a loss, at the checkpoint's training step. The
+Attention page's "Across training" then replays them as it replays a run trained here; the
+last revision is the folder's model, so the other pages open it too.
+
+Every revision is downloaded before anything is written, and the folder is written beside
+its place and renamed in at the end: offline, or with a revision missing, nothing is left
+half made. The loss is the model's on the probe text, not Pythia's training loss (which
+EleutherAI logged elsewhere): the same short text at every step, so the curve is noisy but
+comparable across steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lm.checkpoint import CONFIG_FILE, save_checkpoint
+from lm.detectors import attention_weights, head_scores
+from lm.gpt2 import check_free_space
+from lm.hf_import import HUB_ID, IMPORTED, HFImportError, download, load_hf
+from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SNAPSHOTS, Run
+from lm.sizing import parameter_count
+
+REVISION = re.compile(r"step(\d+)")
+# the 154 checkpoints each Pythia model publishes: log-spaced at first, then every 1,000 steps
+PYTHIA_STEPS = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
+# Short enough that the Across training map labels all of it. The name comes twice: a head that has
+# learned to copy (an induction head) looks from its second time back to what followed its first.
+PROBE = "Anna Lindqvist sailed to Oslo. Then Anna Lindqvist sailed home."
+
+
+def revision_step(revision: str) -> int:
+    """The training step a revision name says (step1000 -> 1000); a clear error for any other name."""
+    match = REVISION.fullmatch(revision.strip())
+    if not match:
+        raise HFImportError(f"{revision!r} is not a training checkpoint's revision: they are named stepN, "
+                            f"such as step0, step1000 or step143000")
+    return int(match.group(1))
+
+
+def parse_revisions(text: str) -> list[str]:
+    """A comma-separated list of revisions, in training order, each once; at least two, for a replay."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    revisions = sorted({f"step{revision_step(name)}" for name in names}, key=revision_step)
+    if len(revisions) < 2:
+        raise HFImportError("give two or more revisions (such as step0,step1000,step143000): one checkpoint "
+                            "shows no training; import it alone with --revision")
+    return revisions
+
+
+def training_folder(repo_id: str) -> Path:
+    """Where a model's training is imported by default: NAME-training in the runs folder."""
+    return Path(os.environ.get("LM_RUNS_DIR", "runs")) / f"{repo_id.split('/')[-1]}-training"
+
+
+def import_revisions(repo_id: str, revisions: list[str], out: str | os.PathLike | None = None,
+                     context: int | None = None, probe: str = PROBE, downloader: Callable | None = None) -> Path:
+    """The Hub model's training checkpoints `revisions` (stepN names) as one run folder:
+    a snapshot, detector scores and a loss per checkpoint at its step, and the last
+    checkpoint as the folder's model. Never overwrites a model or a run."""
+    if not HUB_ID.fullmatch(repo_id):
+        raise HFImportError(f"{repo_id!r} is not a Hugging Face model id (owner/name): revisions live on the Hub")
+    revisions = parse_revisions(",".join(revisions))
+    out = Path(out) if out else training_folder(repo_id)
+    if (out / CONFIG_FILE).exists() or (out / SNAPSHOTS).exists():
+        raise HFImportError(f"{out} already holds a model or a run; choose another folder or delete it first")
+    folders = [download(repo_id, revision, downloader) for revision in revisions]  # all of them, before any writing
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what an earlier import cut short left
+    partial.mkdir(parents=True)
+    try:
+        model, tokenizer = _replay(partial, revisions, folders, context, probe)
+        provenance = {
+            "source": IMPORTED, "model": out.name, "hugging_face_repo": repo_id, "revision": revisions[-1],
+            "revisions": revisions, "step": revision_step(revisions[-1]),
+            "probe": "the snapshots, detector scores and val_loss (the loss on the probe text) of each revision",
+            "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        save_checkpoint(partial, model, tokenizer, provenance)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def _replay(folder: Path, revisions: list[str], sources: list[Path], context: int | None, probe: str):
+    """Each revision's snapshot, scores and loss into the run folder; the last model and its tokenizer."""
+    run, first = Run(folder), None
+    for revision, source in zip(revisions, sources):
+        model, tokenizer = load_hf(source, context)
+        if first is None:
+            first = model.config
+            check_free_space(folder, 4 * parameter_count(first), f"write the checkpoint to {folder}")
+            ids = tokenizer.encode(probe)[: model.config.block_size]
+            if len(ids) < 2:
+                raise HFImportError("the probe text must be at least two tokens long")
+            run.write_probe(ids, [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids])
+        elif model.config != first:
+            raise HFImportError(f"{revision} is a model of another shape than {revisions[0]}: not one training run")
+        step = revision_step(revision)
+        run.write_snapshot(step, attention_weights(model, ids).to(torch.float16))
+        scores = head_scores(model, ids, vocabulary=list(range(tokenizer.vocab_size)))
+        run.append(DETECTORS_FILE, {"step": step, "scores": {k: v.tolist() for k, v in scores.items()}})
+        with torch.inference_mode():
+            loss = model(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])).loss.item()
+        run.append(METRICS_FILE, {"step": step, "val_loss": loss})
+    return model, tokenizer
