@@ -48,9 +48,11 @@ def causal_mask(t_query: int, t_key: int, device=None, window: int | None = None
 
 
 def attention_steps(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None, window: int | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None, window: int | None = None,
+    scale_size: int | None = None,
 ) -> AttentionSteps:
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    """Scores are QKᵀ/√scale_size (by default the head size: GPT-2 and most models)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(scale_size or q.size(-1))
     masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device, window), float("-inf"))
     weights = F.softmax(masked, dim=-1)
     output = (dropout(weights) if dropout is not None else weights) @ v
@@ -124,7 +126,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_size = config.n_head, config.kv_heads, config.head_dim
         self.layer = layer  # its place in the model: which cache slot and head-mask row are its own
         self.window = config.windowed(layer)
-        self.rotary_dims, self.rope_base = config.rotary_dims, config.rope_base
+        self.rotary_dims, self.rope_base = config.rotary_dims, config.rope_base_of(layer)
+        self.scale_size = config.attn_scale_size  # None: the head size
         qkv = (self.n_head + 2 * self.n_kv_head) * self.head_size
         self.c_attn = Linear(config.n_embd, qkv, bias=config.bias)  # query, key, value in one matmul
         self.c_proj = Linear(self.n_head * self.head_size, config.n_embd, bias=config.bias)
@@ -157,12 +160,13 @@ class CausalSelfAttention(nn.Module):
         if probe.explain or attention_written_out(q, k):  # each query head with the key/value head its group reads
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            steps = attention_steps(q, k, v, self.attn_dropout if self.training else None, self.window)
+            steps = attention_steps(q, k, v, self.attn_dropout if self.training else None, self.window, self.scale_size)
             y = steps.output
         else:
             mask, is_causal = self.fused_mask(q.size(-2), k.size(-2), q.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                                dropout_p=self.dropout if self.training else 0.0,
+                                               scale=self.scale_size ** -0.5 if self.scale_size else None,
                                                enable_gqa=self.n_kv_head != self.n_head)
         if probe.head_mask is not None:  # ablation: a silenced head passes on zeros
             y = y * probe.head_mask[self.layer].view(1, -1, 1, 1).to(y)

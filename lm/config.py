@@ -3,7 +3,7 @@
 The defaults are GPT-2 exactly (learned positions, pre-LayerNorm, GELU MLP 4× wide, one
 key/value head per query head, full causal attention, sequential residual, tied head,
 biases), so a config.json written before the dial existed loads unchanged. Each switch
-turns one later idea on, the way Llama, Qwen, Mistral or Pythia differ from GPT-2.
+turns one later idea on, the way Llama, Qwen, Mistral, Pythia or Gemma differ from GPT-2.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ POSITIONS = {"learned": "a learned vector per position, added to the token's (GP
 NORMS = {"layernorm": "subtract the mean, divide by the spread, scale and shift (GPT-2)",
          "rmsnorm": "divide by the root mean square, scale: cheaper, no mean (Llama, Qwen)"}
 NORM_POSITIONS = {"pre": "normalize each sublayer's input; the residual stream is left alone (GPT-2)",
-                  "post": "normalize after adding each sublayer's output (the original Transformer)"}
+                  "post": "normalize after adding each sublayer's output (the original Transformer)",
+                  "sandwich": "normalize each sublayer's input and its output, before it is added (Gemma 2, 3)"}
 MLPS = {"gelu": "GELU, tanh approximation (GPT-2)", "gelu_exact": "GELU, exact erf form (Pythia)",
-        "swiglu": "SiLU(x·W_gate) × (x·W_up): a gated MLP (Llama, Qwen, Mistral)", "relu2": "ReLU(x)² (Primer, nanochat)"}
+        "swiglu": "SiLU(x·W_gate) × (x·W_up): a gated MLP (Llama, Qwen, Mistral)", "relu2": "ReLU(x)² (Primer, nanochat)",
+        "geglu": "GELU(x·W_gate) × (x·W_up): a gated MLP with GELU (Gemma)"}
+GATED_MLPS = ("swiglu", "geglu")
 
 
 class ConfigError(ValueError):
@@ -40,6 +43,7 @@ class GPTConfig:
     position: str = "learned"  # POSITIONS
     rope_base: float = 10000.0  # rotary: the slowest pair turns once in about 2π·base positions
     rotary_fraction: float = 1.0  # rotary: the share of each head's dimensions rotated (Pythia: 0.25)
+    rope_local_base: float | None = None  # rotary base of the windowed layers; None: rope_base (Gemma 3: 10,000 vs 1M)
     norm: str = "layernorm"  # NORMS
     norm_eps: float = 1e-5
     norm_position: str = "pre"  # NORM_POSITIONS
@@ -48,6 +52,7 @@ class GPTConfig:
     mlp_hidden: int | None = None  # the MLP's width; None: 4 × n_embd
     n_kv_head: int | None = None  # key/value heads, shared by groups of query heads; None: n_head (MHA), 1: MQA
     head_size: int | None = None  # each head's q/k/v length; None: n_embd // n_head
+    attn_scale_size: int | None = None  # scores are QKᵀ/√(this); None: the head size (Gemma 3: query_pre_attn_scalar)
     window: int | None = None  # sliding window: a query sees itself and the window − 1 tokens before it
     window_layers: list[int] | None = None  # which layers use the window; None: all (Gemma 3 mixes)
     parallel_residual: bool = False  # x + attn(norm x) + mlp(norm x) in one step (GPT-J, Pythia)
@@ -55,6 +60,7 @@ class GPTConfig:
     n_experts: int = 0  # mixture of experts (lm.moe): each MLP becomes this many, a router picks some per token; 0: dense
     experts_top_k: int = 2  # the experts each token goes through, mixed by the router's weights (Mixtral: 2 of 8)
     moe_aux_weight: float = 0.01  # the load-balancing loss's weight in the training loss (Switch Transformer: 0.01)
+    scale_embeddings: bool = False  # token embeddings × √n_embd on the way in (Gemma); a tied head reads them unscaled
 
     @property
     def kv_heads(self) -> int:
@@ -63,6 +69,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.head_size or self.n_embd // self.n_head
+
+    @property
+    def gated_mlp(self) -> bool:
+        """SwiGLU or GeGLU: c_fc makes a gate and an up projection side by side."""
+        return self.mlp in GATED_MLPS
 
     @property
     def mlp_width(self) -> int:
@@ -76,6 +87,11 @@ class GPTConfig:
     def windowed(self, layer: int) -> int | None:
         """The sliding window of `layer`, or None where it sees the whole context."""
         return self.window if self.window_layers is None or layer in self.window_layers else None
+
+    def rope_base_of(self, layer: int) -> float:
+        """The rotary base of `layer`: rope_local_base where it is windowed and that is set."""
+        local = self.rope_local_base is not None and self.windowed(layer) is not None
+        return self.rope_local_base if local else self.rope_base
 
     def validate(self, memory_bytes: int | None = None, training: bool = True) -> GPTConfig:
         """Raise ConfigError unless the config can build a model within the app's cost limit
@@ -99,14 +115,16 @@ class GPTConfig:
         for name, choices in (("position", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS), ("mlp", MLPS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
-        for name in ("bias", "qk_norm", "parallel_residual", "tied_head"):
+        for name in ("bias", "qk_norm", "parallel_residual", "tied_head", "scale_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
-        for name in ("mlp_hidden", "n_kv_head", "head_size", "window"):
+        for name in ("mlp_hidden", "n_kv_head", "head_size", "window", "attn_scale_size"):
             if getattr(self, name) is not None:
                 _check_whole(name, getattr(self, name))
-        for name in ("rope_base", "norm_eps"):
+        for name in ("rope_base", "norm_eps", "rope_local_base"):
             value = getattr(self, name)
+            if value is None and name == "rope_local_base":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(f"{name} must be a positive number, not {value!r}")
         if self.n_head % self.kv_heads:
@@ -126,7 +144,7 @@ class GPTConfig:
                 raise ConfigError(f"window_layers must list layer numbers from 0 to {self.n_layer - 1}, "
                                   f"not {self.window_layers!r}")
         self._check_experts()
-        if self.parallel_residual and self.norm_position == "post":
+        if self.parallel_residual and self.norm_position != "pre":
             raise ConfigError("parallel_residual is a pre-norm layout (x + attn(norm x) + mlp(norm x)); "
                               "choose norm_position 'pre' or a sequential residual")
 

@@ -6,9 +6,10 @@ a linear head sharing the token embedding's weights -> logits for the next token
 The parameter names match OpenAI's GPT-2, so its weights load unchanged.
 
 GPTConfig's switches (lm.config) turn on what later models changed: rotary positions
-instead of the position embedding (lm.rope), RMSNorm, post-norm, QK-norm, a SwiGLU or
-ReLU² MLP, fewer key/value heads than query heads, a sliding window, a parallel
-residual, an untied head. What a config costs is counted in lm.sizing.
+instead of the position embedding (lm.rope), RMSNorm, post-norm or Gemma's sandwich norms
+(lm.norms), QK-norm, a SwiGLU, GeGLU or ReLU² MLP (lm.mlp), fewer key/value heads than
+query heads, a sliding window, a parallel residual, scaled embeddings, an untied head.
+What a config costs is counted in lm.sizing.
 """
 
 from __future__ import annotations
@@ -22,39 +23,8 @@ import torch.nn.functional as F
 
 from lm.attention import AttentionSteps, CausalSelfAttention, Linear, Probe
 from lm.config import SHAPING_FIELDS, ConfigError, GPTConfig, from_known_fields  # noqa: F401 (their home was here)
-from lm.gelu import gelu_tanh
-
-
-def swiglu(h: torch.Tensor) -> torch.Tensor:
-    gate, up = h.chunk(2, dim=-1)  # c_fc makes both, side by side
-    return F.silu(gate) * up
-
-
-ACTIVATIONS = {
-    "gelu": gelu_tanh,  # F.gelu(h, approximate="tanh"), faster on a CPU (lm.gelu)
-    "gelu_exact": F.gelu,
-    "relu2": lambda h: F.relu(h).square(),
-    "swiglu": swiglu,
-}
-
-
-def make_norm(config: GPTConfig) -> nn.Module:
-    if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
-    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-
-
-class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        gates = 2 if config.mlp == "swiglu" else 1
-        self.c_fc = Linear(config.n_embd, gates * config.mlp_width, bias=config.bias)
-        self.c_proj = Linear(config.mlp_width, config.n_embd, bias=config.bias)
-        self.activation = ACTIVATIONS[config.mlp]
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
+from lm.mlp import MLP
+from lm.norms import make_norm
 
 
 class Block(nn.Module):
@@ -64,6 +34,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
+        sandwich = config.norm_position == "sandwich"  # Gemma: each sublayer's output is normalized before it is added
+        self.ln_attn_out = make_norm(config) if sandwich else nn.Identity()
+        self.ln_mlp_out = make_norm(config) if sandwich else nn.Identity()
         self.post_norm, self.parallel = config.norm_position == "post", config.parallel_residual
 
     def forward(self, x: torch.Tensor, probe: Probe = Probe()) -> tuple[torch.Tensor, AttentionSteps | None]:
@@ -74,8 +47,8 @@ class Block(nn.Module):
         attended, steps = self.attn(self.ln_1(x), probe)
         if self.parallel:  # both sublayers read the same x
             return x + attended + self.mlp(self.ln_2(x)), steps
-        x = x + attended
-        return x + self.mlp(self.ln_2(x)), steps
+        x = x + self.ln_attn_out(attended)
+        return x + self.ln_mlp_out(self.mlp(self.ln_2(x))), steps
 
 
 @dataclass
@@ -97,7 +70,7 @@ class GPT(nn.Module):
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
             # post-norm blocks end normalized already: no final norm, so the logit lens reads them as they are
-            ln_f=make_norm(config) if config.norm_position == "pre" else nn.Identity(),
+            ln_f=make_norm(config) if config.norm_position != "post" else nn.Identity(),
         )
         self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -115,6 +88,16 @@ class GPT(nn.Module):
         if isinstance(module, Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The residual stream before block 0 [batch, T, n_embd]: token embeddings (× √n_embd
+        with scale_embeddings, as Gemma) plus, with learned positions, those of start, start + 1, ..."""
+        x = self.transformer.wte(idx)
+        if self.config.scale_embeddings:
+            x = x * self.config.n_embd ** 0.5
+        if "wpe" in self.transformer:  # rotary positions enter inside attention instead
+            x = x + self.transformer.wpe(torch.arange(start, start + idx.size(1), device=idx.device))
+        return x
+
     def hidden(
         self, idx: torch.Tensor, probe: Probe = Probe()
     ) -> tuple[torch.Tensor, list[AttentionSteps] | None, list[torch.Tensor] | None]:
@@ -125,10 +108,7 @@ class GPT(nn.Module):
         start = len(probe.cache) if probe.cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.block_size}")
-        x = self.transformer.wte(idx)
-        if "wpe" in self.transformer:  # rotary positions enter inside attention instead
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        x = self.transformer.drop(x)
+        x = self.transformer.drop(self.embed(idx, start))
         attention = [] if probe.explain else None
         residuals = [] if probe.residuals else None
         for block in self.transformer.h:

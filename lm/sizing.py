@@ -22,7 +22,7 @@ def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
     """Parameters by part, following the architecture dial (a tied head adds none)."""
     C, L, b, D = config.n_embd, config.n_layer, int(config.bias), config.head_dim
     q, kv, F = config.n_head * D, config.kv_heads * D, config.mlp_width
-    gates = 2 if config.mlp == "swiglu" else 1
+    gates = 2 if config.gated_mlp else 1
     norm = C * (1 + b) if config.norm == "layernorm" else C  # RMSNorm has no shift
     parts = {
         "token embedding" + (" (shared with the head)" if config.tied_head else ""): config.vocab_size * C,
@@ -30,9 +30,16 @@ def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
         "position embedding": config.block_size * C if config.position == "learned" else 0,
         "attention": L * (C * (q + 2 * kv) + (q + 2 * kv) * b + q * C + C * b + (2 * D if config.qk_norm else 0)),
         "MLP": L * (C * gates * F + gates * F * b + F * C + C * b),
-        "layer norms": (2 * L + (config.norm_position == "pre")) * norm,
+        "layer norms": norm_count(config) * norm,
     }
     return {part: n for part, n in parts.items() if n}
+
+
+def norm_count(config: GPTConfig) -> int:
+    """Norms over the residual width: two a block (four with Gemma's sandwich), and a final one
+    unless the blocks end normalized already (post-norm)."""
+    per_block = 4 if config.norm_position == "sandwich" else 2
+    return per_block * config.n_layer + (config.norm_position != "post")
 
 
 def parameter_count(config: GPTConfig) -> int:

@@ -30,6 +30,9 @@ GRID = {
     "post-norm, windowed": dict(norm_position="post", window=6),
     "mistral-like": dict(position="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, window=4, bias=False,
                          n_layer=3),
+    "gemma3": dict(position="rope", rope_base=10000.0, rope_local_base=50.0, norm="rmsnorm", norm_position="sandwich",
+                   qk_norm=True, mlp="geglu", mlp_hidden=40, n_kv_head=1, head_size=12, attn_scale_size=7, window=5,
+                   window_layers=[0, 1], n_layer=3, bias=False, scale_embeddings=True, norm_eps=1e-6, tied_head=False),
 }
 PROMPT = "To be, or not"
 
@@ -221,7 +224,11 @@ def test_flops_count_what_a_window_skips():
 
 @pytest.mark.parametrize("switches, message", [
     (dict(position="alibi"), "position must be one of learned, rope"),
-    (dict(mlp="geglu"), "mlp must be one of"),
+    (dict(mlp="reglu"), "mlp must be one of"),
+    (dict(norm_position="sandwich", parallel_residual=True), "parallel_residual is a pre-norm layout"),
+    (dict(rope_local_base=0.0), "rope_local_base must be a positive number"),
+    (dict(attn_scale_size=0), "attn_scale_size must be a positive whole number"),
+    (dict(scale_embeddings=1), "scale_embeddings must be true or false"),
     (dict(n_kv_head=3), "n_kv_head (3) must divide n_head (4)"),
     (dict(position="rope", rotary_fraction=0.1), "must give an even number"),
     (dict(rotary_fraction=0), "rotary_fraction must be in (0, 1]"),

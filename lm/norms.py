@@ -1,0 +1,17 @@
+"""The norms a block can use: LayerNorm (GPT-2) or RMSNorm (Llama, Qwen, Gemma).
+
+Gemma stores its RMSNorm scale as w and multiplies by (1 + w), so that zero means "no
+change"; that is the same computation as RMSNorm with a scale of 1 + w, which is what the
+importer (lm.hf_architectures) stores here: no switch is needed for it."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from lm.config import GPTConfig
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
