@@ -2,7 +2,8 @@
 (explorer.gpt2_import runs them in the server's threads, shared by every session): one of
 the known models (lm.open_models) downloaded from the Hugging Face Hub, or a model folder on
 this machine. What a known model costs is said, and a model that cannot run here refused,
-before anything is downloaded."""
+before anything is downloaded. Pythia's training checkpoints come as one run folder whose
+attention the Attention page replays across training (lm.hf_revisions)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from explorer.gpt2_import import ImportJob, Progress, start_job
 from explorer.paths import base_runs_root
 from lm.gpt2 import check_free_space, reporting_bar
 from lm.hf_import import import_hf
+from lm.hf_revisions import import_revisions, training_name
 from lm.open_models import OPEN_MODELS
 from lm.sizing import inference_memory_bytes, memory_problem, parameter_count
 
@@ -59,14 +61,43 @@ def _from_folder(folder: Path) -> Path:
 
 
 def _download(name: str, report: Progress) -> Path:
-    model, out = OPEN_MODELS[name], default_folder(name)
+    check_before_download(name, copies=1)
+    return import_hf(OPEN_MODELS[name].repo_id, default_folder(name), downloader=reporting_downloader(report))
+
+
+def training_folder(name: str) -> Path:
+    """Where a known model's training checkpoints are imported, as one run folder (lm.hf_revisions)."""
+    return base_runs_root() / training_name(OPEN_MODELS[name].repo_id)
+
+
+def start_revisions(name: str, revisions: list[str]) -> ImportJob:
+    """Import several of a known model's training checkpoints from the Hub into one run folder."""
+    label = f"{OPEN_MODELS[name].label.split(' (')[0]}'s training"
+    return start_job((KIND, f"{name}-training", None), label, lambda report: _revisions(name, revisions, report))
+
+
+def _revisions(name: str, revisions: list[str], report: Progress) -> Path:
+    check_before_download(name, copies=len(revisions))
+    calls = iter(range(len(revisions)))
+
+    def fetch(repo_id: str, revision: str | None, allow_patterns: list[str]) -> str:
+        """One revision's download, its bytes reported as a share of all of them (each is the same size)."""
+        done = next(calls)
+        downloader = reporting_downloader(lambda got, total: report(done * total + got, len(revisions) * total))
+        return downloader(repo_id, revision, allow_patterns)
+
+    return import_revisions(OPEN_MODELS[name].repo_id, revisions, training_folder(name), downloader=fetch)
+
+
+def check_before_download(name: str, copies: int) -> None:
+    """Refuse a model this machine cannot run, or `copies` of it the Hugging Face cache has no room for."""
+    model = OPEN_MODELS[name]
     if problem := cost(name).problem:
         raise ValueError(f"{model.label} cannot run on this machine: {problem.split(';')[0]}")
     from huggingface_hub import constants
 
-    check_free_space(Path(constants.HF_HUB_CACHE), cost(name).download_bytes,
+    check_free_space(Path(constants.HF_HUB_CACHE), copies * cost(name).download_bytes,
                       f"download {model.repo_id} into the Hugging Face cache")
-    return import_hf(model.repo_id, out, downloader=reporting_downloader(report))
 
 
 def reporting_downloader(report: Progress):

@@ -33,7 +33,11 @@ from lm.sizing import parameter_count
 
 REVISION = re.compile(r"step(\d+)")
 # the 154 checkpoints each Pythia model publishes: log-spaced at first, then every 1,000 steps
+PYTHIA = re.compile(r"EleutherAI/pythia-[\w.-]+")
 PYTHIA_STEPS = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
+# a replay worth watching: the start, the end, and steps 1,000-4,000 between, where induction heads are
+# reported to form in models like these (2.5-5 B tokens, Olsson et al. 2022; Pythia reads 2 M tokens a step)
+SUGGESTED_STEPS = (0, 256, 1000, 2000, 4000, 143_000)
 # Short enough that the Across training map labels all of it. The name comes twice: a head that has
 # learned to copy (an induction head) looks from its second time back to what followed its first.
 PROBE = "Anna Lindqvist sailed to Oslo. Then Anna Lindqvist sailed home."
@@ -58,9 +62,14 @@ def parse_revisions(text: str) -> list[str]:
     return revisions
 
 
-def training_folder(repo_id: str) -> Path:
-    """Where a model's training is imported by default: NAME-training in the runs folder."""
-    return Path(os.environ.get("LM_RUNS_DIR", "runs")) / f"{repo_id.split('/')[-1]}-training"
+def training_revisions(repo_id: str) -> list[str]:
+    """The training checkpoints a known Hub model publishes as revisions ([] for one that publishes none)."""
+    return [f"step{step}" for step in PYTHIA_STEPS] if PYTHIA.fullmatch(repo_id) else []
+
+
+def training_name(repo_id: str) -> str:
+    """The run folder's name for a model's training: NAME-training."""
+    return f"{repo_id.split('/')[-1]}-training"
 
 
 def import_revisions(repo_id: str, revisions: list[str], out: str | os.PathLike | None = None,
@@ -71,7 +80,7 @@ def import_revisions(repo_id: str, revisions: list[str], out: str | os.PathLike 
     if not HUB_ID.fullmatch(repo_id):
         raise HFImportError(f"{repo_id!r} is not a Hugging Face model id (owner/name): revisions live on the Hub")
     revisions = parse_revisions(",".join(revisions))
-    out = Path(out) if out else training_folder(repo_id)
+    out = Path(out) if out else Path(os.environ.get("LM_RUNS_DIR", "runs")) / training_name(repo_id)
     if (out / CONFIG_FILE).exists() or (out / SNAPSHOTS).exists():
         raise HFImportError(f"{out} already holds a model or a run; choose another folder or delete it first")
     folders = [download(repo_id, revision, downloader) for revision in revisions]  # all of them, before any writing

@@ -39,6 +39,10 @@ OPEN_MODELS = {
         num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=40960,
         rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
         hidden_act="silu", attention_bias=False)),
+    "pythia-14m": OpenModel("EleutherAI/pythia-14m", "Pythia-14M (GPT-NeoX: parallel, 1/4 rotary)", dict(
+        model_type="gpt_neox", vocab_size=50304, hidden_size=128, intermediate_size=512, num_hidden_layers=6,
+        num_attention_heads=4, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
+        layer_norm_eps=1e-5, use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)),
     "pythia-70m": OpenModel("EleutherAI/pythia-70m", "Pythia-70M (GPT-NeoX: parallel, 1/4 rotary)", dict(
         model_type="gpt_neox", vocab_size=50304, hidden_size=512, intermediate_size=2048, num_hidden_layers=6,
         num_attention_heads=8, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
@@ -47,4 +51,12 @@ OPEN_MODELS = {
         model_type="gpt_neox", vocab_size=50304, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
         num_attention_heads=12, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
         layer_norm_eps=1e-5, use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)),
+    "gemma-3-270m": OpenModel("google/gemma-3-270m", "Gemma 3 270M (sandwich norms, GeGLU, 5 local : 1 global; "
+                              "gated: accept Google's licence on huggingface.co first)", dict(
+        model_type="gemma3_text", vocab_size=262144, hidden_size=640, head_dim=256, intermediate_size=2048,
+        num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32768,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0, rope_scaling=None,
+        sliding_window=512, sliding_window_pattern=6, query_pre_attn_scalar=256,
+        hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True,
+        attn_logit_softcapping=None, final_logit_softcapping=None)),
 }

@@ -15,11 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from explorer.gpt2_import_form import FROM_HUB
+from explorer.hf_import_form import TRAINING
 from lm.__main__ import main
 from lm.checkpoint import load_checkpoint
 from lm.hf_import import HFImportError
 from lm.hf_revisions import PROBE, PYTHIA_STEPS, import_revisions, parse_revisions
+from lm.open_models import OPEN_MODELS
 from lm.run_folder import read_probe, snapshot_path, snapshot_steps
+from lm.sizing import parameter_count
 from tests.conftest import open_page
 from tests.helpers import read_jsonl
 from tests.test_attention_page import as_array, charts, show_tab
@@ -159,3 +163,31 @@ def test_the_command_line_imports_revisions(hub, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):  # argparse: one or the other
         main(["import-hf", "--from", REPO, "--revision", "step0", "--revisions", "step0,step1"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_home_imports_pythias_training_with_its_download_size_shown_first(hub, app_dirs, monkeypatch):
+    root, _ = hub
+    fetched = []
+
+    def fake_snapshot_download(repo_id, revision, allow_patterns, tqdm_class):
+        fetched.append((revision, allow_patterns))
+        return str(root / revision)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    at = open_page("app.py")
+    at.radio(key="hf_source").set_value(FROM_HUB).run()
+    at.selectbox(key="hf_model").set_value("pythia-14m").run()
+    at.radio(key="hf_what").set_value(TRAINING).run()
+    assert at.multiselect(key="hf_revisions").value == ["step0", "step256", "step1000", "step2000", "step4000",
+                                                        "step143000"]
+    each = 2 * parameter_count(OPEN_MODELS["pythia-14m"].config())  # 14,067,712 weights at 16 bits
+    assert {m.label: m.value for m in at.metric}["Download"] == f"≈ {6 * each / 1e9:.2f} GB"
+    at.multiselect(key="hf_revisions").set_value(["step512"]).run()
+    assert at.button(key="hf_import").disabled  # one checkpoint shows no training
+    at.multiselect(key="hf_revisions").set_value(REVISIONS).run()
+    assert {m.label: m.value for m in at.metric}["Download"] == f"≈ {3 * each / 1e9:.2f} GB"
+    at.button(key="hf_import").click().run()
+    assert not at.exception and not [e.value for e in at.error], [e.value for e in at.error]
+    assert "**pythia-14m-training** is on disk:" in [m.value for m in at.markdown]
+    assert snapshot_steps(app_dirs / "runs" / "pythia-14m-training") == [0, 512, 143_000]
+    assert [revision for revision, patterns in fetched if patterns == ["*.safetensors"]] == REVISIONS
