@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     revision = hf.add_mutually_exclusive_group()
     revision.add_argument("--revision", help="a branch, tag or commit on the Hub (Pythia's training checkpoints: step1000 ...)")
     revision.add_argument("--revisions", metavar="STEP,STEP,...",
-                          help="several training checkpoints (step0,step1000,...) into one run folder (default: "
-                          "NAME-training) whose attention the Attention page replays across training")
+                          help="several training checkpoints (step0,step1000,...; from the Hub, or from --from FOLDER "
+                          "holding a folder per revision) into one run folder (default: NAME-training) whose "
+                          "attention the Attention page replays across training")
     hf.add_argument("--context", type=int, help=f"positions to keep (default: the model's, at most {DEFAULT_CONTEXT:,})")
     hf.set_defaults(run=cmd_import_hf)
     add_finetune_parser(commands)

@@ -6,9 +6,10 @@ checkpoint, each head's detector scores and a loss, at the checkpoint's training
 Attention page's "Across training" then replays them as it replays a run trained here; the
 last revision is the folder's model, so the other pages open it too.
 
-Every revision is downloaded before anything is written, and the folder is written beside
-its place and renamed in at the end: offline, or with a revision missing, nothing is left
-half made. The loss is the model's on the probe text, not Pythia's training loss (which
+Every revision is downloaded before anything is written (or read from a folder holding a
+folder per revision, for a machine without the network), and the run folder is written beside
+its place and renamed in at the end: offline, or with a revision missing, nothing is left half
+made. The loss is the model's on the probe text, not Pythia's training loss (which
 EleutherAI logged elsewhere): the same short text at every step, so the curve is noisy but
 comparable across steps.
 """
@@ -72,25 +73,26 @@ def training_name(repo_id: str) -> str:
     return f"{repo_id.split('/')[-1]}-training"
 
 
-def import_revisions(repo_id: str, revisions: list[str], out: str | os.PathLike | None = None,
+def import_revisions(source: str, revisions: list[str], out: str | os.PathLike | None = None,
                      context: int | None = None, probe: str = PROBE, downloader: Callable | None = None) -> Path:
-    """The Hub model's training checkpoints `revisions` (stepN names) as one run folder:
-    a snapshot, detector scores and a loss per checkpoint at its step, and the last
-    checkpoint as the folder's model. Never overwrites a model or a run."""
-    if not HUB_ID.fullmatch(repo_id):
-        raise HFImportError(f"{repo_id!r} is not a Hugging Face model id (owner/name): revisions live on the Hub")
+    """A model's training checkpoints `revisions` (stepN names) as one run folder: a snapshot,
+    detector scores and a loss per checkpoint at its step, and the last checkpoint as the
+    folder's model. `source`: a Hub id, or a folder holding a folder per revision (step0/,
+    step1000/ ...) for a machine without the network. Never overwrites a model or a run."""
     revisions = parse_revisions(",".join(revisions))
-    out = Path(out) if out else Path(os.environ.get("LM_RUNS_DIR", "runs")) / training_name(repo_id)
+    local = Path(source).expanduser()
+    out = Path(out) if out else Path(os.environ.get("LM_RUNS_DIR", "runs")) / training_name(local.name or source)
     if (out / CONFIG_FILE).exists() or (out / SNAPSHOTS).exists():
         raise HFImportError(f"{out} already holds a model or a run; choose another folder or delete it first")
-    folders = [download(repo_id, revision, downloader) for revision in revisions]  # all of them, before any writing
+    folders = revision_folders(source, revisions, downloader)  # all of them, before any writing
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier import cut short left
     partial.mkdir(parents=True)
     try:
         model, tokenizer = _replay(partial, revisions, folders, context, probe)
         provenance = {
-            "source": IMPORTED, "model": out.name, "hugging_face_repo": repo_id, "revision": revisions[-1],
+            "source": IMPORTED, "model": out.name, "hugging_face_repo": None if local.is_dir() else source,
+            "folder": str(local.absolute()) if local.is_dir() else None, "revision": revisions[-1],
             "revisions": revisions, "step": revision_step(revisions[-1]),
             "probe": "the snapshots, detector scores and val_loss (the loss on the probe text) of each revision",
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,6 +103,24 @@ def import_revisions(repo_id: str, revisions: list[str], out: str | os.PathLike 
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+def revision_folders(source: str, revisions: list[str], downloader: Callable | None) -> list[Path]:
+    """Each revision's files: a folder named after it in the folder `source`, or downloaded from the Hub."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        missing = [revision for revision in revisions if not (local / revision).is_dir()]
+        if missing:
+            raise HFImportError(f"{local} has no folder {', '.join(missing)}: a model's training is imported from "
+                                f"a folder holding one folder per revision, named after it (step0, step1000 ...)")
+        return [local / revision for revision in revisions]
+    if not HUB_ID.fullmatch(source):
+        raise HFImportError(f"there is no folder {source}, and it is not a Hugging Face model id (owner/name)")
+    try:
+        return [download(source, revision, downloader) for revision in revisions]
+    except HFImportError as exc:
+        raise HFImportError(f"{exc} For its training, copy each revision's files into a folder named after it "
+                            f"(step0, step1000 ...), all in one folder, and import that folder with --revisions.") from exc
 
 
 def _replay(folder: Path, revisions: list[str], sources: list[Path], context: int | None, probe: str):

@@ -148,6 +148,7 @@ def test_offline_it_fails_clearly_before_writing_anything(tmp_path, capsys):
     assert main(["import-hf", "--from", REPO, "--revisions", "step0,step1000", "--out", str(out)]) == 1
     error = capsys.readouterr().err
     assert "could not download EleutherAI/pythia-14m at step0" in error and "no network, or offline mode" in error
+    assert "a folder named after it (step0, step1000 ...), all in one folder" in error  # the way without a network
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
@@ -191,3 +192,14 @@ def test_home_imports_pythias_training_with_its_download_size_shown_first(hub, a
     assert "**pythia-14m-training** is on disk:" in [m.value for m in at.markdown]
     assert snapshot_steps(app_dirs / "runs" / "pythia-14m-training") == [0, 512, 143_000]
     assert [revision for revision, patterns in fetched if patterns == ["*.safetensors"]] == REVISIONS
+
+
+def test_a_folder_of_revision_folders_imports_without_the_network(hub, tmp_path):
+    root, models = hub  # root/step0, root/step512, root/step143000: as copied from a connected machine
+    folder = import_revisions(str(root), REVISIONS, tmp_path / "out")
+    assert snapshot_steps(folder) == [0, 512, 143_000]
+    training = load_checkpoint(folder).training
+    assert training["hugging_face_repo"] is None and training["folder"] == str(root)
+    with pytest.raises(HFImportError, match="has no folder step1000: a model's training is imported from a folder"):
+        import_revisions(str(root), ["step0", "step1000"], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
