@@ -1,6 +1,7 @@
 """How each Hugging Face architecture maps onto lm.GPT: its config.json as GPTConfig
 switches (ARCHITECTURES) and, per tensor of ours, the file's tensors it is made from and how
 (SOURCES). lm.hf_import reads the folder and checks the files against these tables.
+Known: Llama, Mistral, Qwen3, GPT-NeoX (Pythia) and Gemma 3 (text, gemma3_text).
 
 Hugging Face's Linear stores a weight [out, in], ours [in, out] (lm.attention.Linear), so
 every projection is transposed; q, k and v go side by side into one c_attn, as do SwiGLU's
@@ -104,7 +105,53 @@ def neox_config(hf: dict) -> dict:
                 **rope_settings(hf))
 
 
-ARCHITECTURES = {"llama": llama_config, "mistral": llama_config, "qwen3": llama_config, "gpt_neox": neox_config}
+def gemma_rope(hf: dict) -> dict:
+    """Gemma 3's two rotary bases: rope_theta for the global layers, rope_local_base_freq for the
+    windowed ones (transformers 5 writes them per layer type in rope_parameters)."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params:
+        full, local = params["full_attention"] or {}, params.get("sliding_attention") or {}
+    else:
+        full, local = {**params, **(hf.get("rope_scaling") or {})}, {}
+    for layers, settings in (("global", full), ("local", local)):
+        kind = settings.get("rope_type", settings.get("type", "default"))
+        if kind != "default":
+            raise HFImportError(f"config.json asks for {kind!r} rotary scaling in the {layers} layers; lm.GPT "
+                                "computes plain RoPE only (Gemma 3 270M and 1B have none)")
+    return dict(position="rope", rope_base=float(full.get("rope_theta", hf.get("rope_theta", 1_000_000.0))),
+                rope_local_base=float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))))
+
+
+def gemma_config(hf: dict) -> dict:
+    """Gemma 3 (text): sandwich RMSNorms, GeGLU, QK-norm, embeddings × √width, its own attention
+    scale, and five windowed layers to one global by default (sliding_window_pattern)."""
+    activation = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    refused = {"hidden_activation": activation not in ("gelu_pytorch_tanh", "gelu_new"),
+               "attn_logit_softcapping": hf.get("attn_logit_softcapping") is not None,
+               "final_logit_softcapping": hf.get("final_logit_softcapping") is not None,
+               "use_bidirectional_attention": bool(hf.get("use_bidirectional_attention")),
+               "attention_bias": bool(hf.get("attention_bias"))}
+    if any(refused.values()):
+        raise HFImportError(f"config.json sets {', '.join(k for k, v in refused.items() if v)}, which lm.GPT does "
+                            "not compute (it has tanh GELU, no softcapping, causal attention and no biases)")
+    n_head, n_embd = hf["num_attention_heads"], hf["hidden_size"]
+    head_size = hf.get("head_dim") or n_embd // n_head
+    scale = hf.get("query_pre_attn_scalar", head_size)
+    if scale != int(scale) or scale < 1:
+        raise HFImportError(f"query_pre_attn_scalar is {scale!r}; lm.GPT takes a positive whole number")
+    pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
+    types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                      for i in range(hf["num_hidden_layers"])]
+    return dict(n_kv_head=hf.get("num_key_value_heads") or n_head, mlp="geglu", mlp_hidden=hf["intermediate_size"],
+                norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), norm_position="sandwich", qk_norm=True,
+                head_size=None if head_size * n_head == n_embd else head_size, bias=False, scale_embeddings=True,
+                attn_scale_size=None if scale == head_size else int(scale),
+                tied_head=bool(hf.get("tie_word_embeddings", True)),  # Gemma ties by default; its configs may omit it
+                **gemma_rope(hf), **window_settings({**hf, "layer_types": types}))
+
+
+ARCHITECTURES = {"llama": llama_config, "mistral": llama_config, "qwen3": llama_config, "gpt_neox": neox_config,
+                 "gemma3_text": gemma_config}
 
 
 def gpt_config(hf: dict, context: int | None = None) -> GPTConfig:
@@ -120,7 +167,7 @@ def gpt_config(hf: dict, context: int | None = None) -> GPTConfig:
     try:
         sizes = dict(vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
                      n_embd=hf["hidden_size"], block_size=context or min(trained, DEFAULT_CONTEXT), dropout=0.0)
-        return GPTConfig(**sizes, tied_head=bool(hf.get("tie_word_embeddings", False)), **ARCHITECTURES[kind](hf))
+        return GPTConfig(**sizes, **{"tied_head": bool(hf.get("tie_word_embeddings", False)), **ARCHITECTURES[kind](hf)})
     except KeyError as exc:
         raise HFImportError(f"config.json has no {exc.args[0]}") from None
 
@@ -184,4 +231,23 @@ def neox_sources(c: GPTConfig) -> dict[str, Source]:
     return sources
 
 
-SOURCES = {"llama": llama_sources, "mistral": llama_sources, "qwen3": llama_sources, "gpt_neox": neox_sources}
+def plus_one(name: str, size: int) -> Source:
+    """Gemma's RMSNorm multiplies by (1 + w); ours by its weight, which is then 1 + w."""
+    return Source((name,), ((size,),), lambda w: 1.0 + w)
+
+
+def gemma_sources(c: GPTConfig) -> dict[str, Source]:
+    """Named as Llama's, but with four norms a block (sandwich) and every norm's scale stored as w for (1 + w)."""
+    sources = llama_sources(c) | {"transformer.ln_f.weight": plus_one("model.norm.weight", c.n_embd)}
+    norms = {"ln_1": "input_layernorm", "ln_attn_out": "post_attention_layernorm",
+             "ln_2": "pre_feedforward_layernorm", "ln_mlp_out": "post_feedforward_layernorm"}
+    for i in range(c.n_layer):
+        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
+        sources |= {f"{ours}{o}.weight": plus_one(f"{theirs}{t}.weight", c.n_embd) for o, t in norms.items()}
+        sources |= {f"{ours}attn.{p}_norm.weight": plus_one(f"{theirs}self_attn.{p}_norm.weight", c.head_dim)
+                    for p in "qk"}
+    return sources
+
+
+SOURCES = {"llama": llama_sources, "mistral": llama_sources, "qwen3": llama_sources, "gpt_neox": neox_sources,
+           "gemma3_text": gemma_sources}
