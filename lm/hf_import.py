@@ -5,7 +5,8 @@ tensor taken by name, shape-checked, transposed or fused into ours. Pickled weig
 (.bin, .pt) are never read.
 
 Supported: Llama (SmolLM2, TinyLlama), Mistral, Qwen3 (QK-norm), GPT-NeoX (Pythia:
-parallel residual, partial rotary) and GPT-2 (lm.gpt2, the same path as import-gpt2).
+parallel residual, partial rotary), Gemma 3 text (sandwich norms, GeGLU, local and global
+layers) and GPT-2 (lm.gpt2, the same path as import-gpt2).
 How each architecture's names and config map onto ours is in lm.hf_architectures.
 """
 
