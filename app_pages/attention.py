@@ -3,7 +3,7 @@
 import streamlit as st
 
 from explorer import presenter
-from explorer.attention_tabs import ablation, across_training, detectors, maps, model, statistics, step_through
+from explorer.attention_tabs import ablation, across_training, detectors, experts, maps, model, statistics, step_through
 from explorer.attention_tabs.inputs import choose_layer_and_head, choose_models, read_text, show_tokens, text_input
 from explorer.attention_tabs.view import AttentionView
 from explorer.widgets import open_tab_only
@@ -33,4 +33,4 @@ with controls:
     view = AttentionView(models, *choose_layer_and_head(models), controls if presenter.is_on() else None)
 
 with picture:
-    open_tab_only(TABS, view, "att_tab")
+    open_tab_only(TABS | ({"Experts": experts.render_experts} if experts.has_experts(view) else {}), view, "att_tab")
