@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from explorer.architecture_text import attention_kind, kv_sharing, why
 from explorer.attention_maps import FONT
 from lm.model import GPTConfig
-from lm.sizing import flops_per_token, parameter_breakdown, parameter_count, training_memory_bytes
+from lm.sizing import flops_per_token, norm_count, parameter_breakdown, parameter_count, training_memory_bytes
 
 CONFIG_MEANINGS = {
     "vocab_size": "different tokens it knows",
@@ -52,7 +52,13 @@ def architecture_rows(config: GPTConfig) -> list[dict]:
             for name in ("position", "norm", "norm_position", "qk_norm", "mlp")]
     if config.rotary_dims:
         rows.append({"setting": "rotary dims", "value": f"{config.rotary_dims} of {config.head_dim}",
-                     "meaning": f"dimensions of each head RoPE turns, base {config.rope_base:g}"})
+                     "meaning": f"dimensions of each head RoPE turns, {rope_bases(config)}"})
+    if config.attn_scale_size:
+        rows.append({"setting": "attention scale", "value": f"1/√{config.attn_scale_size}",
+                     "meaning": "scores are QKᵀ/√ of this instead of the head size (Gemma 3's query_pre_attn_scalar)"})
+    if config.scale_embeddings:
+        rows.append({"setting": "embedding scale", "value": f"√{config.n_embd:,}",
+                     "meaning": "token embeddings are multiplied by √width on the way in (Gemma)"})
     rows += [
         {"setting": "MLP width", "value": f"{config.mlp_width:,}", "meaning": "units in each MLP"},
         {"setting": "key/value heads", "value": f"{config.kv_heads}",
@@ -128,6 +134,13 @@ def _norm_name(config: GPTConfig) -> str:
     return "RMSNorm" if config.norm == "rmsnorm" else "LayerNorm"
 
 
+def rope_bases(config: GPTConfig) -> str:
+    """RoPE's base in words: one, or the windowed layers' and the others' (Gemma 3)."""
+    if config.rope_local_base is None or not config.window:
+        return f"base {config.rope_base:g}"
+    return f"base {config.rope_local_base:g} in windowed layers, {config.rope_base:g} in the others"
+
+
 def attention_box(config: GPTConfig) -> str:
     """Attention as configured: its heads, key/value heads, positions, QK-norm and window."""
     C, H, D, kv = config.n_embd, config.n_head, config.head_dim, config.kv_heads
@@ -135,9 +148,11 @@ def attention_box(config: GPTConfig) -> str:
     extras = [attention_kind(H, kv) if kv != H else ""]
     if config.rotary_dims:
         share = "" if config.rotary_dims == D else f" on {config.rotary_dims} of {D} dimensions"
-        extras.append(f"RoPE turns q and k{share} (base {config.rope_base:g})")
+        extras.append(f"RoPE turns q and k{share} ({rope_bases(config)})")
     if config.qk_norm:
         extras.append("QK-norm")
+    if config.attn_scale_size:
+        extras.append(f"scores ÷ √{config.attn_scale_size}")
     if config.window:
         listed = config.window_layers
         layers = "" if listed is None else f" in layer{'s' * (len(listed) != 1)} {', '.join(map(str, listed))}"
@@ -148,8 +163,9 @@ def attention_box(config: GPTConfig) -> str:
 
 def mlp_box(config: GPTConfig) -> str:
     C, F = config.n_embd, config.mlp_width
-    if config.mlp == "swiglu":
-        return _box("mlp", f"SwiGLU MLP: {C:,} → 2 × {F:,} → SiLU(gate) × up → {C:,}",
+    if config.gated_mlp:
+        name, activation = ("SwiGLU", "SiLU") if config.mlp == "swiglu" else ("GeGLU", "GELU")
+        return _box("mlp", f"{name} MLP: {C:,} → 2 × {F:,} → {activation}(gate) × up → {C:,}",
                     "each token on its own; a gate decides how much of each unit passes")
     activation = {"gelu": "GELU", "gelu_exact": "GELU (exact)", "relu2": "ReLU²"}[config.mlp]
     return _box("mlp", f"MLP: {C:,} → {F:,} → {activation} → {C:,}", "each token on its own")
@@ -160,8 +176,9 @@ def _column(*parts: str) -> str:
 
 
 def block_html(config: GPTConfig) -> str:
-    """One block in its residual layout: pre-norm (GPT-2, Llama), post-norm (the original
-    Transformer) or parallel attention and MLP (Pythia)."""
+    """One block in its residual layout: pre-norm (GPT-2, Llama), sandwich (Gemma: pre-norm
+    with each sublayer's output normalized too), post-norm (the original Transformer) or
+    parallel attention and MLP (Pythia)."""
     norm, width = _norm_name(config), f"T × {config.n_embd:,}"
     if config.parallel_residual:
         side_by_side = (
@@ -177,10 +194,16 @@ def block_html(config: GPTConfig) -> str:
             _box("norm", norm, "after the add: the stream itself is normalized"), _arrow(width), mlp_box(config),
             _arrow(), _box("add", "+ the input of the MLP"), _arrow(), _box("norm", norm),
         ])
+    def output_norm(sublayer: str) -> list[str]:
+        if config.norm_position != "sandwich":
+            return []
+        return [_box("norm", norm, f"on {sublayer}'s output, before the add (sandwich)"), _arrow()]
+
     return "".join([
         _box("norm", norm, f"{config.n_embd:,} numbers rescaled per token"), _arrow(), attention_box(config), _arrow(),
+        *output_norm("attention"),
         _box("add", "+ the block's input", "residual: attention adds to the stream, never replaces it"),
-        _arrow(width), _box("norm", norm), _arrow(), mlp_box(config), _arrow(),
+        _arrow(width), _box("norm", norm), _arrow(), mlp_box(config), _arrow(), *output_norm("the MLP"),
         _box("add", "+ the input of the MLP", "residual again"),
     ])
 
@@ -188,7 +211,10 @@ def block_html(config: GPTConfig) -> str:
 def _ends(config: GPTConfig) -> tuple[str, str]:
     """The embedding box and the head box: positions learned or rotary, head tied or untied."""
     C, V, T = config.n_embd, config.vocab_size, config.block_size
-    if config.position == "learned":
+    if config.scale_embeddings:
+        embed = _box("embed", f"Token embedding × √{C:,}", f"{V:,} × {C:,} table, scaled up on the way in (Gemma)"
+                     + (f" + {T:,} × {C:,} position table" if config.position == "learned" else " · RoPE turns q and k"))
+    elif config.position == "learned":
         embed = _box("embed", "Token embedding + position embedding", f"{V:,} × {C:,} table + {T:,} × {C:,} table")
     else:
         embed = _box("embed", "Token embedding", f"{V:,} × {C:,} table · no position table: RoPE turns q and k instead")
@@ -202,8 +228,9 @@ def block_diagram_html(config: GPTConfig) -> str:
     one block (repeated n_layer times) in its residual layout, next-token probabilities out."""
     V, T, L = config.vocab_size, config.block_size, config.n_layer
     parts = parameter_breakdown(config)
-    norm = parts.get("layer norms", 0) // (2 * L + (config.norm_position == "pre"))  # one norm's parameters
-    per_block = (parts.get("attention", 0) + parts.get("MLP", 0)) // L + 2 * norm
+    norm = parts.get("layer norms", 0) // norm_count(config)  # one norm's parameters
+    block_norms = 4 if config.norm_position == "sandwich" else 2  # as lm.sizing.norm_count counts them
+    per_block = (parts.get("attention", 0) + parts.get("MLP", 0)) // L + block_norms * norm
     width = f"T × {config.n_embd:,}"
     repeated = (
         '<div style="border:2px dashed #495057;border-radius:12px;padding:10px 18px;display:flex;'
@@ -212,7 +239,7 @@ def block_diagram_html(config: GPTConfig) -> str:
         f"{block_html(config)}</div>"
     )
     embed, head = _ends(config)
-    final = [_box("norm", f"Final {_norm_name(config)}"), _arrow()] if config.norm_position == "pre" else []
+    final = [_box("norm", f"Final {_norm_name(config)}"), _arrow()] if config.norm_position != "post" else []
     flow = [
         _box("io", f"Token ids: T tokens, T ≤ {T:,}"), _arrow(), embed, _arrow(width), repeated, _arrow(width),
         *final, head, _arrow(f"T × {V:,} logits"),

@@ -96,4 +96,4 @@ def test_every_preset_builds_a_valid_model_and_is_recognised(name, n_head):
 def test_a_mix_of_switches_is_no_preset():
     assert matching_architecture(GPT2_OPTIONS | {"mlp": "swiglu"}, 4) is None
     assert model_switches(GPT2_OPTIONS, 128, 4) == {**GPT2_OPTIONS, "n_kv_head": None, "window": None,
-                                                   "mlp_hidden": None, "window_layers": None}
+                                                   "mlp_hidden": None, "window_layers": None, "rope_local_base": None}
