@@ -7,15 +7,16 @@ The parameter names match OpenAI's GPT-2, so its weights load unchanged.
 
 GPTConfig's switches (lm.config) turn on what later models changed: rotary positions
 instead of the position embedding (lm.rope), RMSNorm, post-norm or Gemma's sandwich norms
-(lm.norms), QK-norm, a SwiGLU, GeGLU or ReLU² MLP (lm.mlp), fewer key/value heads than
-query heads, a sliding window, a parallel residual, scaled embeddings, an untied head.
+(lm.norms), QK-norm, a SwiGLU, GeGLU or ReLU² MLP (lm.mlp) or a mixture of such experts
+(lm.moe), fewer key/value heads than query heads, a sliding window, a parallel residual,
+scaled embeddings, an untied head.
 What a config costs is counted in lm.sizing.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from lm.attention import AttentionSteps, CausalSelfAttention, Linear, Probe
 from lm.config import SHAPING_FIELDS, ConfigError, GPTConfig, from_known_fields  # noqa: F401 (their home was here)
 from lm.mlp import MLP
+from lm.moe import MoE, balance_loss
 from lm.norms import make_norm
 
 
@@ -33,7 +35,7 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config) if config.n_experts else MLP(config)  # lm.moe: experts and a router
         sandwich = config.norm_position == "sandwich"  # Gemma: each sublayer's output is normalized before it is added
         self.ln_attn_out = make_norm(config) if sandwich else nn.Identity()
         self.ln_mlp_out = make_norm(config) if sandwich else nn.Identity()
@@ -43,12 +45,12 @@ class Block(nn.Module):
         if self.post_norm:  # the original Transformer: normalize after each addition
             attended, steps = self.attn(x, probe)
             x = self.ln_1(x + attended)
-            return self.ln_2(x + self.mlp(x)), steps
+            return self.ln_2(x + self.mlp(x, probe)), steps
         attended, steps = self.attn(self.ln_1(x), probe)
         if self.parallel:  # both sublayers read the same x
-            return x + attended + self.mlp(self.ln_2(x)), steps
+            return x + attended + self.mlp(self.ln_2(x), probe), steps
         x = x + self.ln_attn_out(attended)
-        return x + self.ln_mlp_out(self.mlp(self.ln_2(x))), steps
+        return x + self.ln_mlp_out(self.mlp(self.ln_2(x), probe)), steps
 
 
 @dataclass
@@ -57,6 +59,7 @@ class GPTOutput:
     loss: torch.Tensor | None = None
     attention: list[AttentionSteps] | None = None  # one per layer, when the probe asks to explain
     residuals: list[torch.Tensor] | None = None  # the residual stream after each block, [batch, T, n_embd]
+    aux_loss: torch.Tensor | None = None  # mixture of experts, with targets: the load-balancing loss (lm.moe)
 
 
 class GPT(nn.Module):
@@ -122,10 +125,13 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, probe: Probe = Probe()) -> GPTOutput:
         """idx [batch, T] token ids; targets [batch, T] the next ids (-1: no target here).
         The probe continues from a KV cache, keeps intermediates or switches heads off."""
+        if targets is not None and self.config.n_experts and probe.routes is None:
+            probe = replace(probe, routes=[])  # the routers' choices, for the load-balancing loss
         x, attention, residuals = self.hidden(idx, probe)
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return GPTOutput(logits, loss, attention, residuals)
+        aux_loss = balance_loss(probe.routes) if probe.routes else None
+        return GPTOutput(logits, loss, attention, residuals, aux_loss)
 

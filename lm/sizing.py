@@ -21,15 +21,15 @@ MAX_PARAMETERS = 2_000_000_000
 def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
     """Parameters by part, following the architecture dial (a tied head adds none)."""
     C, L, b, D = config.n_embd, config.n_layer, int(config.bias), config.head_dim
-    q, kv, F = config.n_head * D, config.kv_heads * D, config.mlp_width
-    gates = 2 if config.gated_mlp else 1
+    q, kv = config.n_head * D, config.kv_heads * D
     norm = C * (1 + b) if config.norm == "layernorm" else C  # RMSNorm has no shift
     parts = {
         "token embedding" + (" (shared with the head)" if config.tied_head else ""): config.vocab_size * C,
         "output head": 0 if config.tied_head else config.vocab_size * C,
         "position embedding": config.block_size * C if config.position == "learned" else 0,
         "attention": L * (C * (q + 2 * kv) + (q + 2 * kv) * b + q * C + C * b + (2 * D if config.qk_norm else 0)),
-        "MLP": L * (C * gates * F + gates * F * b + F * C + C * b),
+        "MLP": L * max(1, config.n_experts) * mlp_parameters(config),  # a mixture of experts: one MLP each
+        "router": L * C * config.n_experts,
         "layer norms": norm_count(config) * norm,
     }
     return {part: n for part, n in parts.items() if n}
@@ -42,17 +42,31 @@ def norm_count(config: GPTConfig) -> int:
     return per_block * config.n_layer + (config.norm_position != "post")
 
 
+def mlp_parameters(config: GPTConfig) -> int:
+    """One MLP's parameters (one expert's, in a mixture of experts)."""
+    C, F, b = config.n_embd, config.mlp_width, int(config.bias)
+    gates = 2 if config.gated_mlp else 1
+    return C * gates * F + gates * F * b + F * C + C * b
+
+
 def parameter_count(config: GPTConfig) -> int:
     return sum(parameter_breakdown(config).values())
 
 
+def active_parameter_count(config: GPTConfig) -> int:
+    """The parameters one token's pass uses: all of them, except in a mixture of experts,
+    where each token goes through experts_top_k of the n_experts MLPs (lm.moe)."""
+    idle = config.n_experts - config.experts_top_k if config.n_experts else 0  # experts a token skips
+    return parameter_count(config) - config.n_layer * idle * mlp_parameters(config)
+
+
 def flops_per_token(config: GPTConfig, training: bool = True) -> float:
-    """Matmul FLOPs per token at full context: 2 per weight (multiply-add), plus
+    """Matmul FLOPs per token at full context: 2 per weight it uses (multiply-add), plus
     attention's QKᵀ and weights·V; a backward pass costs twice the forward."""
     lookups = parameter_breakdown(config).get("position embedding", 0)  # an embedding read is no matmul
     lookups += 0 if config.tied_head else config.vocab_size * config.n_embd  # (a tied one is the head's matmul)
     seen = sum(min(config.block_size, config.windowed(layer) or config.block_size) for layer in range(config.n_layer))
-    forward = 2 * (parameter_count(config) - lookups) + 4 * seen * config.n_head * config.head_dim
+    forward = 2 * (active_parameter_count(config) - lookups) + 4 * seen * config.n_head * config.head_dim
     return 3 * forward if training else forward
 
 
