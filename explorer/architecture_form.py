@@ -16,7 +16,7 @@ from lm.architectures import (
     ARCH_FIELDS, ARCHITECTURES, GPT2_OPTIONS, matching_architecture, model_switches, swiglu_width,
 )
 from lm.config import GATED_MLPS, ConfigError, GPTConfig
-from lm.sizing import inference_memory_bytes, kv_cache_bytes, parameter_count
+from lm.sizing import active_parameter_count, inference_memory_bytes, kv_cache_bytes, parameter_count
 from lm.train_config import TrainConfig, padded_vocab_size
 
 ARCH_KEY, CUSTOM = "train_arch", "custom"
@@ -129,6 +129,27 @@ def switch_inputs() -> None:
     _toggle(residual, "tied_head", "Tied output head")
     _toggle(residual, "scale_embeddings", "Embeddings × √width", advanced=True)
     _toggle(residual, "bias", "Biases", advanced=True)
+    experts_inputs()
+
+
+def experts_inputs() -> None:
+    """A mixture of experts: how many MLPs a layer, how many each token goes through (at most
+    all of them, so every choice is valid), and the load-balancing loss's weight."""
+    count, top_k, weight = st.columns(3)
+    with count:
+        n_experts = _number("n_experts", "Experts a layer (0: dense)", 0, 256, 1, advanced=False)
+        st.caption(why("n_experts", n_experts))
+    if not n_experts:
+        return
+    if st.session_state.get("train_experts_top_k", 1) > n_experts:  # fewer experts than before
+        st.session_state["train_experts_top_k"] = n_experts
+    with top_k:
+        chosen = _number("experts_top_k", "Experts per token", 1, int(n_experts), 1, advanced=False)
+        st.caption(f"each token goes through {chosen} of the {n_experts}, mixed by the router's weights: "
+                   f"the work of {chosen} MLPs")
+    with weight:
+        _number("moe_aux_weight", "Load-balancing loss weight", 0.0, 1.0, 0.005, format="%g")
+        st.caption("added to the loss so the router spreads tokens over all the experts, not a favourite few")
 
 
 def chosen_model(vocab_size: int) -> GPTConfig:
@@ -148,7 +169,10 @@ def cost_metrics(vocab_size: int) -> None:
         return
     mha = GPTConfig(**{**model.to_dict(), "n_kv_head": None, "window": None, "window_layers": None})
     params, memory, cache = st.columns(3)
-    params.metric("Parameters", f"{parameter_count(model):,}")
+    active = active_parameter_count(model)
+    params.metric("Parameters", f"{parameter_count(model):,}", delta_color="off", delta_arrow="off",
+                  delta=f"{active:,} active per token" if active != parameter_count(model) else None,
+                  help="A mixture of experts holds every expert, but each token goes through only some of them")
     memory.metric("Memory to run", format_bytes(inference_memory_bytes(model)),
                   help="fp32 weights, plus the KV cache and the logits of one full-context sequence")
     kv, full = kv_cache_bytes(model), kv_cache_bytes(mha)

@@ -18,9 +18,12 @@ WHY = {  # switch: (why when on or set, why when off or default)
              "no biases: later models found they add parameters and nothing else (Llama, Qwen)"),
     "scale_embeddings": ("token embeddings are multiplied by √width on the way in, so they weigh as much as what "
                          "the normalized blocks add (Gemma)", "token embeddings enter as they are (GPT-2, Llama)"),
-    "window": ("each token sees only the last {window} tokens, so attention's cost stops growing with the context "
+    "window": ("each token sees only the last {value} tokens, so attention's cost stops growing with the context "
                "(Mistral, Gemma 3; their caches keep only those tokens, this project's keeps them all)",
                "each token sees every token before it"),
+    "n_experts": ("each MLP becomes {value} experts and a router sends each token to a few: many more parameters "
+                  "for the same work per token (Mixtral, Qwen3-MoE, DeepSeek)",
+                  "one MLP a layer, and every token goes through all of it (GPT-2, Llama)"),
 }
 
 
@@ -29,7 +32,7 @@ def why(name: str, value) -> str:
     if name in CHOICES:
         return CHOICES[name].get(value, "")
     on, off = WHY[name]
-    return on.format(window=value) if value else off
+    return on.format(value=value) if value else off
 
 
 def kv_groups(n_head: int, kv_heads: int) -> list[list[int]]:
