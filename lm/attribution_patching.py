@@ -24,6 +24,8 @@ from lm.patching import (Patching, Runs, activation_patching, check_prompts, exa
 from lm.trace import Trace, verify_walk, walk
 
 EXACT_BUDGET = 1e10  # multiply-adds (exact_cost) up to which every cell is patched exactly: ~1 s on one busy core
+CHECKED = 2  # the strongest estimated cells of each grid patched exactly by default: GPT-2 small's 2 + 2 stay
+#              under 2 s on a busy core together with the grids (benchmarks/inside_model.py); a student can add more
 
 
 def attribution_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
@@ -70,5 +72,6 @@ def choose_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[int], 
 def check_strongest(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
                     answers: tuple[int | None, int | None], residual: list[tuple[int, int]],
                     heads: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """The exact shares of chosen cells: (layer, position) of the residual stream, (layer, head)."""
+    """The exact shares of chosen cells: (layer, position) of the residual stream, (layer, head); from
+    the traces the grids were computed from when they are still kept (lm.patching.runs_of)."""
     return patch_exactly(model, runs_of(model, clean_ids, corrupted_ids, n_tokens, answers), residual, heads)

@@ -2,12 +2,18 @@
 
 The logit lens stops the model after each layer: the residual stream at that point goes
 through the final norm and the head as if no block came after, and gives a next-token
-guess per position. Direct logit attribution splits one logit into what each part wrote:
-the final norm is a LayerNorm, (x − mean) / σ · γ + β, linear in x once σ (the spread of
-the final residual at that position) is frozen at its value; so each part's direct effect
-is (part − its mean) / σ · γ · W[target], and the parts plus β · W[target] add up to the
-logit exactly. "Direct": a head's effect through later layers is not counted here (that is
-what activation patching measures)."""
+guess per position. (Post-norm blocks end normalised and the model has no final norm: the
+lens reads each block's output through the head as it is, as the head reads the last one.)
+
+Direct logit attribution splits one logit into what each part wrote: the final norm is a
+LayerNorm, (x − mean) / σ · γ + β, linear in x once σ (the spread of the final residual at
+that position) is frozen at its value; so each part's direct effect is (part − its mean) /
+σ · γ · W[target], and the parts plus β · W[target] add up to the logit exactly. A parallel
+residual adds its parts the same way. Post-norm normalises the stream inside every block, so
+a part's direct path to the head runs through every later norm: each is frozen at its own σ,
+the reading direction is carried back through them, and their β become parts of their own.
+"Direct": a head's effect through later layers' attention and MLPs is not counted here (that
+is what activation patching measures)."""
 
 from __future__ import annotations
 
@@ -131,11 +137,12 @@ class Attribution:
     """Each part's direct push on one logit at one position, in the model's order."""
 
     labels: tuple[str, ...]
-    kinds: tuple[str, ...]  # "embeddings", "head", "attention bias", "MLP", "final norm bias"
+    kinds: tuple[str, ...]  # "embeddings", "head", "attention bias", "MLP", "norm bias", "final norm bias"
     heads: tuple[tuple[int, int] | None, ...]  # (layer, head) for a head, else None
     values: np.ndarray  # [parts]: they sum to `logit`
     logit: float  # the model's own logit for the target
-    inverse_spread: float  # 1 / σ: the final norm's scale, frozen
+    inverse_spread: float  # 1 / σ of the last norm before the head, frozen
+    frozen_norms: int = 1  # the norms on the way to the head, each frozen at its σ (post-norm: two per block)
 
     def top_heads(self, count: int) -> list[tuple[int, int, float]]:
         """The heads that push the logit most, either way: (layer, head, value), largest |value| first."""
@@ -143,46 +150,62 @@ class Attribution:
         return sorted(found, key=lambda item: -abs(item[2]))[:count]
 
 
-def final_norm_terms(model: GPT, x: torch.Tensor, target: int) -> tuple[bool, torch.Tensor, float, float]:
-    """The final norm linearised at x [n_embd]: (whether it centres, the direction γ·W[target]
-    a part is read along, 1/σ, and the constant the norm's β and the head's bias add)."""
-    norm, head = model.transformer.ln_f, model.lm_head
-    row = head.weight[target]
+def through_norm(norm: nn.Module, u: torch.Tensor, read: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """A norm linearised at its input u [n_embd], its spread σ frozen there: read · norm(v) =
+    read′ · v + constant for every v (exactly, while σ is held). Returns (read′, the constant its
+    β adds, 1/σ); an Identity passes `read` on unchanged."""
+    if isinstance(norm, nn.Identity):
+        return read, 0.0, 1.0
     if isinstance(norm, nn.LayerNorm):
-        centre, spread = True, (x.var(unbiased=False) + norm.eps).rsqrt()
+        inverse = (u.var(unbiased=False) + norm.eps).rsqrt()
     elif isinstance(norm, nn.RMSNorm):
-        eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
-        centre, spread = False, (x.pow(2).mean() + eps).rsqrt()
+        inverse = (u.pow(2).mean() + (norm.eps if norm.eps is not None else torch.finfo(u.dtype).eps)).rsqrt()
     else:
-        raise UnsupportedArchitecture(f"the final norm is a {type(norm).__name__}: attribution is not supported yet")
-    gamma = norm.weight if norm.weight is not None else torch.ones_like(x)
-    constant = (norm.bias @ row if getattr(norm, "bias", None) is not None else 0.0)
-    constant = constant + (head.bias[target] if head.bias is not None else 0.0)
-    return centre, gamma * row, float(spread), float(constant)
+        raise UnsupportedArchitecture(f"a norm is a {type(norm).__name__}: attribution is not supported for it yet")
+    pulled = (norm.weight if norm.weight is not None else 1.0) * read * inverse
+    if isinstance(norm, nn.LayerNorm):  # it subtracts the mean: so does the reading, equivalently
+        pulled = pulled - pulled.mean()
+    constant = float(norm.bias @ read) if getattr(norm, "bias", None) is not None else 0.0
+    return pulled, constant, float(inverse)
 
 
 @torch.inference_mode()
 def direct_attribution(model: GPT, ids: list[int], position: int, target: int) -> Attribution:
-    """How much each part of the residual stream at `position` pushes the logit of `target`."""
+    """How much each part of the residual stream at `position` pushes the logit of `target`: each
+    part read along the target's output row carried back through the norms between it and the
+    head, each frozen at its σ (pre-norm and a parallel residual: the final norm only; post-norm:
+    every later block's two norms as well, whose β are then parts too)."""
     parts = trace(model, ids)
-    final = parts.layers[-1].resid_post[0, position]
-    centre, direction, inverse_spread, constant = final_norm_terms(model, final, target)
-    labels, kinds, heads, vectors = ["embeddings"], ["embeddings"], [None], [parts.embeddings[0, position]]
-    for layer, (block, step) in enumerate(zip(model.transformer.h, parts.layers)):
-        writes = head_writes(block, step.heads)[:, 0, position]  # [heads, n_embd]
-        bias = projection_bias(block)
-        check_close(writes.sum(0) + (bias if bias is not None else 0), step.attn_out[0, position],
-                    "this model's attention output is not a sum of its heads: not supported for this architecture yet")
-        for head, write in enumerate(writes):
-            labels.append(f"L{layer} H{head}"), kinds.append("head"), heads.append((layer, head)), vectors.append(write)
-        if bias is not None:
-            labels.append(f"L{layer} attn bias"), kinds.append("attention bias"), heads.append(None), vectors.append(bias)
-        labels.append(f"L{layer} MLP"), kinds.append("MLP"), heads.append(None), vectors.append(step.mlp_out[0, position])
-    stacked = torch.stack(vectors)
-    if centre:
-        stacked = stacked - stacked.mean(-1, keepdim=True)
-    values = (stacked @ direction * inverse_spread).float().cpu().numpy()
-    labels.append("final norm bias"), kinds.append("final norm bias"), heads.append(None)
-    values = np.append(values, constant)
+    head, post = model.lm_head, model.config.norm_position == "post"
+    read, constant, inverse_spread = through_norm(model.transformer.ln_f, parts.layers[-1].resid_post[0, position],
+                                                  head.weight[target])
+    constant += float(head.bias[target]) if head.bias is not None else 0.0
+    found = [] if post and constant == 0.0 else [("final norm bias", "final norm bias", None, constant)]  # last first
+    for layer in reversed(range(len(parts.layers))):
+        block, step = model.transformer.h[layer], parts.layers[layer]
+        if post:
+            read, constant, inverse = through_norm(block.ln_2, (step.resid_mid + step.mlp_out)[0, position], read)
+            inverse_spread = inverse if layer == len(parts.layers) - 1 else inverse_spread
+            found.append((f"L{layer} ln_2 bias", "norm bias", None, constant))
+        found.append((f"L{layer} MLP", "MLP", None, float(step.mlp_out[0, position] @ read)))
+        if post:
+            read, constant, _ = through_norm(block.ln_1, (step.resid_pre + step.attn_out)[0, position], read)
+            found.append((f"L{layer} ln_1 bias", "norm bias", None, constant))
+        found.extend(attention_parts(block, step, layer, position, read))
+    found.append(("embeddings", "embeddings", None, float(parts.embeddings[0, position] @ read)))
+    labels, kinds, heads, values = zip(*reversed(found))
     logit = float(parts.logits(model, position)[target])
-    return Attribution(tuple(labels), tuple(kinds), tuple(heads), values, logit, inverse_spread)
+    frozen = 2 * len(parts.layers) if post else 1
+    return Attribution(labels, kinds, heads, np.array(values, np.float64), logit, inverse_spread, frozen)
+
+
+def attention_parts(block, step, layer: int, position: int, read: torch.Tensor) -> list[tuple]:
+    """(label, kind, head, value) of one layer's attention, read along `read`: its projection's bias,
+    then its heads last first (the caller reverses the list into the model's order)."""
+    writes = head_writes(block, step.heads)[:, 0, position]  # [heads, n_embd]
+    bias = projection_bias(block)
+    check_close(writes.sum(0) + (bias if bias is not None else 0), step.attn_out[0, position],
+                "this model's attention output is not a sum of its heads: not supported for this architecture yet")
+    found = [(f"L{layer} attn bias", "attention bias", None, float(bias @ read))] if bias is not None else []
+    values = (writes @ read).tolist()
+    return found + [(f"L{layer} H{h}", "head", (layer, h), values[h]) for h in reversed(range(len(values)))]

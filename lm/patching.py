@@ -10,11 +10,14 @@ from the corrupted run's value (0) to the clean run's (1).
 
 Patched runs go through the model's own blocks; a block whose heads are patched is walked
 part by part (lm.trace.step, checked against the model by lm.trace.trace). Exact patching
-costs one patched run per cell (batched, one batch per layer): seconds on a small model, minutes
+costs one patched run per cell (batched, each run starting at its layer): seconds on a small model, minutes
 on GPT-2 small; lm.attribution_patching estimates every cell at once and checks the strongest."""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,14 +63,14 @@ def shared_prefix(model: GPT, ids: list[int], length: int) -> KVCache | None:
     return cache
 
 
-def _batch_of(prefix: KVCache | None, rows: int, capacity: int) -> KVCache | None:
-    """A fresh cache holding `prefix` for each of `rows` runs."""
+def _layer_cache(prefix: KVCache | None, layer: int, rows: int, capacity: int) -> KVCache | None:
+    """A fresh cache holding `prefix`'s keys and values of `layer` for each of `rows` runs."""
     if prefix is None:
         return None
     cache = KVCache(len(prefix.keys), capacity)
-    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
-        end = prefix.lengths[layer]
-        cache.extend(layer, k[:, :, :end].expand(rows, -1, -1, -1), v[:, :, :end].expand(rows, -1, -1, -1))
+    end = prefix.lengths[layer]
+    k, v = prefix.keys[layer][:, :, :end], prefix.values[layer][:, :, :end]
+    cache.extend(layer, k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
     return cache
 
 
@@ -76,26 +79,34 @@ def run_patched(model: GPT, clean: Trace, corrupted: Trace, patches: list[Patch]
                 ) -> torch.Tensor:
     """The final residual stream [len(patches), T − s, n_embd] of the corrupted run with each
     patch applied (one batch row each), for the positions after the `prefix`'s s (see
-    shared_prefix: the two runs agree before s, so patching there changes nothing). Layers
-    before the first patched one are the corrupted run's."""
+    shared_prefix: the two runs agree before s, so patching there changes nothing). One pass
+    through the layers: each row joins the batch at its first patched layer, from the corrupted
+    run's residual stream there, since the layers before it are the corrupted run's."""
     s = len(prefix) if prefix is not None else 0
-    start = min(patch.first_layer() for patch in patches)
-    x = resid_pre(corrupted, start)[:, s:].repeat(len(patches), 1, 1)
-    cache = _batch_of(prefix, len(patches), len(clean.ids))
-    for layer in range(start, model.config.n_layer):
-        block = model.transformer.h[layer]
+    order = sorted(range(len(patches)), key=lambda row: patches[row].first_layer())
+    ordered = [patches[row] for row in order]
+    x = None
+    for layer in range(ordered[0].first_layer(), model.config.n_layer):
+        joining = sum(patch.first_layer() == layer for patch in ordered)
+        if joining:
+            fresh = resid_pre(corrupted, layer)[:, s:].expand(joining, -1, -1)
+            x = fresh.clone() if x is None else torch.cat([x, fresh])
+        active, block = ordered[: len(x)], model.transformer.h[layer]
         clean_in = resid_pre(clean, layer)[0, s:]
-        for row, patch in enumerate(patches):
+        for row, patch in enumerate(active):
             positions = [t - s for t in patch.residual.get(layer, ()) if t >= s]  # the runs agree before s
             x[row, positions] = clean_in[positions]
-        mask = torch.tensor([[(layer, head) in patch.heads for head in range(block.attn.n_head)] for patch in patches],
+        mask = torch.tensor([[(layer, head) in patch.heads for head in range(block.attn.n_head)] for patch in active],
                             device=x.device)
+        cache = _layer_cache(prefix, layer, len(active), len(clean.ids))
         if mask.any():
-            heads = clean.layers[layer].heads[:, :, s:].expand(len(patches), -1, -1, -1)
+            heads = clean.layers[layer].heads[:, :, s:].expand(len(active), -1, -1, -1)
             x = step(block, x, heads, mask, cache).resid_post
         else:
             x = block(x, Probe(cache=cache))[0]
-    return x
+    final = torch.empty_like(x)
+    final[torch.tensor(order, device=x.device)] = x
+    return final
 
 
 @dataclass(frozen=True)
@@ -164,8 +175,13 @@ class Runs:
 def runs_of(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens: int,
             answers: tuple[int | None, int | None] = (None, None), corrupted: Trace | None = None) -> Runs:
     """Both runs traced (the corrupted one may come traced already), and the two answers: given,
-    or each run's own likeliest next token. PatchingError when there is nothing to compare."""
+    or each run's own likeliest next token. PatchingError when there is nothing to compare. The
+    last few are kept per model (see RunsKept): the exact check of a grid's strongest cells reuses
+    the traces the grid was computed from."""
     differ = check_prompts(clean_ids, corrupted_ids)
+    key = (tuple(clean_ids), tuple(corrupted_ids), n_tokens, tuple(answers))
+    if (kept := _KEPT.get(model, key)) is not None:
+        return kept
     clean, corrupted = trace(model, clean_ids), corrupted if corrupted is not None else trace(model, corrupted_ids)
     with torch.inference_mode():
         a = answers[0] if answers[0] is not None else int(clean.logits(model, -1)[:n_tokens].argmax())
@@ -181,23 +197,46 @@ def runs_of(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens
                             for run in (clean, corrupted))
     if abs(differences[0] - differences[1]) < DIFFERENCE_FLOOR:
         raise PatchingError("the two prompts give the two answers the same logit difference: nothing to bring back")
-    return Runs(clean, corrupted, (a, b), direction, differences, differ)
+    return _KEPT.put(model, key, Runs(clean, corrupted, (a, b), direction, differences, differ))
+
+
+class RunsKept:
+    """The last KEPT_RUNS traced pairs of prompts per model (a GPT-2-small pair of 64 tokens holds
+    about 35 MB), shared by the sessions of one server; a model that is gone takes its pairs along."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runs: weakref.WeakKeyDictionary[GPT, OrderedDict] = weakref.WeakKeyDictionary()
+
+    def get(self, model: GPT, key: tuple) -> Runs | None:
+        with self.lock:
+            return self.runs.get(model, {}).get(key)
+
+    def put(self, model: GPT, key: tuple, runs: Runs) -> Runs:
+        with self.lock:
+            kept = self.runs.setdefault(model, OrderedDict())
+            kept[key] = runs
+            while len(kept) > KEPT_RUNS:
+                kept.popitem(last=False)
+        return runs
+
+
+KEPT_RUNS = 2
+_KEPT = RunsKept()
 
 
 @torch.inference_mode()
 def patch_exactly(model: GPT, runs: Runs, residual: list[tuple[int, int]], heads: list[tuple[int, int]],
                   prefix: KVCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The share restored by each (layer, position) of the residual stream and each (layer, head)
-    patched on its own: one batch of patched runs per layer patched, each starting at that layer
-    (a run starts at its batch's first patched layer), after the `prefix` (see shared_prefix)."""
+    patched on its own: one batch of patched runs, each from its layer on (run_patched), after
+    the `prefix` (see shared_prefix)."""
     patches = [Patch(residual={layer: (t,)}) for layer, t in residual] + [Patch(heads=frozenset({h})) for h in heads]
-    found = np.zeros(len(patches), np.float32)
-    if prefix is None and patches:
+    if not patches:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    if prefix is None:
         prefix = shared_prefix(model, list(runs.corrupted.ids), runs.differ[0])
-    for layer in sorted({patch.first_layer() for patch in patches}):
-        rows = [row for row, patch in enumerate(patches) if patch.first_layer() == layer]
-        final = run_patched(model, runs.clean, runs.corrupted, [patches[row] for row in rows], prefix)
-        found[rows] = runs.shares(runs.difference(model, final))
+    found = runs.shares(runs.difference(model, run_patched(model, runs.clean, runs.corrupted, patches, prefix)))
     return found[: len(residual)], found[len(residual) :]
 
 

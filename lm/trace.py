@@ -6,15 +6,17 @@ plus its bias), then each layer's MLP. Interpretability views need those parts o
 (the logit lens, direct logit attribution, activation patching, neurons), so this module
 walks the blocks itself, calling block.ln_1, attn, ln_2 and mlp, and keeps each part.
 
-Walking the blocks by hand assumes GPT-2's sequential pre-norm layout (attention, add,
-then MLP, add); the switches inside the modules (rotary positions, RMSNorm, QK-norm, fewer
-key/value heads, a window, another MLP) change nothing here. A parallel residual or
-post-norm blocks are refused by name, and every walk is also checked against the model's
-own forward pass, so a layout this module does not know raises UnsupportedArchitecture
-rather than giving wrong numbers. That check runs once per model and text length: the walk
-and the model's pass call the same modules, so only the layout (a property of the model) or
-the length (a window) could make them differ, never the tokens. The model is only read (it
-is shared between sessions)."""
+`step` follows the three layouts the model has: GPT-2's sequential pre-norm (attention,
+add, then MLP, add); a parallel residual (GPT-J, Pythia: attention and MLP read the same
+normalised input and both are added); and post-norm (the original Transformer: the stream
+is normalised after each addition, so a block's output is ln_2's). The switches inside the
+modules (rotary positions, RMSNorm, QK-norm, fewer key/value heads, a window, another MLP
+or a mixture of experts) change nothing here. Sandwich norms are refused by name, and every
+walk is also checked against the model's own forward pass, so a layout this module does not
+know raises UnsupportedArchitecture rather than giving wrong numbers. That check runs once
+per model and text length: the walk and the model's pass call the same modules, so only the
+layout (a property of the model) or the length (a window) could make them differ, never the
+tokens. The model is only read (it is shared between sessions)."""
 
 from __future__ import annotations
 
@@ -41,34 +43,35 @@ class LayerParts:
     resid_pre: torch.Tensor  # the residual stream coming in
     heads: torch.Tensor  # [batch, heads, T, head size]: each head's output before the projection
     attn_out: torch.Tensor  # the attention's write: projected heads plus bias
-    resid_mid: torch.Tensor  # after the attention's write
-    mlp_in: torch.Tensor  # ln_2's output
+    resid_mid: torch.Tensor  # after the attention's write (post-norm: ln_1 of it; parallel: the MLP does not read it)
+    mlp_in: torch.Tensor  # what the MLP reads
     mlp_out: torch.Tensor  # the MLP's write
     resid_post: torch.Tensor  # after the MLP's write: the next block's resid_pre
 
 
 def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """Token plus position embeddings [batch, T, n_embd]: the residual stream before block 0."""
-    x = model.transformer.wte(idx)
-    if "wpe" in model.transformer:
-        x = x + model.transformer.wpe(torch.arange(idx.size(1), device=idx.device))
-    return x
+    return model.embed(idx)
 
 
 def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_mask: torch.Tensor | None = None,
          cache: KVCache | None = None) -> LayerParts:
-    """One block on x [batch, T, n_embd], sequentially (GPT-2's layout). With `heads`
-    [batch, heads, T, head size] and `head_mask` [batch, heads] (True: take it from `heads`),
-    those heads' outputs are replaced before the projection: activation patching. With a
-    `cache`, x are the positions after those it holds."""
-    _, steps = block.attn(block.ln_1(x), Probe(explain=True, cache=cache))
+    """One block on x [batch, T, n_embd], in the block's layout (see the module's docstring).
+    With `heads` [batch, heads, T, head size] and `head_mask` [batch, heads] (True: take it
+    from `heads`), those heads' outputs are replaced before the projection: activation
+    patching. With a `cache`, x are the positions after those it holds."""
+    _, steps = block.attn(x if block.post_norm else block.ln_1(x), Probe(explain=True, cache=cache))
     outputs = steps.output
     if heads is not None:
         outputs = torch.where(head_mask[:, :, None, None], heads, outputs)
     B, H, T, D = outputs.shape
     attn_out = block.attn.c_proj(outputs.transpose(1, 2).reshape(B, T, H * D))
-    mid = x + attn_out
-    mlp_in = block.ln_2(mid)
+    if block.post_norm:  # the stream is normalised after each addition
+        mid = block.ln_1(x + attn_out)
+        mlp_out = block.mlp(mid)
+        return LayerParts(x, outputs, attn_out, mid, mid, mlp_out, block.ln_2(mid + mlp_out))
+    mid = x + attn_out  # parallel: what the attention adds, though the MLP does not read it
+    mlp_in = block.ln_2(x if block.parallel else mid)
     mlp_out = block.mlp(mlp_in)
     return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + mlp_out)
 
@@ -132,17 +135,15 @@ def trace(model: GPT, ids: list[int]) -> Trace:
 
 def check_layout(model: GPT) -> None:
     """Refuse, by name, the residual layouts `step` does not follow."""
-    for switch, name in (("parallel_residual", "a parallel residual (attention and MLP read the same input)"),
-                         ("norm_position", "post-norm blocks (normalised after each addition)")):
-        value = getattr(model.config, switch, None)
-        if value not in (None, False, "pre"):
-            raise UnsupportedArchitecture(f"this model has {name}: taking its residual stream apart is not "
-                                          "supported for this architecture yet")
+    if model.config.norm_position == "sandwich":
+        raise UnsupportedArchitecture("this model has sandwich-norm blocks (each sublayer's output normalised before "
+                                      "it is added): taking its residual stream apart is not supported for this "
+                                      "architecture yet")
 
 
 LAYOUT = (
-    "this model's blocks are not laid out as GPT-2's (attention added to the residual stream, then the MLP "
-    "added, one after the other), so {what} cannot be taken apart here: not supported for this architecture yet"
+    "this model's blocks are laid out in a way this view does not know (not GPT-2's, a parallel residual's or "
+    "post-norm's), so {what} cannot be taken apart here: not supported for this architecture yet"
 )
 
 
@@ -169,6 +170,9 @@ def neuron_activations(block: Block, mlp_in: torch.Tensor, mlp_out: torch.Tensor
     """[batch, T, the MLP's width]: its hidden units after the activation (GELU in GPT-2), what
     its output projection reads; checked against the MLP's own output."""
     mlp = block.mlp
+    if hasattr(mlp, "experts"):
+        raise UnsupportedArchitecture("this model's MLPs are mixtures of experts (a router sends each token to a few "
+                                      "MLPs): their neurons are not supported for this architecture yet")
     hidden = mlp.activation(mlp.c_fc(mlp_in))
     check_close(mlp.c_proj(hidden), mlp_out, "this model's MLP is not built as this view expects: its neurons are "
                 "not supported for this architecture yet")

@@ -116,9 +116,9 @@ def test_a_model_too_big_to_patch_exactly_gets_estimates_and_its_strongest_cells
     estimate = attribution_patching.attribution_patching(model, clean, corrupted, tokenizer.vocab_size, answers)
     exact = activation_patching(model, clean, corrupted, tokenizer.vocab_size, answers)
     np.testing.assert_allclose(as_array(charts(at)[1]["data"][0]["z"]), estimate.heads, atol=1e-5)
-    residual, heads = estimate.strongest(3)
+    residual, heads = estimate.strongest(attribution_patching.CHECKED)
     checked = at.dataframe[0].value
-    assert checked["cell (patched exactly)"].tolist()[3:] == [f"L{layer} H{head}" for layer, head in heads]
+    assert checked["cell (patched exactly)"].tolist()[attribution_patching.CHECKED:] == [f"L{layer} H{head}" for layer, head in heads]
     expected = [exact.residual[cell] for cell in residual] + [exact.heads[cell] for cell in heads]
     assert checked["exact"].tolist() == [f"{value:+.2f}" for value in expected]
     linked = sorted(((exact.heads[cell], cell) for cell in heads), reverse=True)  # the checked heads, by exact share
@@ -171,12 +171,18 @@ def test_a_link_keeps_its_text(runs):
     assert len(charts(at)[0]["data"][0]["x"]) == 6
 
 
-def test_a_layout_it_cannot_take_apart_is_named_and_the_lens_still_works(runs):
-    make_checkpoint(runs / "parallel", parallel_residual=True)
-    at = open_inside()
+def test_a_parallel_residual_is_taken_apart_and_sandwich_norms_are_named(runs):
+    folder = make_checkpoint(runs / "parallel", sharpen=5.0, parallel_residual=True)
+    make_checkpoint(runs / "sandwich", norm="rmsnorm", norm_position="sandwich")
+    at = show(open_inside(ins_model="parallel"), "Direct logit attribution")
+    assert not infos(at)
+    target, own = at.selectbox(key="ins_target").value, logits(folder, at.text_area(key="ins_text").value)
+    assert sum(as_array(bar["y"]).sum() for bar in charts(at)[0]["data"]) == pytest.approx(float(own[-1, target]),
+                                                                                           abs=1e-3)
+    at = open_inside(ins_model="sandwich")
     assert charts(at), "the lens reads any layout"
     show(at, "Direct logit attribution")
-    assert any("parallel residual" in m and "not supported for this architecture yet" in m for m in infos(at))
+    assert any("sandwich-norm" in m and "not supported for this architecture yet" in m for m in infos(at))
     assert not charts(at)
 
 

@@ -25,10 +25,20 @@ CLEAN = [3, 5, 7, 9, 11, 13, 3, 5, 7]
 CORRUPTED = [3, 5, 8, 9, 11, 13, 3, 5, 7]  # one token changed
 
 
-@pytest.fixture(scope="module")
-def model():
-    """Three layers, four heads, random biases and sharp attention: nothing cancels by accident."""
-    return sharpen_attention(tiny_gpt(VOCAB, sharpen=5.0, n_layer=3, n_head=4), 3.0)
+LAYOUTS = {"sequential": {}, "parallel": dict(parallel_residual=True), "post-norm": dict(norm_position="post")}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def model(request):
+    """Three layers, four heads, random biases and sharp attention: nothing cancels by accident; in
+    each residual layout (GPT-2's, a parallel residual as GPT-J and Pythia, post-norm)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=3, n_head=4, n_embd=32,
+                          **LAYOUTS[request.param])).eval()
+    with torch.no_grad():  # the norm the head reads, scaled: next-token distributions that are not flat
+        last = model.transformer.h[-1].ln_2 if request.param == "post-norm" else model.transformer.ln_f
+        last.weight.mul_(5.0)
+    return sharpen_attention(model, 3.0)
 
 
 def own_logits(model, ids) -> torch.Tensor:
@@ -62,32 +72,46 @@ def test_the_lens_reads_each_layers_residual_through_the_final_norm(model):
 
 
 def reference_attribution(model, ids, position, target) -> dict[str, float]:
-    """Each head's and MLP's direct effect from hooks on a copy: a head's write is its slice of the
-    projection's input times its slice of the weight; the final LayerNorm's σ is taken from the
-    final residual and frozen."""
+    """Each head's and MLP's direct effect from hooks on a copy: with every LayerNorm's σ frozen at
+    its value in this run and every attention's and MLP's output frozen too, the logit is affine in
+    what each part writes, so a part's direct effect is the logit less the logit with that part's
+    write taken out (a head's write: its slice of the projection's input times its slice of the weight)."""
     model = copy.deepcopy(model)
-    seen = {}
+    spreads, outputs, removed = {}, {}, {}
+    capturing = [norm.register_forward_pre_hook(lambda m, args: spreads.__setitem__(
+        m, (args[0].var(-1, unbiased=False, keepdim=True) + m.eps).rsqrt())) for norm in model.modules()
+        if isinstance(norm, torch.nn.LayerNorm)]
     for layer, block in enumerate(model.transformer.h):
-        block.attn.c_proj.register_forward_pre_hook(lambda m, args, layer=layer: seen.__setitem__(f"in{layer}", args[0]))
-        block.mlp.register_forward_hook(lambda m, args, out, layer=layer: seen.__setitem__(f"mlp{layer}", out))
-    model.transformer.ln_f.register_forward_pre_hook(lambda m, args: seen.__setitem__("final", args[0]))
+        capturing += [
+            block.attn.c_proj.register_forward_pre_hook(lambda m, args, l=layer: outputs.__setitem__(("in", l), args[0])),
+            block.attn.register_forward_hook(lambda m, args, out, l=layer: outputs.__setitem__(("attn", l), out[0])),
+            block.mlp.register_forward_hook(lambda m, args, out, l=layer: outputs.__setitem__(("mlp", l), out)),
+        ]
+    own_logits(model, ids)
+    for handle in capturing:
+        handle.remove()
+    for norm in spreads:
+        norm.register_forward_hook(lambda m, args, out: (args[0] - args[0].mean(-1, keepdim=True)) * spreads[m]
+                                   * m.weight + m.bias)
+    for layer, block in enumerate(model.transformer.h):
+        block.attn.register_forward_hook(lambda m, args, out, l=layer: (
+            outputs[("attn", l)] - removed.get(("attn", l), 0), out[1]))
+        block.mlp.register_forward_hook(lambda m, args, out, l=layer: outputs[("mlp", l)] - removed.get(("mlp", l), 0))
+
+    def logit_without(part=None, write=None) -> float:
+        removed.clear()
+        removed.update({part: write} if part else {})
+        return float(own_logits(model, ids)[position, target])
+
+    whole, values = logit_without(), {}
+    D = model.config.n_embd // model.config.n_head
     with torch.no_grad():
-        model(torch.tensor([ids]))
-        ln = model.transformer.ln_f
-        final = seen["final"][0, position]
-        sigma = torch.sqrt(final.var(unbiased=False) + ln.eps)
-        read = ln.weight * model.lm_head.weight[target]
-
-        def effect(vector):
-            return float((vector - vector.mean()) / sigma @ read)
-
-        values = {}
-        D = model.config.n_embd // model.config.n_head
         for layer, block in enumerate(model.transformer.h):
             for head in range(model.config.n_head):
                 cut = slice(head * D, (head + 1) * D)
-                values[f"L{layer} H{head}"] = effect(seen[f"in{layer}"][0, position, cut] @ block.attn.c_proj.weight[cut])
-            values[f"L{layer} MLP"] = effect(seen[f"mlp{layer}"][0, position])
+                write = outputs[("in", layer)][..., cut] @ block.attn.c_proj.weight[cut]
+                values[f"L{layer} H{head}"] = whole - logit_without(("attn", layer), write)
+            values[f"L{layer} MLP"] = whole - logit_without(("mlp", layer), outputs[("mlp", layer)])
     return values
 
 
@@ -100,7 +124,10 @@ def test_direct_attributions_add_up_to_the_logit_and_match_hooks(model, position
     by_label = dict(zip(found.labels, found.values))
     for label, value in reference_attribution(model, CLEAN, position, target).items():
         assert by_label[label] == pytest.approx(value, abs=1e-5), label
-    assert found.kinds.count("head") == 12 and found.labels[0] == "embeddings" and found.labels[-1] == "final norm bias"
+    post = model.config.norm_position == "post"
+    assert found.kinds.count("head") == 12 and found.labels[0] == "embeddings"
+    assert found.labels[-1] == ("L2 ln_2 bias" if post else "final norm bias")
+    assert found.kinds.count("norm bias") == (6 if post else 0) and found.frozen_norms == (6 if post else 1)
     biggest = found.top_heads(2)
     assert abs(biggest[0][2]) >= abs(biggest[1][2]) and (biggest[0][0], biggest[0][1]) in found.heads
 
@@ -113,6 +140,7 @@ def test_patching_everything_gives_the_clean_run_and_nothing_the_corrupted(model
     with torch.no_grad():
         final = run_patched(model, clean, corrupted, [everywhere, Patch(), every_head_and_last])
         logits = model.lm_head(model.transformer.ln_f(final))
+    assert len(clean.layers) == 3 and not torch.equal(clean.final, corrupted.final)
     torch.testing.assert_close(logits[0], own_logits(model, CLEAN), rtol=0, atol=1e-5)
     torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED), rtol=0, atol=1e-5)
     torch.testing.assert_close(logits[2], own_logits(model, CLEAN), rtol=0, atol=1e-5)
@@ -149,7 +177,8 @@ def patched_by_hooks(model, layer, head) -> torch.Tensor:
 
 
 def test_patching_one_head_matches_hooks_and_the_grid_measures_the_logit_difference(model):
-    clean_answer, corrupted_answer = 20, 21
+    moved = own_logits(model, CLEAN)[-1, :N_TOKENS] - own_logits(model, CORRUPTED)[-1, :N_TOKENS]
+    clean_answer, corrupted_answer = int(moved.argmax()), int(moved.argmin())  # the difference the change moves most
     found = activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (clean_answer, corrupted_answer))
 
     def difference(logits):
@@ -176,18 +205,18 @@ def test_patching_refuses_prompts_it_cannot_compare(model):
         activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (20, 20))
 
 
-def test_a_parallel_residual_model_is_refused_rather_than_taken_apart_wrongly(model):
-    parallel = copy.deepcopy(model)
+def test_a_layout_it_does_not_know_is_refused_rather_than_taken_apart_wrongly(model):
+    unknown = copy.deepcopy(model)
 
-    def forward(self, x, probe):  # GPT-J / NeoX layout: attention and MLP read the same input
+    def forward(self, x, probe):  # the MLP reads the attention's output alone: no model has this layout
         attended, steps = self.attn(self.ln_1(x), probe)
-        return x + attended + self.mlp(self.ln_2(x)), steps
+        return x + attended + self.mlp(self.ln_2(attended)), steps
 
-    for block in parallel.transformer.h:
+    for block in unknown.transformer.h:
         block.forward = types.MethodType(forward, block)
-    for view in (lambda: direct_attribution(parallel, CLEAN, 3, 4), lambda: trace(parallel, CLEAN),
-                 lambda: activation_patching(parallel, CLEAN, CORRUPTED, N_TOKENS, (1, 2)),
-                 lambda: top_neurons(parallel, CLEAN, 2, 3)):
+    for view in (lambda: direct_attribution(unknown, CLEAN, 3, 4), lambda: trace(unknown, CLEAN),
+                 lambda: activation_patching(unknown, CLEAN, CORRUPTED, N_TOKENS, (1, 2)),
+                 lambda: top_neurons(unknown, CLEAN, 2, 3)):
         with pytest.raises(UnsupportedArchitecture, match="not supported for this architecture yet"):
             view()
 
@@ -263,12 +292,22 @@ def test_the_decomposition_follows_the_architecture_switches_inside_the_blocks()
     assert len(top_neurons(model, CLEAN, 3, 4)) == 4
 
 
-@pytest.mark.parametrize("switch", [dict(parallel_residual=True), dict(norm_position="post")])
-def test_layouts_it_cannot_take_apart_are_refused_by_name(switch):
+def test_sandwich_norms_are_refused_by_name():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32, **switch)).eval()
-    with pytest.raises(UnsupportedArchitecture, match="not supported for this architecture yet"):
-        direct_attribution(model, CLEAN, 3, 4)
-    with pytest.raises(UnsupportedArchitecture, match="parallel residual" if "parallel_residual" in switch else "post-norm"):
-        activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, (1, 2))
-    assert logit_lens(model, CLEAN, N_TOKENS).top_ids.shape == (3, len(CLEAN), 5)  # the lens reads any layout
+    settings = dict(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    sandwich = GPT(GPTConfig(**settings, norm="rmsnorm", norm_position="sandwich")).eval()
+    with pytest.raises(UnsupportedArchitecture, match="sandwich-norm blocks.*not supported for this architecture yet"):
+        direct_attribution(sandwich, CLEAN, 3, 4)
+    with pytest.raises(UnsupportedArchitecture, match="sandwich-norm"):
+        activation_patching(sandwich, CLEAN, CORRUPTED, N_TOKENS, (1, 2))
+    assert logit_lens(sandwich, CLEAN, N_TOKENS).top_ids.shape == (3, len(CLEAN), 5)  # the lens reads any layout
+
+
+def test_a_mixture_of_experts_is_attributed_as_one_write_per_block_and_its_neurons_are_refused():
+    torch.manual_seed(0)
+    settings = dict(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    experts = GPT(GPTConfig(**settings, n_experts=4)).eval()
+    found = direct_attribution(experts, CLEAN, 3, 4)  # a mixture's output is still one write per block
+    assert found.values.sum() == pytest.approx(float(own_logits(experts, CLEAN)[3, 4]), abs=1e-4)
+    with pytest.raises(UnsupportedArchitecture, match="mixtures of experts"):
+        top_neurons(experts, CLEAN, 2, 3)

@@ -67,13 +67,22 @@ def render_attribution(view: InsideView) -> None:
     st.markdown(f"The parts add up to the logit of **{plain(token)}**: {found.values.sum():.3f} "
                 f"(the model's own: {found.logit:.3f}).")
     open_top_heads(view, found, position)
-    st.caption(
-        "Each bar is what one part of the model writes into the residual stream at this position, read "
-        "along the direction of the target's output row. The final LayerNorm divides by the spread σ of the "
-        f"whole residual at this position; σ is frozen at its value here (1/σ = {found.inverse_spread:.3f}), "
-        "which makes the norm linear, so the parts add up exactly. Direct only: what a head does through "
-        "later layers is not counted here; activation patching measures that."
-    )
+    st.caption(("Each bar is what one part of the model writes into the residual stream at this position, read "
+                "along the direction of the target's output row. " + linearisation(found) + " Direct only: what a "
+                "head does through later layers is not counted here; activation patching measures that."))
+
+
+def linearisation(found: Attribution) -> str:
+    """How the norms were made linear, so that the parts add up: one final norm, or (post-norm) every one."""
+    if found.frozen_norms == 1:
+        return ("The final norm divides by the spread σ of the whole residual at this position; σ is frozen at its "
+                f"value here (1/σ = {found.inverse_spread:.3f}), which makes the norm linear, so the parts add up "
+                "exactly.")
+    return (f"This model is post-norm: each block normalises the stream after each addition, so a part reaches the "
+            f"output through every later norm ({found.frozen_norms} in all). Each is frozen at its own σ here, the "
+            "reading direction is carried back through them, and their shifts β are bars of their own (\"norm "
+            "bias\"), so the parts add up exactly; a part's bar is its push through those frozen scales, not what "
+            "removing it would do, since every norm would then rescale.")
 
 
 def open_top_heads(view: InsideView, found: Attribution, position: int) -> None:

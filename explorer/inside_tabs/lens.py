@@ -46,22 +46,36 @@ def render_lens(view: InsideView) -> None:
     chart(lens_figure(found, view.labels, view.label_of, f"{view.name}: the guess after each layer", marked),
           "ins_lens", f"{view.name}-logit-lens")
     last = len(view.ids) - 1
-    settled = found.rows[found.settles_at()[last]]
+    settles = int(found.settles_at()[last])
     answer = view.label_of(int(found.final_ids[last]))
     st.markdown(f"After the last token the model says **{plain(answer)}**; that guess is on top from "
-                f"**{settled}** on.")
+                f"**{found.rows[settles]}** on.")
     if marked is not None:
-        layer, head, score = induction
-        st.markdown(f"The outlined row is the block of the strongest induction head, layer {layer} head {head} "
-                    f"(score {score:.2f} on the induction probe), the head that looks where the answer was "
-                    "before. Compare: from which block on can the answer be read? A head moves the letter; "
-                    "the blocks after it may still have to make it readable.")
+        st.markdown(induction_note(induction, marked, settles, found.rows))
+    post = view.checkpoint.model.config.norm_position == "post"
     st.caption(
-        "Each row stops the model after one block: the residual stream at that point goes through the final "
-        "LayerNorm and the output head as if no block came after. A cell's colour is the probability that "
+        "Each row stops the model after one block: the residual stream at that point goes through the "
+        + ("output head as it is (this model is post-norm: each block ends with a norm, and there is no final "
+           "one)" if post else "final norm and the output head")
+        + " as if no block came after. A cell's colour is the probability that "
         "early reading gives to the model's final guess at that position; its text (on short texts) is the "
         "early reading's own top guess; hover for its top five. The last row is the model's real output."
         + (" For a vocabulary this large the earlier rows go through the head in bf16 (about 4× faster on this "
            "CPU); each cell's 32 likeliest tokens are then recomputed in fp32, so the guesses are fp32's and "
            "the probabilities within about 1% of them. The last row is fp32 throughout." if found.fast else "")
     )
+
+
+def induction_note(induction: tuple[int, int, float], marked: int, settles: int, rows: tuple[str, ...]) -> str:
+    """Where the strongest induction head sits (the outlined row) against where the last guess settles."""
+    layer, head, score = induction
+    note = (f"The outlined row is **{rows[marked]}**, the block of the strongest induction head, layer {layer} "
+            f"head {head} (score {score:.2f} on the induction probe): the head that looks where the answer was "
+            "before. ")
+    if settles == marked:
+        return note + "The answer becomes readable right there: that head moves it, and the lens reads it at once."
+    if settles > marked:
+        return note + (f"The answer becomes readable {settles - marked} block(s) later, after **{rows[settles]}**: "
+                       "the head moves the letter, and the blocks after it still make it readable.")
+    return note + (f"The answer is readable already after **{rows[settles]}**, before that block: something "
+                   "earlier predicts it here, and the head need not be what decides it (patching tells).")

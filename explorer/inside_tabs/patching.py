@@ -15,12 +15,12 @@ from explorer.plain_text import plain
 from explorer.token_view import token_label
 from explorer.url_state import BIND, bind_text
 from explorer.widgets import chart, table
-from lm.attribution_patching import check_strongest, choose_patching
+from lm.attribution_patching import CHECKED, check_strongest, choose_patching
 from lm.checkpoint import Checkpoint
 from lm.patching import Patching, PatchingError
 from lm.trace import UnsupportedArchitecture
 
-TOP = 3  # the strongest heads linked; and, for estimates, the strongest cells of each grid checked exactly
+TOP = 3  # the strongest heads linked
 PICKABLE = 40  # residual cells offered to check, the strongest estimates first (every head is offered)
 
 Cell = tuple[str, int, int]  # ("residual", layer, position) or ("head", layer, head)
@@ -113,7 +113,7 @@ def check_exactly(view: InsideView, corrupted: tuple[int, ...], answers: tuple[i
                   found: Patching, labels: tuple[str, ...]) -> list[tuple[int, int, float]] | None:
     """The strongest estimated cells, and any the student picks, patched exactly: a table of
     estimate against exact. Returns the heads checked, (layer, head, exact share), most restoring first."""
-    residual, heads = found.strongest(TOP)
+    residual, heads = found.strongest(CHECKED)
     strongest = [("residual", *cell) for cell in residual] + [("head", *cell) for cell in heads]
 
     def name(cell: Cell) -> str:
