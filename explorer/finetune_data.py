@@ -56,8 +56,25 @@ def _registered_examples(method: str, name: str, stamp: tuple) -> list:
     return load_examples(method, name)
 
 
-def data_input(method: str) -> DataChoice | None:
-    """The data the method trains on; None (having said why) while there is none usable yet."""
+def data_sets(method: str) -> dict[str, str]:
+    """The built-in data the method can read, title: name (the synthetic puzzles first for instructions)."""
+    sets = {d.title: name for name, d in DATASETS.items() if d.kind == KINDS[method]}
+    return {SYNTHETIC_TITLE: SYNTHETIC, **sets} if method == "instruct" else sets
+
+
+def chosen_data(method: str) -> str | None:
+    """The data name the form's data choice shows for `method` (its first set when the choice is
+    another method's), "" for an upload, None for continue's text."""
+    if method == "continue":
+        return None
+    sets = data_sets(method)
+    title = st.session_state.get("ft_data")
+    return "" if title == UPLOAD else sets.get(title, next(iter(sets.values()), ""))
+
+
+def data_input(method: str, on_change=None) -> DataChoice | None:
+    """The data the method trains on; None (having said why) while there is none usable yet.
+    `on_change` runs when another data set is chosen (its own settings)."""
     if method == "continue":
         corpus = corpus_input("ft", "Text to continue on")
         if corpus is None:
@@ -67,10 +84,8 @@ def data_input(method: str) -> DataChoice | None:
         if registered is not None:
             return DataChoice(registered.name, description)
         return DataChoice("", description, upload=("data.txt", text.encode("utf-8")))
-    sets = {d.title: name for name, d in DATASETS.items() if d.kind == KINDS[method]}
-    if method == "instruct":
-        sets = {SYNTHETIC_TITLE: SYNTHETIC, **sets}
-    source = st.radio("Data", [*sets, UPLOAD], horizontal=True, key="ft_data", bind=BIND)
+    sets = data_sets(method)
+    source = st.radio("Data", [*sets, UPLOAD], horizontal=True, key="ft_data", bind=BIND, on_change=on_change)
     if source == UPLOAD:
         return _uploaded(method)
     return _registered(method, sets[source])

@@ -3,9 +3,10 @@ of the model: LoRA's point), the memory, and the time, timed here on this very m
 
 The time reuses the Train page's measurement (explorer.run_start.step_costs: a few real AdamW
 steps of the model at the run's batch, on the run's threads) at the length of the data's
-typical example. That step updates every weight, so for LoRA or frozen blocks, which skip most
-weight gradients, it is an upper bound; DPO is counted as twice the batch (the chosen and the
-rejected answer) plus the reference model's forward pass over both."""
+typical example. That step updates every weight; LoRA or frozen blocks change it by a ratio
+timed here too (lm.finetune.timing.step_ratio: frozen weights skip their own gradients, LoRA
+adds small layers, and which wins depends on the model). DPO is counted as twice the batch (the
+chosen and the rejected answer) plus the reference model's forward pass over both."""
 
 from __future__ import annotations
 
@@ -78,9 +79,14 @@ def timing_config(request: FinetuneRequest, config: GPTConfig, length: int, devi
     )
 
 
-def run_time(request: FinetuneRequest, costs: StepCosts, startup: float) -> TimeEstimate:
-    """The whole run from the timed step: its steps, an evaluation with a checkpoint every interval
-    (timed as that many validation batches), and the start; DPO's reference passes added."""
-    step = costs.train_step * (1 + REFERENCE_FORWARD if request.method == "dpo" else 1)
+def trains_everything(request: FinetuneRequest) -> bool:
+    return not request.lora_rank and request.trainable_blocks is None
+
+
+def run_time(request: FinetuneRequest, costs: StepCosts, startup: float, ratio: float = 1.0) -> TimeEstimate:
+    """The whole run from the timed step (a step training every weight, times `ratio` for what
+    this request trains): its steps, an evaluation with a checkpoint every interval (timed as that
+    many validation batches), and the start; DPO's reference passes added."""
+    step = costs.train_step * (ratio + (REFERENCE_FORWARD if request.method == "dpo" else 0))
     schedule = TrainConfig(max_steps=request.max_steps, eval_every=request.eval_interval, sample_every=0, snapshot_every=0)
     return estimate(schedule, replace(costs, train_step=step), startup)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from explorer.finetune_data import DataChoice, data_input, describe
+from explorer.finetune_data import DataChoice, chosen_data, data_input, describe
 from explorer.finetune_runs import LORA_TARGETS, METHODS, FinetuneRequest
 from explorer.finetune_template import template_section
 from explorer.models import ModelEntry, find_models
@@ -17,13 +17,13 @@ from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.presenter import control
 from explorer.url_state import BIND
-from lm.finetune.config import METHOD_DEFAULTS, FinetuneConfig
+from lm.finetune.config import FinetuneConfig, defaults
 from lm.finetune.lora import check_targets
 from lm.checkpoint import CONFIG_FILE, TOKENIZER_FILE, CheckpointError, read_config
 from lm.model import GPTConfig
 from lm.tokenizer import TokenizerError, load_tokenizer
 
-DEFAULTS = FinetuneConfig()  # the settings lm finetune starts from, besides each method's own (METHOD_DEFAULTS)
+DEFAULTS = FinetuneConfig()  # the settings lm finetune starts from, besides each method's and data's own (defaults)
 ALL = "all"
 TRAINING_INPUTS = {  # field: (label, min, max, step, help)
     "max_steps": ("Steps", 1, 100_000, 50, "optimizer steps to train for"),
@@ -49,15 +49,17 @@ def _model_parts(folder: str, stamp: FileStamp) -> tuple[GPTConfig, object]:
     return config, load_tokenizer(f"{folder}/{TOKENIZER_FILE}")
 
 
-def method_defaults(method: str) -> dict:
-    """The training inputs' values for `method`: lm finetune's own defaults."""
-    return {name: METHOD_DEFAULTS[method].get(name, getattr(DEFAULTS, name)) for name in TRAINING_INPUTS}
+def method_defaults(method: str, data: str | None = None) -> dict:
+    """The training inputs' values for `method` on `data`: lm finetune's own defaults."""
+    own = defaults(method, data)
+    return {name: own.get(name, getattr(DEFAULTS, name)) for name in TRAINING_INPUTS}
 
 
 def apply_defaults() -> None:
-    """The chosen method's own settings (a new method, or the first draw of the form)."""
+    """The chosen method's settings for the chosen data (a new method or data, or the first draw of the form)."""
     by_title = {title: name for name, (title, _) in METHODS.items()}
-    for name, value in method_defaults(by_title.get(st.session_state.get("ft_method"), "classify")).items():
+    method = by_title.get(st.session_state.get("ft_method"), "classify")
+    for name, value in method_defaults(method, chosen_data(method)).items():
         st.session_state[f"ft_{name}"] = value
 
 
@@ -153,7 +155,7 @@ def finetune_form() -> FinetuneChoice | None:
         source = source_input()
         method = method_input()
     with right:
-        data = data_input(method)
+        data = data_input(method, on_change=apply_defaults)
         if data is not None and data.examples:
             st.caption(describe(data, method))
     if source is None:

@@ -3,20 +3,25 @@ memory, time), its name, and Start, which launches `python -m lm finetune` in a 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from explorer import runs, workspace
 from explorer.finetune_estimate import (
-    example_lengths, memory_bytes, run_time, timing_config, trainable_parameters, typical_length,
+    example_lengths, memory_bytes, run_time, timing_config, trainable_parameters, trains_everything, typical_length,
 )
 from explorer.finetune_form import FinetuneChoice
-from explorer.finetune_runs import start_finetune
+from explorer.finetune_runs import FinetuneRequest, start_finetune
 from explorer.plain_text import plain
 from explorer.run_start import process_startup, step_costs
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
 from lm.device import resolve_device
 from lm.estimate import run_threads
+from lm.finetune.loop import choose_trainable
+from lm.finetune.timing import step_ratio
+from lm.model import GPTConfig
 from lm.sizing import physical_memory_bytes
 
 
@@ -24,6 +29,13 @@ from lm.sizing import physical_memory_bytes
 def _typical_length(method: str, data: str, _examples, spec: str, _tokenizer, block_size: int) -> int:
     """Cached on the data and the tokenizer's name (the examples and tokenizer themselves are not hashed)."""
     return typical_length(example_lengths(method, _examples, _tokenizer, block_size), block_size)
+
+
+@st.cache_resource(show_spinner="Timing a step of what trains against one that trains every weight…", ttl=600,
+                   max_entries=16)
+def _step_ratio(config: GPTConfig, request: FinetuneRequest, batch: int, length: int, device: str, threads: int) -> float:
+    """Timed once per model, choice of what trains and batch for ten minutes (the machine's load changes)."""
+    return step_ratio(config, lambda model: choose_trainable(model, request), batch, length, device, threads)
 
 
 def show_estimates(choice: FinetuneChoice) -> str | None:
@@ -47,14 +59,18 @@ def show_estimates(choice: FinetuneChoice) -> str | None:
     device = resolve_device("auto")
     threads = run_threads(request.threads or workspace.threads_per_run())
     costs = step_costs(timing_config(request, config, length, device, threads), config)
-    timed = run_time(request, costs, process_startup())
+    what_trains = replace(request, upload=None, max_steps=0, lr=0.0, eval_interval=0, seed=0, data="")  # the cache key
+    ratio = 1.0 if trains_everything(request) else _step_ratio(config, what_trains, request.batch_size, length, device, threads)
+    timed = run_time(request, costs, process_startup(), ratio)
     step_col.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}")
     total_col.metric(f"{request.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}")
     where = device if device != "cpu" else f"the CPU with {threads} thread{'s' if threads > 1 else ''}"
     st.caption(
         f"Timed here on {where}: a few full training steps of this model, {request.batch_size} examples of "
         f"{length} tokens (a typical batch of this data), plus evaluations every {request.eval_interval} steps and the "
-        "start. LoRA and frozen blocks skip most weight gradients, so they train faster than this"
+        "start" + ("" if trains_everything(request) else
+                   f"; a step of what trains here ({'LoRA' if request.lora_rank else 'the last blocks'}) took "
+                   f"{ratio:.2f}× one that trains every weight")
         + ("; DPO counts both answers and the reference model's pass." if request.method == "dpo" else ".")
         + " The evaluation of the starting and the trained model on held-out examples comes on top."
     )

@@ -9,12 +9,15 @@ import pytest
 
 from explorer.finetune_charts import accuracy_figure, confusion_figure, logp_figure, probability_figure, reward_margin_figure
 from explorer.finetune_compare import answers, measures_text, short_prompt
-from explorer.finetune_estimate import memory_bytes, trainable_parameters, typical_length
+from explorer.finetune_estimate import memory_bytes, run_time, trainable_parameters, trains_everything, typical_length
 from explorer.finetune_runs import FinetuneRequest
 from explorer.finetune_template import mask_counts, mask_html
 from explorer.token_view import describe_tokens
 from lm.finetune.data import Example, format_prompt, response_mask
 from lm.finetune.lora import apply_lora, count_trainable
+from lm.estimate import StepCosts
+from lm.finetune.loop import choose_trainable
+from lm.finetune.timing import step_ratio
 from lm.model import GPT, GPTConfig
 from lm.sizing import activation_bytes, parameter_count
 from tests.checkpoints import shakespeare_bpe
@@ -132,6 +135,30 @@ def test_memory_counts_adam_only_for_what_trains_and_dpo_twice():
     assert plain_run == 4 * 100_000 + 12 * 1_000 + activation_bytes(GPTConfig(320, 16, 3, 2, 32), 4)
     dpo = memory_bytes(CONFIG, counts, batch=4, length=16, dpo=True)
     assert dpo == 8 * 100_000 + 12 * 1_000 + activation_bytes(GPTConfig(320, 16, 3, 2, 32), 8)
+
+
+COSTS = StepCosts(train_step=0.5, evaluation=2.0, sample=0.0, snapshot=0.0, checkpoint=1.0, log=0.0, timed_batch=4)
+
+
+def test_the_time_scales_the_full_step_by_what_trains_and_adds_dpo_reference_passes():
+    plain_run = run_time(request(max_steps=10, eval_interval=5), COSTS, startup=3.0)
+    assert plain_run.step_seconds == 0.5 and plain_run.run_seconds == 3.0 + 10 * 0.5 + 2 * (2.0 + 1.0)
+    lora = run_time(request(max_steps=10, eval_interval=5, lora_rank=4), COSTS, startup=3.0, ratio=0.6)
+    assert lora.step_seconds == pytest.approx(0.3) and lora.training == pytest.approx(10 * 0.3)
+    dpo = run_time(request(method="dpo", max_steps=10, eval_interval=5, lora_rank=4), COSTS, startup=3.0, ratio=0.6)
+    assert dpo.step_seconds == pytest.approx(0.5 * (0.6 + 1 / 3))  # the reference model's forward is never trained
+    assert trains_everything(request()) and not trains_everything(request(lora_rank=4))
+    assert not trains_everything(request(trainable_blocks=3))  # all three blocks, but the embeddings are frozen
+
+
+def test_the_step_ratio_times_both_models_and_keeps_the_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    prepared = []
+    ratio = step_ratio(CONFIG, lambda model: prepared.append(choose_trainable(model, request(trainable_blocks=1))),
+                       batch=2, length=8, threads=1)
+    assert prepared and 0 < ratio < math.inf and torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("lengths, expected", [([], 32), ([5] * 9 + [100], 32), (list(range(1, 11)), 10), ([3, 4], 4)])

@@ -161,3 +161,15 @@ def test_synthetic_instructions_are_distinct_and_correct():
     tokenizer = shakespeare_bpe()  # each letter one token, the same in the input and the answer
     assert tokenizer.encode(reverse.output)[::2] == tokenizer.encode(reverse.input)[::-2]
     assert synthetic_examples(seed=1) == examples != synthetic_examples(seed=2)
+
+
+def test_each_data_set_has_its_own_defaults_and_given_settings_win():
+    from lm.finetune.config import FinetuneConfig
+
+    synthetic = FinetuneConfig(method="instruct", source="m").resolved()
+    assert (synthetic.data, synthetic.lr, synthetic.max_steps, synthetic.batch_size) == ("synthetic", 3e-3, 1500, 16)
+    alpaca = FinetuneConfig(method="instruct", source="m", data="instructions").resolved()
+    assert (alpaca.lr, alpaca.max_steps, alpaca.batch_size) == (3e-4, 300, 8)
+    upload = FinetuneConfig(method="instruct", source="m", data="mine.jsonl", lr=1e-3).resolved()
+    assert (upload.lr, upload.max_steps) == (1e-3, 300)
+    assert FinetuneConfig(method="classify", source="m").resolved().lr == 1e-3

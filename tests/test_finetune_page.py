@@ -74,6 +74,16 @@ def test_each_method_starts_from_its_own_settings(base):
     assert at.number_input(key="ft_max_steps").value == 1500  # what the demo model needs to learn the puzzles
 
 
+def test_each_data_set_starts_from_its_own_settings(base):
+    at = open_finetune(ft_method="Follow instructions")
+    assert at.number_input(key="ft_lr").value == 3e-3  # the synthetic puzzles: a new skill, learned fast
+    at.radio(key="ft_data").set_value("Alpaca-style instructions").run()
+    assert (at.number_input(key="ft_lr").value, at.number_input(key="ft_max_steps").value) == (3e-4, 300)
+    assert at.number_input(key="ft_batch_size").value == 8
+    at.radio(key="ft_data").set_value("Synthetic puzzles").run()
+    assert (at.number_input(key="ft_lr").value, at.number_input(key="ft_max_steps").value) == (3e-3, 1500)
+
+
 def test_instruction_tuning_shows_which_tokens_the_loss_counts(base):
     at = open_finetune(ft_method="Follow instructions")  # a link names the label
     chips = next(h.proto.body for h in at.get("html") if 'class="tok"' in h.proto.body)

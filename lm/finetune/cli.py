@@ -10,7 +10,7 @@ import sys
 
 from tqdm import tqdm
 
-from lm.finetune.config import METHOD_DEFAULTS, METHODS, FinetuneConfig, option_fields
+from lm.finetune.config import METHODS, FinetuneConfig, defaults, option_fields
 from lm.finetune.loop import FinetuneRun, resume_settings
 from lm.slots import training_slot
 
@@ -25,7 +25,9 @@ def add_finetune_parser(commands) -> None:
     )
     methods = finetune.add_subparsers(dest="method", required=True)
     for method in METHODS:
-        parser = methods.add_parser(method, help=f"defaults: {', '.join(f'{k} {v}' for k, v in METHOD_DEFAULTS[method].items())}")
+        shown, other = defaults(method), defaults(method, "")
+        parser = methods.add_parser(method, help=f"defaults: {', '.join(f'{k} {v}' for k, v in shown.items())}" + (
+            f"; on other data: {', '.join(f'{k} {v}' for k, v in other.items() if k != 'data')}" if other != shown else ""))
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         for f in option_fields():
             flag = "--from" if f.name == "source" else "--" + f.name.replace("_", "-")
