@@ -58,7 +58,7 @@ def load_figure(routing: Routing, height: int = 360) -> go.Figure:
     L, n = load.shape
     layers = [f"layer {layer}" for layer in range(L)]
     fig = go.Figure([go.Bar(
-        y=layers, x=load[:, e], orientation="h", name=f"expert {e}", marker=dict(color=expert_colour(e),
+        y=layers, x=load[:, e].tolist(), orientation="h", name=f"expert {e}", marker=dict(color=expert_colour(e),
                                                                                  line=dict(color="#495057", width=1)),
         text=[f"{e}" for _ in range(L)], textposition="inside", insidetextanchor="middle", textangle=0,
         hovertemplate=f"expert {e}, %{{y}}: %{{x:.0%}} of the choices<extra></extra>",

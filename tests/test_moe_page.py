@@ -1,0 +1,55 @@
+"""The Attention page's Experts tab (AppTest): shown for a mixture-of-experts model only, and
+what it draws is the model's own routing, computed here through lm.moe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from explorer.expert_charts import choices_text
+from lm.checkpoint import load_checkpoint
+from lm.moe import routing
+from tests.checkpoints import make_checkpoint
+from tests.conftest import open_page
+
+PAGE = "app_pages/attention.py"
+TEXT = "To be, or not to be: that is the question."
+
+
+@pytest.fixture
+def runs(app_dirs):
+    return app_dirs / "runs"
+
+
+def tab_labels(at) -> list[str]:
+    return [tab.label for tab in at.tabs]
+
+
+def test_the_experts_tab_shows_the_models_own_routing(runs):
+    folder = make_checkpoint(runs / "moe", n_experts=4, experts_top_k=2)
+    at = open_page(PAGE)
+    at.text_area(key="att_text").set_value(TEXT).run()
+    assert "Experts" in tab_labels(at)
+    at.session_state["att_tab"] = "Experts"
+    at.run()
+    assert not at.exception, at.exception
+    checkpoint = load_checkpoint(folder)
+    expected = routing(checkpoint.model, checkpoint.tokenizer.encode(TEXT))
+    last = len(checkpoint.tokenizer.encode(TEXT)) - 1
+    lines = [m.value for m in at.markdown if m.value.startswith("layer 0")]
+    experts, weights = expected.experts.numpy(), expected.weights.numpy()
+    assert lines == [f"layer 0 → {choices_text(experts[0, last], weights[0, last])}  \n"
+                     f"layer 1 → {choices_text(experts[1, last], weights[1, last])}"]
+    chips = next(h.proto.body for h in at.get("html") if "layer 0" in h.proto.body)
+    assert chips.count('<span title="experts ') == 2 * (last + 1)  # a chip a token a layer
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    shares = np.array([bar["x"] for bar in bars]).T  # [layers, experts]
+    np.testing.assert_allclose(shares, expected.load.numpy(), atol=1e-6)
+
+
+def test_a_dense_model_has_no_experts_tab(runs):
+    make_checkpoint(runs / "dense")
+    at = open_page(PAGE)
+    assert "Model view" in tab_labels(at) and "Experts" not in tab_labels(at)
