@@ -17,7 +17,8 @@ from explorer.plain_text import plain
 from explorer.run_continue import continue_control
 from explorer.training_guide import diagnose
 from explorer.training_view import (
-    STATES, accuracy_figure, grad_norm_figure, has_task_accuracy, loss_figure, lr_figure, progress_text,
+    STATES, accuracy_figure, balance_figure, grad_norm_figure, has_balance_loss, has_task_accuracy, loss_figure,
+    lr_figure, progress_text,
 )
 from explorer.widgets import chart
 from lm.device import resolve_device
@@ -125,7 +126,8 @@ def run_actions(column, info: runs.RunInfo, key: str) -> None:
 
 
 def charts(name: str, folder: Path, metrics: list[dict]) -> None:
-    """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm."""
+    """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm,
+    and a mixture of experts' load balance."""
     try:
         stamp = FileStamp.of(folder / METRICS_FILE)
     except OSError:  # deleted meanwhile: the next look says so
@@ -139,6 +141,8 @@ def charts(name: str, folder: Path, metrics: list[dict]) -> None:
         chart(figures["lr"], "train_lr_chart", f"{name}-learning-rate")
     with right:
         chart(figures["grad"], "train_grad_chart", f"{name}-gradient-norm")
+    if "balance" in figures:
+        chart(figures["balance"], "train_balance_chart", f"{name}-expert-balance")
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -150,4 +154,6 @@ def live_figures(metrics_stamp: FileStamp, vocab: int | None, _metrics: list[dic
     figures = {"loss": loss_figure(_metrics, uniform), "lr": lr_figure(_metrics), "grad": grad_norm_figure(_metrics)}
     if has_task_accuracy(_metrics):
         figures["accuracy"] = accuracy_figure(_metrics)
+    if has_balance_loss(_metrics):  # a mixture of experts
+        figures["balance"] = balance_figure(_metrics)
     return figures

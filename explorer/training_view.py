@@ -17,6 +17,7 @@ from lm.estimate import eta_seconds
 MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"
 ACCURACY_COLOUR = "#c2255c"
+BALANCE_COLOUR = "#f08c00"
 STATES = {  # state: (label, st.badge colour)
     "starting": ("⏳ starting", "blue"),
     "running": ("▶️ running", "green"),
@@ -118,6 +119,20 @@ def accuracy_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Fig
     )
     fig.update_traces(mode="lines+markers", marker=dict(size=10))
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig
+
+
+def has_balance_loss(metrics: list[dict]) -> bool:
+    return any("balance_loss" in r for r in metrics)
+
+
+def balance_figure(metrics: list[dict], max_points: int = MAX_POINTS) -> go.Figure:
+    """A mixture of experts' load-balancing loss (lm.moe): 1 when the router spreads the tokens
+    evenly over the experts, up to the number of experts when one takes them all."""
+    fig = metric_figure(metrics, "balance_loss", "Expert load balance: 1 is an even share", "balance loss",
+                        BALANCE_COLOUR, max_points)
+    fig.add_hline(y=1, line_dash="dot", line_color="#495057")
+    fig.update_yaxes(rangemode="normal", tickformat=".3~f")  # it stays near 1: show where
     return fig
 
 

@@ -1,5 +1,6 @@
-"""The Attention page's Experts tab (AppTest): shown for a mixture-of-experts model only, and
-what it draws is the model's own routing, computed here through lm.moe."""
+"""A mixture of experts in the app: the Attention page's Experts tab (AppTest), shown for such a
+model only and drawing the model's own routing (computed here through lm.moe), and the Train
+page's balance-loss curve."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from explorer.expert_charts import choices_text
+from explorer.training_view import balance_figure, has_balance_loss
 from lm.checkpoint import load_checkpoint
 from lm.moe import routing
 from tests.checkpoints import make_checkpoint
@@ -53,3 +55,11 @@ def test_a_dense_model_has_no_experts_tab(runs):
     make_checkpoint(runs / "dense")
     at = open_page(PAGE)
     assert "Model view" in tab_labels(at) and "Experts" not in tab_labels(at)
+
+
+def test_the_train_page_plots_the_balance_loss_only_when_logged():
+    metrics = [{"step": s, "train_loss": 3.0, "balance_loss": 1.0 + 0.1 / s} for s in (10, 20, 30)]
+    assert has_balance_loss(metrics) and not has_balance_loss([{"step": 10, "train_loss": 3.0}])
+    figure = balance_figure(metrics)
+    assert list(figure.data[0].x) == [10, 20, 30]
+    assert list(figure.data[0].y) == [m["balance_loss"] for m in metrics]
