@@ -43,8 +43,9 @@ import_form()
 
 st.subheader("Small open-weight models")
 st.write(
-    "Today's small open models (SmolLM2, Qwen3, Pythia) open here like your own: their weights are copied "
-    "name by name into this project's GPT, with its architecture switches set to match (RoPE, RMSNorm, SwiGLU, "
-    "grouped key/value heads). Download one from Hugging Face, or import a model folder you already have."
+    "Today's small open models (SmolLM2, Qwen3, Pythia, Gemma 3) open here like your own: their weights are "
+    "copied name by name into this project's GPT, with its architecture switches set to match (RoPE, RMSNorm, "
+    "SwiGLU, grouped key/value heads, Gemma's sandwich norms). Download one from Hugging Face, or import a model "
+    "folder you already have."
 )
 open_models_form()
