@@ -10,7 +10,9 @@ import plotly.graph_objects as go
 from explorer.architecture_text import attention_kind, kv_sharing, why
 from explorer.attention_maps import FONT
 from lm.model import GPTConfig
-from lm.sizing import flops_per_token, norm_count, parameter_breakdown, parameter_count, training_memory_bytes
+from lm.sizing import (
+    active_parameter_count, flops_per_token, norm_count, parameter_breakdown, parameter_count, training_memory_bytes,
+)
 
 CONFIG_MEANINGS = {
     "vocab_size": "different tokens it knows",
@@ -56,6 +58,9 @@ def architecture_rows(config: GPTConfig) -> list[dict]:
     if config.attn_scale_size:
         rows.append({"setting": "attention scale", "value": f"1/√{config.attn_scale_size}",
                      "meaning": "scores are QKᵀ/√ of this instead of the head size (Gemma 3's query_pre_attn_scalar)"})
+    if config.n_experts:
+        rows.append({"setting": "experts", "value": f"{config.experts_top_k} of {config.n_experts} a token",
+                     "meaning": why("n_experts", config.n_experts)})
     if config.scale_embeddings:
         rows.append({"setting": "embedding scale", "value": f"√{config.n_embd:,}",
                      "meaning": "token embeddings are multiplied by √width on the way in (Gemma)"})
@@ -74,9 +79,10 @@ def architecture_rows(config: GPTConfig) -> list[dict]:
 
 def size_estimates(config: GPTConfig) -> dict[str, str]:
     """What the model costs: memory, and arithmetic per token, from lm.model's formulas."""
-    n = parameter_count(config)
+    n, active = parameter_count(config), active_parameter_count(config)
     return {
         "Parameters": si(n),
+        **({"Active per token": si(active)} if active != n else {}),  # a mixture of experts
         "Weights (fp32)": si(4 * n, "B"),
         "Training memory": si(training_memory_bytes(config), "B"),
         "Forward FLOPs": si(flops_per_token(config, training=False)),
@@ -165,10 +171,16 @@ def mlp_box(config: GPTConfig) -> str:
     C, F = config.n_embd, config.mlp_width
     if config.gated_mlp:
         name, activation = ("SwiGLU", "SiLU") if config.mlp == "swiglu" else ("GeGLU", "GELU")
-        return _box("mlp", f"{name} MLP: {C:,} → 2 × {F:,} → {activation}(gate) × up → {C:,}",
-                    "each token on its own; a gate decides how much of each unit passes")
-    activation = {"gelu": "GELU", "gelu_exact": "GELU (exact)", "relu2": "ReLU²"}[config.mlp]
-    return _box("mlp", f"MLP: {C:,} → {F:,} → {activation} → {C:,}", "each token on its own")
+        title = f"{name} MLP: {C:,} → 2 × {F:,} → {activation}(gate) × up → {C:,}"
+        detail = "each token on its own; a gate decides how much of each unit passes"
+    else:
+        activation = {"gelu": "GELU", "gelu_exact": "GELU (exact)", "relu2": "ReLU²"}[config.mlp]
+        title, detail = f"MLP: {C:,} → {F:,} → {activation} → {C:,}", "each token on its own"
+    if config.n_experts:  # lm.moe
+        title = f"{config.n_experts} experts, each a {title}"
+        detail = (f"a router scores the experts for each token and sends it to {config.experts_top_k}; "
+                  "their outputs are mixed by its weights")
+    return _box("mlp", title, detail)
 
 
 def _column(*parts: str) -> str:

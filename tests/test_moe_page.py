@@ -1,6 +1,6 @@
 """A mixture of experts in the app: the Attention page's Experts tab (AppTest), shown for such a
 model only and drawing the model's own routing (computed here through lm.moe), and the Train
-page's balance-loss curve."""
+page's balance-loss curve, and the Model view's experts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import json
 import numpy as np
 import pytest
 
+from explorer.architecture_text import why
 from explorer.expert_charts import choices_text
+from explorer.model_view import architecture_rows, mlp_box, si, size_estimates
 from explorer.training_view import balance_figure, has_balance_loss
 from lm.checkpoint import load_checkpoint
+from lm.config import GPTConfig
 from lm.moe import routing
+from lm.sizing import active_parameter_count
 from tests.checkpoints import make_checkpoint
 from tests.conftest import open_page
 
@@ -63,3 +67,12 @@ def test_the_train_page_plots_the_balance_loss_only_when_logged():
     figure = balance_figure(metrics)
     assert list(figure.data[0].x) == [10, 20, 30]
     assert list(figure.data[0].y) == [m["balance_loss"] for m in metrics]
+
+
+def test_the_model_view_names_the_experts_and_the_active_parameters():
+    config = GPTConfig(vocab_size=64, block_size=8, n_layer=2, n_head=2, n_embd=16, n_experts=4, experts_top_k=2)
+    assert "4 experts, each a" in mlp_box(config) and "sends it to 2" in mlp_box(config)
+    sizes = size_estimates(config)
+    assert sizes["Active per token"] == si(active_parameter_count(config)) != sizes["Parameters"]
+    assert {"setting": "experts", "value": "2 of 4 a token", "meaning": why("n_experts", 4)} in architecture_rows(config)
+    assert "Active per token" not in size_estimates(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=8))
