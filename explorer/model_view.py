@@ -242,7 +242,7 @@ def block_diagram_html(config: GPTConfig) -> str:
     parts = parameter_breakdown(config)
     norm = parts.get("layer norms", 0) // norm_count(config)  # one norm's parameters
     block_norms = 4 if config.norm_position == "sandwich" else 2  # as lm.sizing.norm_count counts them
-    per_block = (parts.get("attention", 0) + parts.get("MLP", 0)) // L + block_norms * norm
+    per_block = sum(parts.get(part, 0) for part in ("attention", "MLP", "router")) // L + block_norms * norm
     width = f"T × {config.n_embd:,}"
     repeated = (
         '<div style="border:2px dashed #495057;border-radius:12px;padding:10px 18px;display:flex;'
