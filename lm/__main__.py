@@ -22,7 +22,7 @@ from lm.hf_import import DEFAULT_CONTEXT, import_hf
 from lm.hf_revisions import import_revisions, parse_revisions
 from lm.plan import check_plan, with_preset
 from lm.prepare import class_files, prepare
-from lm.sizing import parameter_count
+from lm.sizing import active_parameter_count, parameter_count
 from lm.slots import training_slot
 from lm.tasks import find_task, task_tokenizer
 from lm.train_config import TrainConfig
@@ -171,7 +171,9 @@ def train_and_report(cfg: TrainConfig, resume: bool) -> None:
     if main:
         task = trainer.task_data.task if trainer.task_data else None
         data = f"{task.name} examples made as it goes" if task else f"{len(trainer.train_ids):,} training tokens"
-        print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters, {data}, "
+        active = active_parameter_count(model)  # a mixture of experts uses only some of them per token
+        used = f" ({active / 1e6:.2f}M active per token)" if active != parameter_count(model) else ""
+        print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters{used}, {data}, "
               f"device {trainer.device}{processes}")
     with tqdm(total=cfg.max_steps, initial=trainer.step, unit="step", disable=not main) as bar:
         def progress(record: dict) -> None:
