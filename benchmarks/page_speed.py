@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, serve_app  # noqa: E402  the browser tests' server
 from tests.helpers import TINY_RUN, wait_for  # noqa: E402
+from explorer.workspace import QUEUE_DIR  # noqa: E402
+from lm.slots import QUEUE_ENV, SLOTS_ENV  # noqa: E402
 
 CHART = '[data-testid="stMain"] [data-testid="stPlotlyChart"] .main-svg'
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -99,14 +102,17 @@ def tab_changes(page, url: str, rounds: int) -> dict[str, list[float]]:
 
 
 @contextlib.contextmanager
-def training_run(home: Path, name: str = "speed-run"):
-    """A tiny run training for as long as it is needed, started from the command line into the app's runs folder."""
+def training_run(home: Path, name: str = "speed-run", slots: int = 0):
+    """A tiny run training for as long as it is needed, started from the command line into the app's runs folder.
+    With `slots`, it takes one of that many training slots as a run started from the app in classroom
+    mode does, and so trains at the priority the app gives it (lm.slots: nice 10)."""
     folder = home / "runs" / name
     corpus = next((home / "data" / "corpora").iterdir())
     options = {**TINY_RUN, "max_steps": 100_000, "sample_every": 200, "eval_every": 200}
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    queue = {SLOTS_ENV: str(slots), QUEUE_ENV: str(home / "runs" / QUEUE_DIR)} if slots else {}
     process = subprocess.Popen([sys.executable, "-m", "lm", "train", f"--data={corpus}", f"--out={folder}", *flags],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=REPO, env={**os.environ, **queue}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (folder / "metrics.jsonl").is_file() and (folder / "metrics.jsonl").stat().st_size > 0,
                  timeout=180)
