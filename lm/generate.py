@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import math
-import weakref
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -18,6 +17,7 @@ import torch
 
 from lm.attention import KVCache, Probe
 from lm.model import GPT
+from lm.readout import Readout, readout
 from lm.tokenizer import ENDOFTEXT
 
 
@@ -119,13 +119,14 @@ def generate(
     head = readout(model, tokenizer.vocab_size)
     logits = next_logits(model, head, ids[-block_size:], cache)
     for produced in range(1, settings.max_new_tokens + 1):
-        if not torch.isfinite(logits.max()):  # NaN would be drawn from (a RuntimeError) or argmax'd into nonsense
+        best = logits.max(dim=0)  # the most likely token, greedy's choice; NaN if any logit is NaN
+        if not math.isfinite(best.values):  # NaN would be drawn from (a RuntimeError) or argmax'd into nonsense
             raise BrokenModelError(
                 "this model's outputs are not numbers (NaN or infinity): its weights are broken, as after a "
                 "training run whose loss blew up. Choose another model or an earlier checkpoint."
             )
         probs = None if settings.temperature == 0 else sampling_distribution(logits, settings)
-        token = int(logits.argmax()) if probs is None else int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        token = int(best.indices) if probs is None else int(torch.multinomial(probs.cpu(), 1, generator=generator))
         token_bytes = tokenizer.token_bytes(token)
         step = Step(position=len(ids), token_id=token, token_bytes=token_bytes, text=decoder.decode(token_bytes))
         yield explained(step, logits, probs, settings, alternatives) if explain else step
@@ -149,34 +150,10 @@ def explained(step: Step, logits: torch.Tensor, probs: torch.Tensor | None, sett
     return replace(step, raw_prob=float(raw[step.token_id]), prob=float(probs[step.token_id]), alternatives=candidates)
 
 
-_READOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (weight, its version, n_tokens, head)
-
-
-def readout(model: GPT, n_tokens: int) -> torch.Tensor:
-    """The output head as [n_embd, n_tokens], contiguous. Its rows are cut to the tokenizer's
-    ids (a model's vocabulary may be padded, and padding rows are not tokens). On a CPU a
-    one-token step reads the head about three times as fast in this order as in nn.Linear's
-    [vocab, n_embd] (2.7 against 9.2 ms at GPT-2's vocabulary and 384 wide), and the head is
-    most of a cached step's work. The copy (50-150 ms there) is kept with the model while
-    the weight is unchanged (same tensor, same in-place version), so each generation, or each
-    single step the app asks for, does not pay it again; it costs the head's size in memory.
-    Whatever writes the weights in place must bump that version: the fused AdamW does not, so
-    lm.trainer.make_optimizer bumps it after each step."""
-    weight = model.lm_head.weight
-    if weight.is_inference():  # made under torch.inference_mode: it keeps no version to check
-        return weight[:n_tokens].t().contiguous()
-    kept = _READOUTS.get(model)
-    if kept is not None and kept[0] is weight and kept[1:3] == (weight._version, n_tokens):
-        return kept[3]
-    head = weight.detach()[:n_tokens].t().contiguous()
-    _READOUTS[model] = (weight, weight._version, n_tokens, head)
-    return head
-
-
-def next_logits(model: GPT, head: torch.Tensor, ids: list[int], cache: KVCache | None) -> torch.Tensor:
+def next_logits(model: GPT, head: Readout, ids: list[int], cache: KVCache | None) -> torch.Tensor:
     """Logits for the token after `ids`: only the last position goes through the head."""
-    x, _, _ = model.hidden(torch.tensor([ids], device=head.device), Probe(cache=cache))
-    return x[0, -1] @ head
+    x, _, _ = model.hidden(torch.tensor([ids], device=head.weight.device), Probe(cache=cache))
+    return head.logits(x[0, -1])
 
 
 def end_of_text_id(tokenizer) -> int | None:

@@ -60,7 +60,7 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.Ada
     fused = torch.device(device).type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
     # The fused kernel writes the weights without bumping their version counters, which
-    # lm.generate.readout trusts to know its cached output head is current: bump them here.
+    # lm.readout.readout trusts to know its kept output head is current: bump them here.
     optimizer.register_step_post_hook(lambda opt, args, kwargs: torch.autograd.graph.increment_version(params))
     return optimizer
 
