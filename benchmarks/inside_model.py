@@ -11,14 +11,16 @@ gets the indirect-object example (15 tokens), the page's preset for it.
 Each view is the lm function its tab calls: the logit lens (bf16 head for GPT-2's vocabulary on
 a CPU with native bf16), direct logit attribution at the last position, the patching grids as
 the page computes them (exact within lm.attribution_patching.EXACT_BUDGET, else attribution
-patching) and then the exact check of the 3 strongest residual cells and 3 strongest heads, the
+patching) and then, right after them as on the page, the exact check of the CHECKED strongest residual
+cells and heads (lm.attribution_patching.CHECKED; it reuses the grids' traces, kept per model), the
 embedding map (once per model) and one token's neighbours, the top neurons at one position, and
 the corpus index of neurons (once per model, built in the background while the tab shows the
 neurons: 24 windows of 64 tokens). --exact adds exact patching of every cell (minutes on GPT-2).
 Best of --repeats, the views interleaved within each repeat so a busy moment hits them alike; a
 first warm-up call of each view is not counted (it checks the walk once per model and length,
 one forward pass more). Torch threads as the app sets them (lm.device.use_threads_for_server).
-Timings on a machine shared with other work are noisy: the 1-minute load average is printed.
+Timings on a machine shared with other work are noisy: the 1-minute load average is printed, and
+beside each wall time the process's CPU time (one thread: about the wall time on an idle core).
 
 Run from the repository root:  .venv/bin/python benchmarks/inside_model.py [--repeats N] [--skip-gpt2] [--exact]
 """
@@ -37,22 +39,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, offline_tiktoken_cache  # noqa: E402
 
 TOKENS = 64
-CHECKED = 3  # strongest cells of each grid patched exactly, as the page does
 
 
 def patching_views(model, name: str, clean: list[int], corrupted: list[int], n: int, answers, exact: bool
                    ) -> dict[str, Callable[[], object]]:
     """The page's patching grids, the exact check of their strongest cells, and (`exact`) every cell exactly."""
-    from lm.attribution_patching import check_strongest, choose_patching
-    from lm.patching import activation_patching
+    from lm.attribution_patching import CHECKED, check_strongest, choose_patching
+    from lm.patching import KEPT, activation_patching
 
-    def check():
-        residual, heads = choose_patching(model, clean, corrupted, n, answers).strongest(CHECKED)
-        return check_strongest(model, clean, corrupted, n, answers, residual, heads)
+    def fresh_grids():  # as after the inputs change: no traces kept from the last repeat
+        KEPT.forget(model)
+        return choose_patching(model, clean, corrupted, n, answers)
 
-    found = {f"patching grids, {name}": lambda: choose_patching(model, clean, corrupted, n, answers)}
-    if not choose_patching(model, clean, corrupted, n, answers).exact:
-        found[f"  then {CHECKED}+{CHECKED} strongest cells exactly, {name}"] = check
+    grids = fresh_grids()
+    found = {f"patching grids, {name}": fresh_grids}
+    if not grids.exact:
+        residual, heads = grids.strongest(CHECKED)
+        found[f"  then {CHECKED}+{CHECKED} strongest cells exactly, {name}"] = lambda: check_strongest(
+            model, clean, corrupted, n, answers, residual, heads)
     if exact:
         found[f"  every cell exactly (reference), {name}"] = lambda: activation_patching(model, clean, corrupted, n,
                                                                                           answers)
@@ -93,16 +97,19 @@ def measure(name: str, checkpoint, text: str, repeats: int, exact: bool,
     ids = ids[:TOKENS]
     chosen = views(checkpoint, ids, corpus, exact) | (extra or {})
     best = {view: float("inf") for view in chosen}
+    cpu = dict(best)
     for compute in chosen.values():  # warm-up: the walk's check once per model and length
         compute()
     for _ in range(repeats):
         for view, compute in chosen.items():
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             compute()
             best[view] = min(best[view], time.perf_counter() - began)
+            cpu[view] = min(cpu[view], time.process_time() - began_cpu)
     print(f"\n{name} ({len(ids)} tokens), best of {repeats}; 1-minute load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'':<52} {'wall':>9} {'CPU':>9}")
     for view, seconds in best.items():
-        print(f"  {view:<52} {seconds:7.3f} s{'   over 2 s' if seconds > 2 else ''}")
+        print(f"  {view:<52} {seconds:7.3f} s {cpu[view]:7.3f} s{'   over 2 s' if seconds > 2 else ''}")
 
 
 def gpt2_small():

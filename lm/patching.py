@@ -51,15 +51,15 @@ def resid_pre(run: Trace, layer: int) -> torch.Tensor:
     return run.embeddings if layer == 0 else run.layers[layer - 1].resid_post
 
 
-@torch.inference_mode()
-def shared_prefix(model: GPT, ids: list[int], length: int) -> KVCache | None:
-    """Every layer's keys and values for the first `length` ids (the model's own KV cache):
-    positions before the prompts' first difference are the same in every run, patched or
-    not, so each patched run computes only the positions after them."""
+def shared_prefix(run: Trace, length: int) -> KVCache | None:
+    """Every layer's keys and values for the first `length` positions of a traced run (what the
+    model's own KV cache would hold): positions before the prompts' first difference are the
+    same in every run, patched or not, so each patched run computes only the positions after them."""
     if length == 0:
         return None
-    cache = KVCache(model.config.n_layer, len(ids))
-    model(torch.tensor([ids[:length]], device=model.lm_head.weight.device), probe=Probe(cache=cache))
+    cache = KVCache(len(run.layers), len(run.ids))
+    for layer, parts in enumerate(run.layers):
+        cache.extend(layer, parts.keys[:, :, :length], parts.values[:, :, :length])
     return cache
 
 
@@ -180,7 +180,7 @@ def runs_of(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens
     the traces the grid was computed from."""
     differ = check_prompts(clean_ids, corrupted_ids)
     key = (tuple(clean_ids), tuple(corrupted_ids), n_tokens, tuple(answers))
-    if (kept := _KEPT.get(model, key)) is not None:
+    if (kept := KEPT.get(model, key)) is not None:
         return kept
     clean, corrupted = trace(model, clean_ids), corrupted if corrupted is not None else trace(model, corrupted_ids)
     with torch.inference_mode():
@@ -197,7 +197,7 @@ def runs_of(model: GPT, clean_ids: list[int], corrupted_ids: list[int], n_tokens
                             for run in (clean, corrupted))
     if abs(differences[0] - differences[1]) < DIFFERENCE_FLOOR:
         raise PatchingError("the two prompts give the two answers the same logit difference: nothing to bring back")
-    return _KEPT.put(model, key, Runs(clean, corrupted, (a, b), direction, differences, differ))
+    return KEPT.put(model, key, Runs(clean, corrupted, (a, b), direction, differences, differ))
 
 
 class RunsKept:
@@ -212,6 +212,10 @@ class RunsKept:
         with self.lock:
             return self.runs.get(model, {}).get(key)
 
+    def forget(self, model: GPT) -> None:
+        with self.lock:
+            self.runs.pop(model, None)
+
     def put(self, model: GPT, key: tuple, runs: Runs) -> Runs:
         with self.lock:
             kept = self.runs.setdefault(model, OrderedDict())
@@ -222,7 +226,7 @@ class RunsKept:
 
 
 KEPT_RUNS = 2
-_KEPT = RunsKept()
+KEPT = RunsKept()
 
 
 @torch.inference_mode()
@@ -235,7 +239,7 @@ def patch_exactly(model: GPT, runs: Runs, residual: list[tuple[int, int]], heads
     if not patches:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     if prefix is None:
-        prefix = shared_prefix(model, list(runs.corrupted.ids), runs.differ[0])
+        prefix = shared_prefix(runs.corrupted, runs.differ[0])
     found = runs.shares(runs.difference(model, run_patched(model, runs.clean, runs.corrupted, patches, prefix)))
     return found[: len(residual)], found[len(residual) :]
 
@@ -254,7 +258,7 @@ def activation_patching(model: GPT, clean_ids: list[int], corrupted_ids: list[in
     L, T, H = model.config.n_layer, len(clean_ids), model.config.n_head
     residual = np.zeros((L, T), dtype=np.float32)
     heads = np.zeros((L, H), dtype=np.float32)
-    prefix = shared_prefix(model, list(corrupted_ids), runs.differ[0])
+    prefix = shared_prefix(runs.corrupted, runs.differ[0])
     for layer in range(L):
         changed = changed_positions(runs, layer)
         residual[layer, changed], heads[layer] = patch_exactly(model, runs, [(layer, t) for t in changed],

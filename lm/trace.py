@@ -47,6 +47,8 @@ class LayerParts:
     mlp_in: torch.Tensor  # what the MLP reads
     mlp_out: torch.Tensor  # the MLP's write
     resid_post: torch.Tensor  # after the MLP's write: the next block's resid_pre
+    keys: torch.Tensor  # [batch, key/value heads, T, head size]: what the layer's KV cache holds (rotated, normed)
+    values: torch.Tensor
 
 
 def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
@@ -66,14 +68,16 @@ def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_
         outputs = torch.where(head_mask[:, :, None, None], heads, outputs)
     B, H, T, D = outputs.shape
     attn_out = block.attn.c_proj(outputs.transpose(1, 2).reshape(B, T, H * D))
+    group = block.attn.n_head // block.attn.n_kv_head  # steps hold each query head's copy of its group's key
+    cached = steps.k[:, ::group], steps.v[:, ::group]
     if block.post_norm:  # the stream is normalised after each addition
         mid = block.ln_1(x + attn_out)
         mlp_out = block.mlp(mid)
-        return LayerParts(x, outputs, attn_out, mid, mid, mlp_out, block.ln_2(mid + mlp_out))
+        return LayerParts(x, outputs, attn_out, mid, mid, mlp_out, block.ln_2(mid + mlp_out), *cached)
     mid = x + attn_out  # parallel: what the attention adds, though the MLP does not read it
     mlp_in = block.ln_2(x if block.parallel else mid)
     mlp_out = block.mlp(mlp_in)
-    return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + mlp_out)
+    return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + mlp_out, *cached)
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ def test_patching_everything_gives_the_clean_run_and_nothing_the_corrupted(model
     torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED), rtol=0, atol=1e-5)
     torch.testing.assert_close(logits[2], own_logits(model, CLEAN), rtol=0, atol=1e-5)
 
-    prefix = shared_prefix(model, CORRUPTED, 2)  # the prompts agree on their first two tokens
+    prefix = shared_prefix(corrupted, 2)  # the prompts agree on their first two tokens
     with torch.no_grad():
         final = run_patched(model, clean, corrupted, [everywhere, Patch(), every_head_and_last], prefix)
         logits = model.lm_head(model.transformer.ln_f(final))
@@ -288,6 +288,11 @@ def test_the_decomposition_follows_the_architecture_switches_inside_the_blocks()
     with torch.no_grad():
         final = run_patched(model, clean, corrupted, [Patch(residual={0: tuple(range(len(CLEAN)))})])
         torch.testing.assert_close(model.lm_head(model.transformer.ln_f(final))[0], own_logits(model, CLEAN),
+                                   rtol=0, atol=1e-5)
+        # the shared prefix's keys, taken from the trace: grouped key/value heads, rotated and normed
+        final = run_patched(model, clean, corrupted, [Patch(heads=frozenset({(0, 1)})), Patch()],
+                            shared_prefix(corrupted, 2))
+        torch.testing.assert_close(model.lm_head(model.transformer.ln_f(final))[1], own_logits(model, CORRUPTED)[2:],
                                    rtol=0, atol=1e-5)
     assert len(top_neurons(model, CLEAN, 3, 4)) == 4
 
