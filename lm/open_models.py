@@ -52,7 +52,7 @@ OPEN_MODELS = {
         num_attention_heads=12, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
         layer_norm_eps=1e-5, use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)),
     "gemma-3-270m": OpenModel("google/gemma-3-270m", "Gemma 3 270M (sandwich norms, GeGLU, 5 local : 1 global; "
-                              "gated: accept Google's licence on huggingface.co first)", dict(
+                              "accept its licence first)", dict(
         model_type="gemma3_text", vocab_size=262144, hidden_size=640, head_dim=256, intermediate_size=2048,
         num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32768,
         rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0, rope_scaling=None,
