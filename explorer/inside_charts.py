@@ -36,9 +36,10 @@ def short(label: str, chars: int = 5) -> str:
 
 
 def lens_figure(lens: LogitLens, labels: tuple[str, ...], label_of: Callable[[int], str], title: str,
-                marked_row: int | None = None) -> go.Figure:
+                marked_row: int | None = None, mark_label: str = "") -> go.Figure:
     """Layers × positions, coloured by the probability each layer gives the model's final
-    prediction; hover for the layer's top guesses; `marked_row` outlined (e.g. the induction head's block)."""
+    prediction; hover for the layer's top guesses; `marked_row` outlined (e.g. the induction head's
+    block) and tagged with `mark_label` on its top right corner."""
     rows, T = lens.final_probs.shape
     hover = [[f"after {lens.rows[r]}, at #{t} {plotly_text(labels[t])}:<br>"
               + "<br>".join(f"{plotly_text(label_of(int(i)))}  {p:.1%}"
@@ -56,6 +57,9 @@ def lens_figure(lens: LogitLens, labels: tuple[str, ...], label_of: Callable[[in
     if marked_row is not None:
         fig.add_shape(type="rect", x0=-0.5, x1=T - 0.5, y0=marked_row - 0.5, y1=marked_row + 0.5,
                       line=dict(color=HIGHLIGHT, width=3))
+        if mark_label:
+            fig.add_annotation(x=T - 0.5, y=marked_row - 0.5, text=mark_label, showarrow=False, xanchor="right",
+                               yanchor="bottom", bgcolor=HIGHLIGHT, font=dict(color="white", size=13))
     fig.update_xaxes(title=dict(text="position: the token the guess is made after", font=FONT), **token_axis(labels))
     fig.update_yaxes(title=dict(text="stopped after", font=FONT), autorange="reversed", type="category")
     fig.update_layout(title=title, font=FONT, hoverlabel=HOVER, margin=dict(l=20, r=20, t=60, b=20),

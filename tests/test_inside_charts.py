@@ -27,7 +27,7 @@ def lens() -> LogitLens:
 
 
 def test_lens_figure_colours_by_the_final_guess_and_names_the_top_five():
-    fig = lens_figure(lens(), LABELS, NAMES.__getitem__, "t", marked_row=2)
+    fig = lens_figure(lens(), LABELS, NAMES.__getitem__, "t", marked_row=2, mark_label="induction head L1 H0")
     heatmap = fig.data[0]
     np.testing.assert_allclose(np.asarray(heatmap.z), lens().final_probs)
     assert list(heatmap.x) == ["#0 a", "#1 &lt;b&gt;", "#2 a", "#3 c"]  # one column per position, escaped
@@ -35,6 +35,8 @@ def test_lens_figure_colours_by_the_final_guess_and_names_the_top_five():
     hover = heatmap.hovertext[1][1]
     assert hover.startswith("after block 0, at #1 &lt;b&gt;") and "&lt;w&gt;  10.0%" in hover and "x  50.0%" in hover
     assert fig.layout.shapes[0].y0 == 1.5 and fig.layout.shapes[0].y1 == 2.5
+    tag = fig.layout.annotations[0]
+    assert tag.text == "induction head L1 H0" and (tag.x, tag.y) == (3.5, 1.5)  # on the outline's top right corner
 
 
 def test_lens_cells_stop_naming_guesses_on_long_texts():

@@ -10,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer.inside_examples import COPY, INDIRECT_OBJECT, SHAKESPEARE
+from explorer.inside_tabs.lens import induction_note
 from explorer.neuron_index_build import neuron_index
 from lm import attribution_patching
 from lm.checkpoint import load_checkpoint, save_checkpoint
@@ -218,3 +219,11 @@ def test_neurons_show_where_they_fire_in_the_corpus_sample(runs):
     assert len(snippets) == 6 and all(s.count("<mark") == 3 for s in snippets)
     assert any("passages of 32 tokens from Tiny Shakespeare" in c.value for c in at.caption)
     assert not at.get("progress")
+
+
+def test_the_lens_says_whether_the_answer_appears_at_the_induction_heads_block():
+    rows = ("embeddings", "block 0", "block 1", "block 2")
+    same = induction_note((1, 0, 0.78), 2, 2, rows)
+    assert "**block 1**" in same and "layer 1 head 0 (score 0.78" in same and "readable right there" in same
+    assert "1 block(s) later, after **block 2**" in induction_note((1, 0, 0.78), 2, 3, rows)
+    assert "already after **block 0**, before that block" in induction_note((1, 0, 0.78), 2, 1, rows)

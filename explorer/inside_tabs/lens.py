@@ -43,7 +43,8 @@ def render_lens(view: InsideView) -> None:
         return
     induction = induction_head(view.checkpoint)
     marked = induction[0] + 1 if induction is not None and induction[2] >= INDUCTION else None  # row 0: embeddings
-    chart(lens_figure(found, view.labels, view.label_of, f"{view.name}: the guess after each layer", marked),
+    tag = f"induction head L{induction[0]} H{induction[1]}" if marked is not None else ""
+    chart(lens_figure(found, view.labels, view.label_of, f"{view.name}: the guess after each layer", marked, tag),
           "ins_lens", f"{view.name}-logit-lens")
     last = len(view.ids) - 1
     settles = int(found.settles_at()[last])
