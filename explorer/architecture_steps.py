@@ -45,9 +45,10 @@ def rope_rotation(run: AttentionRun, config: GPTConfig, layer: int, head: int, q
     """The chosen query and key as the model scored them (rotated), and turned back."""
     q_after, k_after = run.queries[layer, head, query], run.keys[layer, head, key]
     positions = torch.tensor([query, key])
-    before = unrotate(torch.from_numpy(np.stack([q_after, k_after])), positions, config.rotary_dims, config.rope_base)
+    base = config.rope_base_of(layer)  # Gemma 3: windowed layers turn with a base of their own
+    before = unrotate(torch.from_numpy(np.stack([q_after, k_after])), positions, config.rotary_dims, base)
     q_before, k_before = before.numpy()
-    scale, turns = np.sqrt(run.head_size), speeds(config.rotary_dims, config.rope_base).numpy()
+    scale, turns = np.sqrt(run.scale_size), speeds(config.rotary_dims, base).numpy()
     return Rotation(query, key, q_before, q_after, k_before, k_after, turns,
                     float(q_after @ k_after / scale), float(q_before @ k_before / scale))
 

@@ -39,10 +39,16 @@ class AttentionRun:
     weights: np.ndarray  # softmax of each masked row: sums to 1, zero after the query
     outputs: np.ndarray  # weights @ values: what each head passes on
     windows: tuple[int | None, ...] = ()  # each layer's sliding window (None: the whole context); () none anywhere
+    attn_scale_size: int | None = None  # the model's own score scale (Gemma 3's query_pre_attn_scalar); None: head size
 
     @property
     def head_size(self) -> int:
         return self.values.shape[-1]
+
+    @property
+    def scale_size(self) -> int:
+        """Scores are q·k/√ of this: the head size unless the model sets its own."""
+        return self.attn_scale_size or self.head_size
 
     def masked(self, layer: int, head: int) -> np.ndarray:
         """One head's scores after the causal mask (the model's own, tested): −inf where the key
@@ -63,4 +69,5 @@ def run_attention(model: GPT, tokenizer, ids: list[int]) -> AttentionRun:
         queries=steps.q.numpy(), keys=steps.k.numpy(), values=steps.v.numpy(),
         scores=steps.scores.numpy(), weights=steps.weights.numpy(), outputs=steps.output.numpy(),
         windows=tuple(model.config.windowed(layer) for layer in range(model.config.n_layer)),
+        attn_scale_size=model.config.attn_scale_size,
     )

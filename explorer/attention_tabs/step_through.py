@@ -31,7 +31,7 @@ def render_step_through(view: AttentionView) -> None:
         text_col.markdown(explanation)
         with figure_col:
             chart(figure, f"att_step_{number}", f"layer{view.layer}-head{view.head}-query{query}-step{number + 1}")
-    d = run.head_size
+    d = run.scale_size
     st.markdown(
         f"**Query #{query}, key by key:** score = q·k / √{d}, weight = e^(score − max) / Σ e^(score − max)"
     )
@@ -92,11 +92,11 @@ def steps(
 ) -> list[tuple[str, object]]:
     """Steps 1 to 3, each an explanation and its figure: scores, the mask, softmax."""
     best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
-    d = run.head_size
+    d = run.scale_size  # the head size, unless the model scales scores its own way (Gemma 3)
     return [
         (
             f"#### 1 · Scores: how well each query matches each key\n"
-            f"Each token's vector is turned into a query q, a key k and a value v of {d} numbers. "
+            f"Each token's vector is turned into a query q, a key k and a value v of {run.head_size} numbers. "
             f"Query #{query} with key #{best}: q·k / √{d} = "
             f"{rows[best]['q·k']:.3f} / {d ** 0.5:.2f} = **{rows[best]['score']:.3f}**.\n\n"
             f"Dividing by √{d} keeps the scores small enough for softmax not to saturate.",
