@@ -4,8 +4,10 @@ A dense block runs every token through its one MLP. Here the MLP is n_experts co
 (each with its own weights), and a router, one linear layer, scores every expert for each
 token; a softmax turns the scores into probabilities, the token goes through the top k
 experts only, and their outputs are mixed by those k probabilities renormalised to sum to 1
-(Mixtral's convention; Qwen-MoE's norm_topk_prob). So the model holds n_experts MLPs of
-parameters but each token pays for k of them: more knowledge for the same compute.
+(Mixtral's convention; Qwen3-MoE's norm_topk_prob). With k = 1 the output is scaled by the
+chosen expert's probability itself, as the Switch Transformer does: renormalised, it would
+always be 1, and the router would learn nothing from the loss. So the model holds n_experts
+MLPs of parameters but each token pays for k of them: more knowledge for the same compute.
 
 Left alone, a router learns to favour a few experts (they train more, so they win more).
 The Switch Transformer's load-balancing loss, added to the training loss with a small
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 class Route:
     """One MoE layer's choices for a batch: probs [batch, T, n_experts] (the router's softmax
     over every expert); experts and weights [batch, T, k], the chosen ones, most weight first,
-    and their mixing weights, which sum to 1."""
+    and their mixing weights, which sum to 1 (with k = 1: the expert's probability)."""
 
     probs: torch.Tensor
     experts: torch.Tensor
@@ -52,7 +54,7 @@ class MoE(nn.Module):
         """Which experts each token of x [batch, T, n_embd] goes to, and with what weights."""
         probs = F.softmax(self.router(x).float(), dim=-1)  # in fp32, as Mixtral
         top, experts = probs.topk(self.top_k, dim=-1)
-        return Route(probs, experts, top / top.sum(dim=-1, keepdim=True))
+        return Route(probs, experts, top / top.sum(dim=-1, keepdim=True) if self.top_k > 1 else top)
 
     def forward(self, x: torch.Tensor, probe: Probe = Probe()) -> torch.Tensor:
         route = self.route(x)
@@ -90,7 +92,7 @@ class Routing:
     """Where a mixture-of-experts model sent each token of one text, for the app to show."""
 
     experts: torch.Tensor  # [layers, T, k]: the experts each token went through, most weight first
-    weights: torch.Tensor  # [layers, T, k]: their mixing weights (each row sums to 1)
+    weights: torch.Tensor  # [layers, T, k]: their mixing weights (each row sums to 1; k = 1: the probability)
     load: torch.Tensor  # [layers, n_experts]: the share of each layer's choices that each expert got
 
 

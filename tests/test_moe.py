@@ -83,6 +83,15 @@ def test_the_output_is_the_weighted_sum_of_the_chosen_experts():
     torch.testing.assert_close(moe(x)[0], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_top_1_weighs_by_the_probability_so_the_router_learns_from_the_loss():
+    model = build(experts_top_k=1).train()
+    x = torch.randint(61, (2, 16))
+    route = model.transformer.h[0].mlp.route(model.embed(x))
+    torch.testing.assert_close(route.weights[..., 0], route.probs.max(dim=-1).values)
+    model(x, x).loss.backward()  # the language-model loss alone, no balance loss
+    assert model.transformer.h[0].mlp.router.weight.grad.abs().sum() > 0
+
+
 def test_balance_loss_by_hand():
     # 4 tokens, 2 experts, top-1: expert 0 chosen 3 times (f = 3/4, 1/4); mean probs P = (0.6, 0.4)
     probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.2, 0.8]])

@@ -36,9 +36,10 @@ def render_experts(view: AttentionView) -> None:
             found = expert_routing(model.checkpoint, model.run.ids)
             if found is None:
                 continue
-            st.caption(f"Each layer's MLP is {config.n_experts} experts: a router sends each token to its best "
-                       f"{config.experts_top_k} and mixes their outputs by its weights. Colour and number: the expert "
-                       "a token went to most (hover it for all).")
+            mixing = (f"its best {config.experts_top_k} and mixes their outputs by its weights"
+                      if config.experts_top_k > 1 else "its best one and scales its output by the router's probability")
+            st.caption(f"Each layer's MLP is {config.n_experts} experts: a router sends each token to {mixing}. "
+                       "Colour and number: the expert a token went to most (hover it for all).")
             text, side = (st.container(), st.container()) if view.comparing else st.columns((2, 1))
             text.html(routing_html(found, model.run.labels))
             with side:
