@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.token_view import token_label
-from lm.inspect import forward_pass
+from lm.inspect import attention_pass
 from lm.model import GPT
 
 MAX_TOKENS = 256  # beyond this a T×T map has more cells than a screen has pixels to show them
@@ -61,13 +61,13 @@ class AttentionRun:
 
 
 def run_attention(model: GPT, tokenizer, ids: list[int]) -> AttentionRun:
-    """lm.inspect.forward_pass on 1 to block_size ids, as numpy arrays with each token's label.
+    """lm.inspect.attention_pass on 1 to block_size ids, as numpy arrays with each token's label.
     Reads the model, never changes it (it is shared between sessions)."""
-    steps = forward_pass(model, ids).attention
+    steps = {part: tensor.numpy() for part, tensor in attention_pass(model, ids).items()}
     return AttentionRun(
         tuple(ids), tuple(token_label(tokenizer.token_bytes(i)) for i in ids),
-        queries=steps.q.numpy(), keys=steps.k.numpy(), values=steps.v.numpy(),
-        scores=steps.scores.numpy(), weights=steps.weights.numpy(), outputs=steps.output.numpy(),
+        queries=steps["q"], keys=steps["k"], values=steps["v"],
+        scores=steps["scores"], weights=steps["weights"], outputs=steps["output"],
         windows=tuple(model.config.windowed(layer) for layer in range(model.config.n_layer)),
         attn_scale_size=model.config.attn_scale_size,
     )

@@ -20,11 +20,17 @@ from lm.attention import AttentionSteps, Probe
 from lm.model import GPT, GPTOutput
 
 
-def _run(model: GPT, ids: list[int], probe: Probe = Probe()) -> GPTOutput:
-    """The model on one sequence of 1 to block_size ids (batch of one)."""
+def _batch(model: GPT, ids: list[int]) -> torch.Tensor:
+    """One sequence of 1 to block_size ids as a batch of one, on the model's device."""
     if not 0 < len(ids) <= model.config.block_size:
         raise ValueError(f"need 1 to {model.config.block_size} tokens, got {len(ids)}")
-    return model(torch.tensor([ids], device=model.lm_head.weight.device), probe=probe)
+    return torch.tensor([ids], device=model.lm_head.weight.device)
+
+
+def _run(model: GPT, ids: list[int], probe: Probe = Probe()) -> GPTOutput:
+    """The model on one sequence of 1 to block_size ids (batch of one)."""
+    return model(_batch(model, ids), probe=probe)
+
 
 
 # --- the whole pass ---------------------------------------------------------------------
@@ -50,6 +56,19 @@ def forward_pass(model: GPT, ids: list[int]) -> ForwardPass:
     return ForwardPass(tuple(ids), attention, _layers(out.residuals), out.logits[0].float().cpu())
 
 
+PAGE_PARTS = ("q", "k", "v", "scores", "weights", "output")  # what the Attention page shows of AttentionSteps
+
+
+@torch.inference_mode()
+def attention_pass(model: GPT, ids: list[int], parts: tuple[str, ...] = PAGE_PARTS) -> dict[str, torch.Tensor]:
+    """These `parts` of every layer's attention steps on `ids` (1 to block_size of them),
+    each [layers, heads, T, head size or T]: forward_pass's attention without what attention
+    views do not show, the residuals, the masked scores and the logits (each a copy, and the
+    head a matmul over the vocabulary: a fifth of SmolLM2-135M's pass on 128 tokens)."""
+    steps = model.hidden(_batch(model, ids), Probe(explain=True))[1]
+    return {part: _layers([getattr(layer, part) for layer in steps]) for part in parts}
+
+
 def _layers(per_layer: list[torch.Tensor]) -> torch.Tensor:
     """One tensor [layers, ...] from each layer's [1, ...]: the batch of one dropped."""
     return torch.stack([t[0] for t in per_layer]).float().cpu()
@@ -58,8 +77,7 @@ def _layers(per_layer: list[torch.Tensor]) -> torch.Tensor:
 @torch.inference_mode()
 def attention_weights(model: GPT, ids: list[int]) -> torch.Tensor:
     """[layers, heads, T, T]: every head's attention weights on the last block_size of `ids`."""
-    out = _run(model, ids[-model.config.block_size :], Probe(explain=True))
-    return _layers([steps.weights for steps in out.attention])
+    return attention_pass(model, ids[-model.config.block_size :], ("weights",))["weights"]
 
 
 def last_token_attention(model: GPT, ids: list[int]) -> np.ndarray:
