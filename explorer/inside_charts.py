@@ -16,7 +16,7 @@ from lm.patching import Patching
 ANNOTATE_MAX = 16  # positions up to which each lens cell names its guess (wider cells are too narrow)
 ROW_PX = 34
 KIND_COLOURS = {"embeddings": "#868e96", "head": "#1c7ed6", "attention bias": "#a5d8ff", "MLP": "#f08c00",
-                "norm bias": "#e9ecef", "final norm bias": "#ced4da"}
+                "norm bias": "#adb5bd", "final norm bias": "#ced4da"}
 DIVERGING = "RdBu"  # blue: the patch brings the clean answer back; red: it pushes further away
 
 
