@@ -3,18 +3,22 @@
 Prints figures, checks nothing but two speed goals (it is not a test). One model
 size for every variant: 6 layers, 6 heads, 384 wide, context 256 (our
 block_size = HF's n_positions), GPT-2's vocabulary of 50,257 (so the GPT-2
-tokenizer, tiktoken r50k_base, can give every id's bytes), batch 1, fp32,
-random weights from a seeded init, greedy decoding (temperature 0) so every
+tokenizer, tiktoken r50k_base, can give every id's bytes), batch 1, fp32 weights,
+random from a seeded init, greedy decoding (temperature 0) so every
 variant does the same work, under torch.inference_mode. Each variant is run
 once to warm up, then all are timed in turns, --repeats rounds (so a change in
 the machine's load hits each alike); each one's fastest run is kept.
 
   a. ours, `lm.generate.generate(..., use_cache=True, explain=False)` (KV cache; the
-     plain path the CLI and training samples take: a token and its text per step);
+     plain path the CLI and training samples take: a token and its text per step), as
+     it runs here: on a CPU with native bf16 its output head is read in bf16, with the
+     most likely tokens' logits in fp32 (lm.readout);
+  f. ours, the same with LM_CPU_BF16=0: every number fp32 (what a CPU without bf16 runs;
+     the same as (a) on one);
   e. ours, the same with explain=True (what the Generate page runs: each step also
      carries both softmaxes' probabilities of the token and the top 10 alternatives);
   b. ours, `use_cache=False, explain=False` (the whole prefix recomputed for every token);
-  c. transformers `GPT2LMHeadModel.generate(do_sample=False, use_cache=True)`
+  c. transformers `GPT2LMHeadModel.generate(do_sample=False, use_cache=True)`, fp32,
      with min_new_tokens = max_new_tokens and no end-of-text token, so it never
      stops early; our weights are copied into it as they are (same names, same
      [in, out] layout as its Conv1D).
@@ -39,9 +43,9 @@ disturb less. The 1-minute load average before and after is printed: above the
 core count, wall-clock ratios between variants swing by tens of percent from
 run to run; compare at --threads 1 and on a quiet machine.
 
-Also checked (printed OK/MISMATCH): (a) and (b) choose the same ids; HF with our
-weights chooses the same ids as (a); and the largest logit difference between
-our forward and HF's on the whole generated sequence.
+Also checked (printed OK/MISMATCH): (a) and (b) choose the same ids; (a) and the
+all-fp32 (f) choose the same ids; HF with our weights chooses the same ids as (a); and
+the largest logit difference between our forward and HF's on the whole generated sequence.
 
 Run from the repository root:  .venv/bin/python benchmarks/generate.py [--repeats N] [--threads N]
 """
@@ -49,6 +53,7 @@ Run from the repository root:  .venv/bin/python benchmarks/generate.py [--repeat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -107,6 +112,7 @@ def main() -> None:
     import torch
 
     from lm.generate import Sampling, generate
+    from lm.readout import bf16_head_helps
     from lm.model import GPT, GPTConfig
     from lm.tokenizer import TiktokenTokenizer, TokenizerError
 
@@ -130,14 +136,15 @@ def main() -> None:
                          dropout=0.0)).eval()
     settings = Sampling(temperature=0.0, max_new_tokens=new_tokens, stop_at_end_of_text=False)
 
-    def run_ours(use_cache: bool, explain: bool = False):
+    def run_ours(use_cache: bool, explain: bool = False, fp32: bool = False):
         def fn():
-            with torch.inference_mode():
+            with torch.inference_mode(), all_fp32(fp32):
                 steps = generate(ours, tokenizer, prompt_ids, settings, use_cache=use_cache, explain=explain)
                 return [step.token_id for step in steps]
         return fn
 
-    variants = {"a": run_ours(True), "e": run_ours(True, explain=True)}
+    head = "bf16 (lm.readout)" if bf16_head_helps(ours.lm_head.weight) else "fp32"
+    variants = {"a": run_ours(True), "f": run_ours(True, fp32=True), "e": run_ours(True, explain=True)}
 
     hf_note = None
     try:
@@ -171,7 +178,10 @@ def main() -> None:
     t_plain, cpu_plain, ids_plain = timed.get("b", (None, None, None))
     t_hf, cpu_hf, ids_hf = timed.get("c", (None, None, None))
     t_explained, cpu_explained, ids_explained = timed["e"]
-    rows = [("a. ours, KV cache", t_cached, cpu_cached, len(ids_cached) / t_cached, "generate(use_cache=True, explain=False)"),
+    t_fp32, cpu_fp32, ids_fp32 = timed["f"]
+    rows = [("a. ours, KV cache", t_cached, cpu_cached, len(ids_cached) / t_cached,
+             f"generate(use_cache=True, explain=False); output head {head}"),
+            ("f. ours, KV cache, all fp32", t_fp32, cpu_fp32, len(ids_fp32) / t_fp32, "the same with LM_CPU_BF16=0"),
             ("e. ours, KV cache, explained", t_explained, cpu_explained, len(ids_explained) / t_explained,
              "explain=True: probabilities and top 10 per step")]
     if t_plain is not None:
@@ -208,13 +218,15 @@ def main() -> None:
     if t_hf is not None:
         vs_hf = paired_ratio(rounds, "c", "a", tokens)
         print(f"ours cached / transformers (tokens/s): {vs_hf:.2f} (goal >= {VS_HF_GOAL:g}); explained "
-              f"{paired_ratio(rounds, 'c', 'e', tokens):.2f} (median of paired ratios)")
+              f"{paired_ratio(rounds, 'c', 'e', tokens):.2f}; all fp32 {paired_ratio(rounds, 'c', 'f', tokens):.2f} "
+              f"(median of paired ratios)")
 
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     same = lambda a, b: "OK" if a == b else f"MISMATCH (first difference at new token {first_diff(a, b)})"  # noqa: E731
     if ids_plain is not None:
         print(f"greedy ids, (a) cached == (b) uncached: {same(ids_cached, ids_plain)}")
     print(f"greedy ids, (a) plain == (e) explained: {same(ids_cached, ids_explained)}")
+    print(f"greedy ids, (a) output head {head} == (f) all fp32: {same(ids_cached, ids_fp32)}")
     if ids_hf is not None:
         print(f"greedy ids, (a) ours == (c) transformers: {same(ids_cached, ids_hf)}")
         sequence = torch.tensor([prompt_ids + ids_cached[: CONTEXT - len(prompt_ids)]])
@@ -226,6 +238,23 @@ def main() -> None:
     goals = [f"cache speedup >={CACHED_SPEEDUP_GOAL:g}x: {verdict(speedup >= CACHED_SPEEDUP_GOAL) if speedup else 'not run'}",
              f"ours cached vs transformers >={VS_HF_GOAL:g}: {verdict(vs_hf >= VS_HF_GOAL) if vs_hf else 'not run'}"]
     print("goals: " + ", ".join(goals))
+
+
+@contextlib.contextmanager
+def all_fp32(on: bool):
+    """While on, LM_CPU_BF16=0: generation computes every number in fp32, as on a CPU without bf16."""
+    from lm.device import CPU_BF16_ENV
+
+    before = os.environ.get(CPU_BF16_ENV)
+    if on:
+        os.environ[CPU_BF16_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CPU_BF16_ENV, None)
+        else:
+            os.environ[CPU_BF16_ENV] = before
 
 
 def first_diff(a: list[int], b: list[int]) -> int:

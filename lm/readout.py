@@ -34,6 +34,7 @@ import torch
 from lm.device import CPU_BF16_ENV, cpu_bf16_feature
 
 SHORTLIST = 64  # tokens whose logits are recomputed in fp32 after a bf16 head (at least the page's top 10)
+BF16_MIN_ELEMENTS = 4 * 2**20  # 16 MiB in fp32: smaller heads are read as fast in fp32 (1024x128: 6 against 37 µs)
 TOLERANCE = dict(probability=1e-3, top_relative=0.01)  # of the bf16 head against fp32: any probability
 # within 0.001 of fp32's, and the 10 most likely tokens' within 1% of theirs (measured: 2e-4 and 0.2%)
 
@@ -60,10 +61,13 @@ class Readout:
 
 
 def bf16_head_helps(weight: torch.Tensor) -> bool:
-    """Whether the bf16 layout is the faster one here: an fp32 head on a CPU with native bf16,
-    unless LM_CPU_BF16=0 asks for fp32 everywhere."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and os.environ.get(CPU_BF16_ENV) != "0"
-            and cpu_bf16_feature() is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether the bf16 layout is the faster one here: an fp32 head too big for a CPU's caches
+    (BF16_MIN_ELEMENTS) on a CPU with native bf16, unless LM_CPU_BF16=0 asks for fp32 everywhere.
+    A small head (the demo model's, the tests') stays fp32: it is read from cache, where bf16's
+    extra steps cost more than its halved bytes save."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.numel() >= BF16_MIN_ELEMENTS
+            and os.environ.get(CPU_BF16_ENV) != "0" and cpu_bf16_feature() is not None
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def lay_out(weight: torch.Tensor, bf16: bool) -> Readout:

@@ -89,12 +89,13 @@ def test_a_broken_model_is_refused_with_the_bf16_head(tokenizer, monkeypatch):
 
 
 def test_the_switch_keeps_fp32_where_asked(monkeypatch):
-    weight = torch.zeros(10, 4)
+    weight = torch.zeros(readouts.BF16_MIN_ELEMENTS // 64, 64)
     monkeypatch.setattr(readouts, "cpu_bf16_feature", lambda: "AVX512-BF16")
     monkeypatch.setenv("LM_CPU_BF16", "0")
     assert not readouts.bf16_head_helps(weight)
     monkeypatch.delenv("LM_CPU_BF16")
     assert readouts.bf16_head_helps(weight)
     assert not readouts.bf16_head_helps(weight.double())  # only an fp32 head is laid out in bf16
+    assert not readouts.bf16_head_helps(weight[:-1])  # a small head is read from cache: fp32 is as fast
     monkeypatch.setattr(readouts, "cpu_bf16_feature", lambda: None)  # no native bf16: emulated bf16 is slower
     assert not readouts.bf16_head_helps(weight)
