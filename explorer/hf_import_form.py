@@ -40,8 +40,9 @@ def import_controls() -> ImportJob | None:
     else:
         st.text_input("Path to a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)",
                       key="hf_path", placeholder="/home/me/models/SmolLM2-135M")
-        blocked = not st.session_state.get("hf_path", "").strip()
-    st.button("Import the model", key="hf_import", type="primary", on_click=start, disabled=blocked)
+        blocked, revisions = not st.session_state.get("hf_path", "").strip(), None
+    label = "Import the model" if revisions is None else "Import its training"
+    st.button(label, key="hf_import", type="primary", on_click=start, disabled=blocked)
     return watch_imports(KIND, JOB)
 
 
