@@ -5,13 +5,15 @@ is the Attention page's own, cached for the whole server, so the picture costs o
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.attention_maps import attention_figure
 from explorer.attention_tabs.inputs import attention_run
 from explorer.models import find_models, load_model
+from explorer.paths import FileStamp
 from explorer.widgets import chart
-from lm.checkpoint import CheckpointError
+from lm.checkpoint import WEIGHTS_FILE, Checkpoint, CheckpointError
 
 LINE = "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?"  # short enough to label every token on Home
 
@@ -33,17 +35,16 @@ def home_picture() -> None:
     entry = models[0]
     try:
         checkpoint = load_model(entry)
-    except CheckpointError:  # the Attention and Generate pages say why; Home simply has no picture
+        weights = FileStamp.of(entry.path / WEIGHTS_FILE)
+    except (CheckpointError, OSError):  # the Attention and Generate pages say why; Home simply has no picture
         return
-    ids = checkpoint.tokenizer.encode(LINE)[-checkpoint.model.config.block_size:]
-    run = attention_run(checkpoint, tuple(ids))
-    if run is None:
+    drawn = sharpest_map(weights, entry.name, checkpoint)
+    if drawn is None:
         return
-    layer, head = sharpest_head(run.weights)
+    layer, head, figure = drawn
     words, picture = st.columns([2, 3], vertical_alignment="center")
     with picture:
-        chart(attention_figure(run, layer, head, f"{entry.name}: layer {layer}, head {head}", compact=True),
-              "home_attention", f"{entry.name}-attention-L{layer}H{head}")
+        chart(figure, "home_attention", f"{entry.name}-attention-L{layer}H{head}")
     with words:
         st.markdown(
             f"**Where a model's tokens look.** Each row is one token of Juliet's line; its colours show how "
@@ -52,3 +53,16 @@ def home_picture() -> None:
         )
         st.page_link("app_pages/attention.py", label="Open it on the Attention page", icon="➡️",
                      query_params={"model": entry.name, "att_text": LINE, "att_layer": layer, "att_head": head})
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def sharpest_map(weights: FileStamp, name: str, _checkpoint: Checkpoint) -> tuple[int, int, go.Figure] | None:
+    """(layer, head, its map on LINE), once per version of the weights for every session: a rerun of
+    Home then sends the same figure and the browser has nothing to redraw. Never modified afterwards:
+    chart() restyles a copy."""
+    ids = _checkpoint.tokenizer.encode(LINE)[-_checkpoint.model.config.block_size:]
+    run = attention_run(_checkpoint, tuple(ids))
+    if run is None:
+        return None
+    layer, head = sharpest_head(run.weights)
+    return layer, head, attention_figure(run, layer, head, f"{name}: layer {layer}, head {head}", compact=True)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import runs
+from explorer.live_files import has_metrics, run_metrics
 from explorer.plain_text import plain
 from explorer.run_differences import differences_sentence, run_settings
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
 from explorer.widgets import chart
-from lm.run_folder import read_metrics
 
 
 def runs_section() -> None:
@@ -44,7 +45,7 @@ def runs_section() -> None:
 
 def compare_curves(infos: list[runs.RunInfo]) -> None:
     """The chosen runs' losses on one chart: the three newest until someone chooses."""
-    with_metrics = [info.name for info in infos if read_metrics(info.folder)]
+    with_metrics = [info.name for info in infos if has_metrics(info.folder)]
     chosen = st.session_state.get("train_compare_chosen")  # else a lesson's link may name the runs
     previous = st.session_state.get("train_compare") if chosen else st.query_params.get_all("train_compare")
     st.session_state["train_compare"] = [n for n in previous if n in with_metrics] if previous else with_metrics[:3]
@@ -53,10 +54,19 @@ def compare_curves(infos: list[runs.RunInfo]) -> None:
         on_change=lambda: st.session_state.update(train_compare_chosen=True),
     )
     if compare:
-        curves = {n: read_metrics(runs.run_folder(n)) for n in compare}
-        chart(overlay_figure(curves), "train_overlay", "loss-curves")
+        by_name = {info.name: info for info in infos}
+        looks = {n: run_metrics(by_name[n].folder, by_name[n].active) for n in compare}
+        versions = tuple((n, stamp) for n, (stamp, _) in looks.items())
+        chart(overlay_of(versions, {n: metrics for n, (_, metrics) in looks.items()}), "train_overlay", "loss-curves")
         settings = {info.name: run_settings(info.options, info.folder) for info in infos if info.name in compare}
         st.markdown(differences_sentence({name: settings[name] for name in compare}))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def overlay_of(versions: tuple, _curves: dict[str, list[dict]]) -> go.Figure:
+    """The runs' overlaid losses, built once per version of their metrics files (`versions`: each
+    run's name and FileStamp) for every session. Never modified afterwards: chart() restyles a copy."""
+    return overlay_figure(_curves)
 
 
 def import_section() -> None:

@@ -13,6 +13,7 @@ import streamlit as st
 from explorer import runs
 from explorer.navigation import PAGES
 from explorer.paths import FileStamp
+from explorer.live_files import run_metrics
 from explorer.plain_text import plain
 from explorer.run_continue import continue_control
 from explorer.training_guide import diagnose
@@ -22,7 +23,7 @@ from explorer.training_view import (
 )
 from explorer.widgets import chart
 from lm.device import resolve_device
-from lm.run_folder import METRICS_FILE, read_metrics, read_samples, tokenizer_vocab_size
+from lm.run_folder import read_samples, tokenizer_vocab_size
 
 REPO = Path(__file__).resolve().parents[1]
 LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
@@ -55,13 +56,14 @@ def live_view(name: str, was_active: bool) -> None:
     if info is None:
         return
     title_bar(info)
-    metrics, samples = read_metrics(info.folder), read_samples(info.folder)
+    stamp, metrics = run_metrics(info.folder, info.active)
+    samples = read_samples(info.folder)
     state_messages(info, metrics, "Starting: loading the text, training the tokenizer and building the model…")
     device = resolve_device(info.options.get("device", "auto"))
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):
         st.warning(f"**{flag.title}.** {flag.evidence} {flag.advice}", icon="🧭")
     if metrics:
-        charts(name, info.folder, metrics)
+        charts(name, info.folder, stamp, metrics)
     if samples:
         if has_task_accuracy(metrics):
             st.markdown(f"**How the model answers held-out examples at step {samples[-1]['step']:,}** (greedy)")
@@ -125,13 +127,9 @@ def run_actions(column, info: runs.RunInfo, key: str) -> None:
         st.rerun()
 
 
-def charts(name: str, folder: Path, metrics: list[dict]) -> None:
+def charts(name: str, folder: Path, stamp: FileStamp, metrics: list[dict]) -> None:
     """Loss (with a blind guess's, once the tokenizer is saved), task accuracy, learning rate, gradient norm,
-    and a mixture of experts' load balance."""
-    try:
-        stamp = FileStamp.of(folder / METRICS_FILE)
-    except OSError:  # deleted meanwhile: the next look says so
-        return
+    and a mixture of experts' load balance; `stamp` is the version of the metrics file they were read from."""
     figures = live_figures(stamp, tokenizer_vocab_size(folder), metrics)
     chart(figures["loss"], "train_loss_chart", f"{name}-loss")
     if "accuracy" in figures:  # a synthetic task: how often it answers exactly right
