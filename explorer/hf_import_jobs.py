@@ -72,7 +72,7 @@ def training_folder(name: str) -> Path:
 
 def start_revisions(name: str, revisions: list[str]) -> ImportJob:
     """Import several of a known model's training checkpoints from the Hub into one run folder."""
-    label = f"{OPEN_MODELS[name].label.split(' (')[0]}'s training"
+    label = f"{len(revisions)} checkpoints of {OPEN_MODELS[name].label.split(' (')[0]}"
     return start_job((KIND, f"{name}-training", None), label, lambda report: _revisions(name, revisions, report))
 
 
