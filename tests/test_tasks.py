@@ -339,6 +339,24 @@ def test_the_lessons_run_grows_an_induction_head_past_layer_0_it_relies_on(copy_
 
 
 @pytest.mark.slow
+def test_lesson_6_reads_the_answer_at_the_induction_heads_block_and_patching_that_head_brings_it_back(copy_run):
+    from explorer.lessons import shipped_lessons
+    from lm.lens import logit_lens
+    from lm.patching import activation_patching
+
+    steps = shipped_lessons()["6-which-head-causes-the-answer.toml"].steps
+    clean, corrupted = steps[-1].params["ins_text"], steps[-1].params["ins_corrupt"]
+    model, tokenizer = copy_run.model.eval(), copy_run.task_data.tokenizer
+    layer, head, _ = lesson_head_score(Path(copy_run.cfg.out))
+    ids = tokenizer.encode(clean)
+    lens = logit_lens(model, ids, tokenizer.vocab_size)
+    assert tokenizer.decode([int(lens.final_ids[-1])]) == "b"  # qhzbwmkqhz → b, as the lesson says
+    assert lens.rows[lens.settles_at()[-1]] == f"block {layer}"  # where the lesson's lens step says it appears
+    found = activation_patching(model, ids, tokenizer.encode(corrupted), tokenizer.vocab_size)
+    assert found.heads[layer, head] > 0.8 and found.heads[0].max() < 0.5, found.heads
+
+
+@pytest.mark.slow
 def test_accuracy_is_what_greedy_generation_gets_right(copy_run):
     data, model = copy_run.task_data, copy_run.model
     _, accuracy = data.evaluate(model)
