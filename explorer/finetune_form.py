@@ -5,7 +5,7 @@ lives in an `ft_*` session key bound to the URL, so a link or a lesson sets the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -40,6 +40,7 @@ class FinetuneChoice:
     tokenizer: object
     data: DataChoice
     name_base: str
+    estimates: object = field(default=None, compare=False)  # where its costs are drawn: beside the data, on the first screen
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -158,6 +159,7 @@ def finetune_form() -> FinetuneChoice | None:
         data = data_input(method, on_change=apply_defaults)
         if data is not None and data.examples:
             st.caption(describe(data, method))
+        estimates = st.container()  # filled once the settings below are read
     if source is None:
         return None
     entry, config, tokenizer = source
@@ -171,4 +173,4 @@ def finetune_form() -> FinetuneChoice | None:
         return None
     request = FinetuneRequest(method=method, source=str(entry.path.resolve()), data=data.data, upload=data.upload,
                               **settings, **lora)
-    return FinetuneChoice(request, config, tokenizer, data, f"{entry.name}-{method}")
+    return FinetuneChoice(request, config, tokenizer, data, f"{entry.name}-{method}", estimates)

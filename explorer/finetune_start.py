@@ -39,7 +39,13 @@ def _step_ratio(config: GPTConfig, request: FinetuneRequest, batch: int, length:
 
 
 def show_estimates(choice: FinetuneChoice) -> str | None:
-    """Four figures and how they were found; returns why it cannot train here, if it cannot."""
+    """Four figures and how they were found, beside the data (on a projector's first screen);
+    returns why it cannot train here, if it cannot."""
+    with choice.estimates if choice.estimates is not None else st.container():
+        return _estimates(choice)
+
+
+def _estimates(choice: FinetuneChoice) -> str | None:
     request, config = choice.request, choice.model
     labels = len({e.label for e in choice.data.examples}) if request.method == "classify" else 2
     try:
@@ -50,7 +56,7 @@ def show_estimates(choice: FinetuneChoice) -> str | None:
                              choice.tokenizer.name, choice.tokenizer, config.block_size)
     memory = memory_bytes(config, counts, request.batch_size, length, request.method == "dpo")
     available = physical_memory_bytes()
-    trainable_col, memory_col, step_col, total_col = st.columns(4)
+    (trainable_col, memory_col), (step_col, total_col) = st.columns(2), st.columns(2)
     trainable_col.metric("Parameters that train", f"{counts[0]:,}", f"{counts[0] / counts[1]:.2%} of {counts[1]:,}",
                          delta_color="off", delta_arrow="off")
     memory_col.metric("Memory to train", format_bytes(memory))

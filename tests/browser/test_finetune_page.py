@@ -53,3 +53,21 @@ def test_fine_tune_views_fit_a_projector(app_url, browser, finetune_runs):
                 failures += [f"{where}: {problem}" for problem in page.evaluate(PROBLEMS_JS)]
         context.close()
     assert not failures, "\n".join(failures)
+
+
+def test_the_costs_of_a_new_fine_tune_lie_on_a_projectors_first_screen(app_url, browser):
+    """Without a run to watch, the form's four costs (parameters, memory, time per step, the whole
+    run) sit beside the data choice, above the fold of a 1280×720 projector."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.goto(f"{app_url}/finetune?presenter=true")
+    page.get_by_text("Time per step").first.wait_for(timeout=240_000)
+    wait_until_idle(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "presenter-finetune-form-1280x720.png"))
+    metrics = page.locator("[data-testid='stMetric']")
+    assert metrics.count() == 4
+    for metric in metrics.all():
+        box = metric.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720, f"{metric.inner_text()}: {box}"
+    context.close()
