@@ -15,13 +15,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from explorer.lesson_steps import best_induction_head
+from explorer.lessons import shipped_lessons
 from explorer.training_view import accuracy_figure, has_task_accuracy
 from lm.__main__ import main
 from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
 from lm.detectors import DETECTORS, attention_weights, head_scores, repeated_random_tokens
 from lm.generate import Sampling, generate
+from lm.lens import logit_lens
 from lm.model import GPT, GPTConfig, GPTOutput
+from lm.patching import activation_patching
 from lm.run_folder import TRAIN_CONFIG_FILE, snapshot_steps
 from lm.tasks import (
     HELD_OUT, LETTERS, TASKS, TaskData, TaskError, exact_matches, probe_vocabulary, prompt_length, task_tokenizer,
@@ -340,10 +343,6 @@ def test_the_lessons_run_grows_an_induction_head_past_layer_0_it_relies_on(copy_
 
 @pytest.mark.slow
 def test_lesson_6_reads_the_answer_at_the_induction_heads_block_and_patching_that_head_brings_it_back(copy_run):
-    from explorer.lessons import shipped_lessons
-    from lm.lens import logit_lens
-    from lm.patching import activation_patching
-
     steps = shipped_lessons()["6-which-head-causes-the-answer.toml"].steps
     clean, corrupted = steps[-1].params["ins_text"], steps[-1].params["ins_corrupt"]
     model, tokenizer = copy_run.model.eval(), copy_run.task_data.tokenizer
