@@ -23,6 +23,7 @@ from lm.run_folder import DETECTORS_FILE, SNAPSHOT_TENSOR, read_jsonl, read_prob
 
 DETECTOR_COLOURS = dict(zip(DETECTORS, ("#2f9e44", "#1098ad", "#c2255c", "#f08c00", "#7048e8")))
 STEP_LINE = "#e8590c"
+LOSSES = {"train_loss": ("training loss", TRAIN_COLOUR), "val_loss": ("validation loss", VAL_COLOUR)}
 
 
 class SnapshotError(ValueError):
@@ -100,20 +101,36 @@ def nearest_step(steps: list[int], step: int) -> int:
     return min(steps, key=lambda s: (abs(s - step), s))
 
 
+def even_steps(logged: list[int], snapshots: list[int]) -> dict[int, str] | None:
+    """Each step's label on an axis that spaces the snapshots evenly, as the slider does, when
+    they are too uneven for a linear one (Pythia's published checkpoints, 0, 256, 1,000 ...
+    143,000, would crowd into its first pixels) and every logged step is one of them; else None."""
+    gaps = np.diff(sorted(set(snapshots)))
+    if len(gaps) < 2 or gaps.max() <= 20 * gaps.min() or not all(type(s) is int and s in snapshots for s in logged):
+        return None
+    return {s: f"{s:,}" for s in sorted(set(snapshots))}
+
+
 def history_figure(
     metrics: list[dict], history: DetectorHistory, layer: int, head: int, step: int, max_points: int = 600
 ) -> go.Figure:
     """The loss curve on top and the chosen head's detector scores below, on one step axis,
     with a line at `step`: a head that starts copying shows up at the same x as the loss drop."""
+    curves = {key: series(metrics, key) for key in LOSSES}
+    labels = even_steps([step for steps, _ in curves.values() for step in steps], history.steps)
+
+    def place(steps: list[int]) -> list:
+        return [labels[s] for s in steps] if labels else list(steps)
+
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, row_heights=[0.45, 0.55],
         subplot_titles=("Loss", f"Layer {layer}, head {head}: its detector scores"),
     )
-    for key, name, colour in (("train_loss", "training loss", TRAIN_COLOUR), ("val_loss", "validation loss", VAL_COLOUR)):
-        steps, values = series(metrics, key)
+    for key, (name, colour) in LOSSES.items():
+        steps, values = curves[key]
         keep = downsample_indices(values, max_points)
         fig.add_trace(
-            go.Scatter(x=[steps[i] for i in keep], y=[values[i] for i in keep], name=name, mode="lines",
+            go.Scatter(x=place([steps[i] for i in keep]), y=[values[i] for i in keep], name=name, mode="lines",
                        line=dict(color=colour, width=3)),
             row=1, col=1,
         )
@@ -122,13 +139,16 @@ def history_figure(
             if layer < values.shape[1] and head < values.shape[2]:
                 fig.add_trace(
                     go.Scatter(
-                        x=history.steps, y=values[:, layer, head], name=name.replace("_", " "), mode="lines+markers",
+                        x=place(history.steps), y=values[:, layer, head], name=name.replace("_", " "),
+                        mode="lines+markers",
                         line=dict(color=DETECTOR_COLOURS[name], width=3), marker=dict(size=7),
                         hovertemplate=f"{name.replace('_', ' ')}: %{{y:.2f}}<extra></extra>",
                     ),
                     row=2, col=1,
                 )
-    fig.add_vline(x=step, line=dict(color=STEP_LINE, width=3, dash="dash"))
+    fig.add_vline(x=labels.get(step, step) if labels else step, line=dict(color=STEP_LINE, width=3, dash="dash"))
+    if labels:
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(labels.values()))
     fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
     fig.update_yaxes(title_text="score", range=[0, 1.02], row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from explorer.gpt2_import_form import FROM_HUB
 from explorer.hf_import_form import TRAINING
+from explorer.training_snapshots import even_steps
 from lm.__main__ import main
 from lm.checkpoint import load_checkpoint
 from lm.hf_import import HFImportError
@@ -107,8 +108,9 @@ def test_the_attention_page_replays_the_revisions(imported, app_dirs):
     expected = load_file(snapshot_path(folder, 0))["attention"][0, 0].float().numpy()[-16:, -16:]
     np.testing.assert_allclose(shown, expected, atol=1e-6)
     assert head_map["layout"]["title"]["text"] == "layer 0, head 0 at step 0"
-    traces = {trace["name"]: trace for trace in history["data"]}
-    assert list(traces["validation loss"]["x"]) == [0, 512, 143_000]
+    traces = {trace["name"]: trace for trace in history["data"]}  # evenly spaced, as the slider: 0 and 512 stay apart
+    assert list(traces["validation loss"]["x"]) == list(traces["induction"]["x"]) == ["0", "512", "143,000"]
+    assert history["layout"]["xaxis"]["type"] == "category" and history["layout"]["shapes"][0]["x0"] == "0"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -203,3 +205,12 @@ def test_a_folder_of_revision_folders_imports_without_the_network(hub, tmp_path)
     with pytest.raises(HFImportError, match="has no folder step1000: a model's training is imported from a folder"):
         import_revisions(str(root), ["step0", "step1000"], tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_only_uneven_snapshot_steps_are_spaced_evenly():
+    pythia = [0, 256, 1000, 2000, 4000, 143_000]
+    assert even_steps(pythia, pythia) == {0: "0", 256: "256", 1000: "1,000", 2000: "2,000", 4000: "4,000",
+                                          143_000: "143,000"}
+    assert even_steps(list(range(0, 1001, 10)), list(range(0, 1001, 100))) is None  # a run trained here: linear
+    assert even_steps([0, 100, 143_000], pythia) is None  # a loss logged between snapshots needs the real distances
+    assert even_steps([], [0, 143_000]) is None
