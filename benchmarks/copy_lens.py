@@ -2,8 +2,8 @@
 answer is the block of the induction head, that head writes the answer (direct logit
 attribution) and causes it (patching its output brings the clean answer back).
 
-Train the model first (benchmarks/copy_lesson.py prints nothing of the folder; train as Lesson 6
-does: `python -m lm train --data task:copy --out FOLDER`, about 4-6 minutes on a CPU), then:
+Train the model first, as Lesson 6 does (`python -m lm train --data task:copy --out FOLDER`, about
+4-6 minutes on a CPU; benchmarks/copy_lesson.py leaves one in /tmp/copy-lesson-*/run), then:
 
     python benchmarks/copy_lens.py FOLDER [--clean qhzbwmkqhz --corrupted qhzxwmkqhz]
 """
