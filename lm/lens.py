@@ -12,6 +12,9 @@ that position) is frozen at its value; so each part's direct effect is (part −
 residual adds its parts the same way. Post-norm normalises the stream inside every block, so
 a part's direct path to the head runs through every later norm: each is frozen at its own σ,
 the reading direction is carried back through them, and their β become parts of their own.
+Sandwich norms (Gemma) normalise each attention's and MLP's whole output before it is added:
+frozen at that output's σ, the norm is linear in it, so each head's write (its slice of the
+projection) is read through γ / σ too, and the heads still add up to the block's write.
 "Direct": a head's effect through later layers' attention and MLPs is not counted here (that
 is what activation patching measures)."""
 
@@ -143,6 +146,7 @@ class Attribution:
     logit: float  # the model's own logit for the target
     inverse_spread: float  # 1 / σ of the last norm before the head, frozen
     frozen_norms: int = 1  # the norms on the way to the head, each frozen at its σ (post-norm: two per block)
+    norm_position: str = "pre"  # the model's layout of norms (lm.config): how the caption says they were frozen
 
     def top_heads(self, count: int) -> list[tuple[int, int, float]]:
         """The heads that push the logit most, either way: (layer, head, value), largest |value| first."""
@@ -174,12 +178,14 @@ def direct_attribution(model: GPT, ids: list[int], position: int, target: int) -
     """How much each part of the residual stream at `position` pushes the logit of `target`: each
     part read along the target's output row carried back through the norms between it and the
     head, each frozen at its σ (pre-norm and a parallel residual: the final norm only; post-norm:
-    every later block's two norms as well, whose β are then parts too)."""
+    every later block's two norms as well, whose β are then parts too; sandwich: the final norm and
+    the part's own output norm, frozen at the σ of the whole sublayer output)."""
     parts = trace(model, ids)
-    head, post = model.lm_head, model.config.norm_position == "post"
+    head, layout = model.lm_head, model.config.norm_position
     read, constant, inverse_spread = through_norm(model.transformer.ln_f, parts.layers[-1].resid_post[0, position],
                                                   head.weight[target])
     constant += float(head.bias[target]) if head.bias is not None else 0.0
+    post = layout == "post"
     found = [] if post and constant == 0.0 else [("final norm bias", "final norm bias", None, constant)]  # last first
     for layer in reversed(range(len(parts.layers))):
         block, step = model.transformer.h[layer], parts.layers[layer]
@@ -187,16 +193,28 @@ def direct_attribution(model: GPT, ids: list[int], position: int, target: int) -
             read, constant, inverse = through_norm(block.ln_2, (step.resid_mid + step.mlp_out)[0, position], read)
             inverse_spread = inverse if layer == len(parts.layers) - 1 else inverse_spread
             found.append((f"L{layer} ln_2 bias", "norm bias", None, constant))
-        found.append((f"L{layer} MLP", "MLP", None, float(step.mlp_out[0, position] @ read)))
+        mlp_read = output_norm(block.ln_mlp_out, f"L{layer} ln_mlp_out", step.mlp_out[0, position], read, found)
+        found.append((f"L{layer} MLP", "MLP", None, float(step.mlp_out[0, position] @ mlp_read)))
         if post:
             read, constant, _ = through_norm(block.ln_1, (step.resid_pre + step.attn_out)[0, position], read)
             found.append((f"L{layer} ln_1 bias", "norm bias", None, constant))
-        found.extend(attention_parts(block, step, layer, position, read))
+        attn_read = output_norm(block.ln_attn_out, f"L{layer} ln_attn_out", step.attn_out[0, position], read, found)
+        found.extend(attention_parts(block, step, layer, position, attn_read))
     found.append(("embeddings", "embeddings", None, float(parts.embeddings[0, position] @ read)))
     labels, kinds, heads, values = zip(*reversed(found))
     logit = float(parts.logits(model, position)[target])
-    frozen = 2 * len(parts.layers) if post else 1
-    return Attribution(labels, kinds, heads, np.array(values, np.float64), logit, inverse_spread, frozen)
+    frozen = {"post": 2 * len(parts.layers), "sandwich": 1 + 2 * len(parts.layers)}.get(layout, 1)
+    return Attribution(labels, kinds, heads, np.array(values, np.float64), logit, inverse_spread, frozen, layout)
+
+
+def output_norm(norm: nn.Module, label: str, output: torch.Tensor, read: torch.Tensor, found: list[tuple]
+                ) -> torch.Tensor:
+    """`read` carried back through a sandwich block's norm on a sublayer's `output` [n_embd], frozen at
+    that output's σ (an Identity elsewhere: `read` itself); its β, if any, becomes a bar in `found`."""
+    pulled, constant, _ = through_norm(norm, output, read)
+    if getattr(norm, "bias", None) is not None:
+        found.append((f"{label} bias", "norm bias", None, constant))
+    return pulled
 
 
 def attention_parts(block, step, layer: int, position: int, read: torch.Tensor) -> list[tuple]:

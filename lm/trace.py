@@ -6,17 +6,19 @@ plus its bias), then each layer's MLP. Interpretability views need those parts o
 (the logit lens, direct logit attribution, activation patching, neurons), so this module
 walks the blocks itself, calling block.ln_1, attn, ln_2 and mlp, and keeps each part.
 
-`step` follows the three layouts the model has: GPT-2's sequential pre-norm (attention,
+`step` follows the four layouts the model has: GPT-2's sequential pre-norm (attention,
 add, then MLP, add); a parallel residual (GPT-J, Pythia: attention and MLP read the same
-normalised input and both are added); and post-norm (the original Transformer: the stream
-is normalised after each addition, so a block's output is ln_2's). The switches inside the
-modules (rotary positions, RMSNorm, QK-norm, fewer key/value heads, a window, another MLP
-or a mixture of experts) change nothing here. Sandwich norms are refused by name, and every
-walk is also checked against the model's own forward pass, so a layout this module does not
-know raises UnsupportedArchitecture rather than giving wrong numbers. That check runs once
-per model and text length: the walk and the model's pass call the same modules, so only the
-layout (a property of the model) or the length (a window) could make them differ, never the
-tokens. The model is only read (it is shared between sessions)."""
+normalised input and both are added); post-norm (the original Transformer: the stream is
+normalised after each addition, so a block's output is ln_2's); and sandwich norms (Gemma:
+pre-norm, with each sublayer's output normalised again before it is added; attn_out and
+mlp_out are kept before those output norms, what the heads and neurons make). The switches
+inside the modules (rotary positions, RMSNorm, QK-norm, fewer key/value heads, a window,
+another MLP or a mixture of experts) change nothing here. Every walk is also checked against
+the model's own forward pass, so a layout this module does not know raises
+UnsupportedArchitecture rather than giving wrong numbers. That check runs once per model and
+text length: the walk and the model's pass call the same modules, so only the layout (a
+property of the model) or the length (a window) could make them differ, never the tokens.
+The model is only read (it is shared between sessions)."""
 
 from __future__ import annotations
 
@@ -42,10 +44,10 @@ class LayerParts:
 
     resid_pre: torch.Tensor  # the residual stream coming in
     heads: torch.Tensor  # [batch, heads, T, head size]: each head's output before the projection
-    attn_out: torch.Tensor  # the attention's write: projected heads plus bias
+    attn_out: torch.Tensor  # the attention's output: projected heads plus bias (sandwich: before ln_attn_out)
     resid_mid: torch.Tensor  # after the attention's write (post-norm: ln_1 of it; parallel: the MLP does not read it)
     mlp_in: torch.Tensor  # what the MLP reads
-    mlp_out: torch.Tensor  # the MLP's write
+    mlp_out: torch.Tensor  # the MLP's output (sandwich: before ln_mlp_out)
     resid_post: torch.Tensor  # after the MLP's write: the next block's resid_pre
     keys: torch.Tensor  # [batch, key/value heads, T, head size]: what the layer's KV cache holds (rotated, normed)
     values: torch.Tensor
@@ -74,10 +76,10 @@ def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_
         mid = block.ln_1(x + attn_out)
         mlp_out = block.mlp(mid)
         return LayerParts(x, outputs, attn_out, mid, mid, mlp_out, block.ln_2(mid + mlp_out), *cached)
-    mid = x + attn_out  # parallel: what the attention adds, though the MLP does not read it
+    mid = x + block.ln_attn_out(attn_out)  # parallel: what the attention adds, though the MLP does not read it
     mlp_in = block.ln_2(x if block.parallel else mid)
-    mlp_out = block.mlp(mlp_in)
-    return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + mlp_out, *cached)
+    mlp_out = block.mlp(mlp_in)  # the output norms are Identity unless the blocks are sandwiched
+    return LayerParts(x, outputs, attn_out, mid, mlp_in, mlp_out, mid + block.ln_mlp_out(mlp_out), *cached)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,6 @@ def walk(model: GPT, idx: torch.Tensor, leaf: bool = False) -> tuple[torch.Tenso
     """The embeddings and every block's parts for a batch of ids [batch, T] (unchecked: see
     verify_walk). `leaf`: the embeddings start the autograd graph (gradients for the activations
     can then be asked for, none for the shared model's weights)."""
-    check_layout(model)
     x = embeddings = embed(model, idx).detach().requires_grad_() if leaf else embed(model, idx)
     layers = []
     for block in model.transformer.h:
@@ -137,17 +138,9 @@ def trace(model: GPT, ids: list[int]) -> Trace:
     return Trace(tuple(ids), embeddings, layers, model.transformer.ln_f(layers[-1].resid_post))
 
 
-def check_layout(model: GPT) -> None:
-    """Refuse, by name, the residual layouts `step` does not follow."""
-    if model.config.norm_position == "sandwich":
-        raise UnsupportedArchitecture("this model has sandwich-norm blocks (each sublayer's output normalised before "
-                                      "it is added): taking its residual stream apart is not supported for this "
-                                      "architecture yet")
-
-
 LAYOUT = (
-    "this model's blocks are laid out in a way this view does not know (not GPT-2's, a parallel residual's or "
-    "post-norm's), so {what} cannot be taken apart here: not supported for this architecture yet"
+    "this model's blocks are laid out in a way this view does not know (not GPT-2's, a parallel residual's, "
+    "post-norm's or sandwich norms'), so {what} cannot be taken apart here: not supported for this architecture yet"
 )
 
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lm.embedding_map import embedding_map, nearest_tokens
+from lm.attribution_patching import attribution_patching
 from lm.lens import direct_attribution, logit_lens
+from lm.mlp import ACTIVATIONS
 from lm.model import GPT, GPTConfig
 from lm.neurons import index_neurons, top_neurons, windows
 from lm.patching import Patch, PatchingError, activation_patching, run_patched, shared_prefix
@@ -25,19 +27,25 @@ CLEAN = [3, 5, 7, 9, 11, 13, 3, 5, 7]
 CORRUPTED = [3, 5, 8, 9, 11, 13, 3, 5, 7]  # one token changed
 
 
-LAYOUTS = {"sequential": {}, "parallel": dict(parallel_residual=True), "post-norm": dict(norm_position="post")}
+LAYOUTS = {"sequential": {}, "parallel": dict(parallel_residual=True), "post-norm": dict(norm_position="post"),
+           "sandwich": dict(norm_position="sandwich")}
 
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
 def model(request):
     """Three layers, four heads, random biases and sharp attention: nothing cancels by accident; in
-    each residual layout (GPT-2's, a parallel residual as GPT-J and Pythia, post-norm)."""
+    each residual layout (GPT-2's, a parallel residual as GPT-J and Pythia, post-norm, sandwich norms
+    as Gemma's, here LayerNorms with a β of their own)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=3, n_head=4, n_embd=32,
                           **LAYOUTS[request.param])).eval()
     with torch.no_grad():  # the norm the head reads, scaled: next-token distributions that are not flat
         last = model.transformer.h[-1].ln_2 if request.param == "post-norm" else model.transformer.ln_f
         last.weight.mul_(5.0)
+        for block in model.transformer.h:  # sandwich: output norms that scale each channel their own way
+            for norm in (block.ln_attn_out, block.ln_mlp_out):
+                if not isinstance(norm, torch.nn.Identity):
+                    norm.weight.uniform_(0.5, 2.0)
     return sharpen_attention(model, 3.0)
 
 
@@ -71,16 +79,30 @@ def test_the_lens_reads_each_layers_residual_through_the_final_norm(model):
         assert agrees[row:, t].all() and (row == 0 or not agrees[row - 1, t])
 
 
+def spread(norm, x: torch.Tensor) -> torch.Tensor:
+    """1/σ of a LayerNorm's or an RMSNorm's input, per position."""
+    if isinstance(norm, torch.nn.LayerNorm):
+        return (x.var(-1, unbiased=False, keepdim=True) + norm.eps).rsqrt()
+    return (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()
+
+
+def frozen(norm, x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """The norm of x with its 1/σ held at `inverse`."""
+    centred = x - x.mean(-1, keepdim=True) if isinstance(norm, torch.nn.LayerNorm) else x
+    return centred * inverse * norm.weight + (norm.bias if getattr(norm, "bias", None) is not None else 0)
+
+
 def reference_attribution(model, ids, position, target) -> dict[str, float]:
-    """Each head's and MLP's direct effect from hooks on a copy: with every LayerNorm's σ frozen at
+    """Each head's and MLP's direct effect from hooks on a copy: with every residual-wide norm's σ frozen at
     its value in this run and every attention's and MLP's output frozen too, the logit is affine in
     what each part writes, so a part's direct effect is the logit less the logit with that part's
     write taken out (a head's write: its slice of the projection's input times its slice of the weight)."""
     model = copy.deepcopy(model)
     spreads, outputs, removed = {}, {}, {}
-    capturing = [norm.register_forward_pre_hook(lambda m, args: spreads.__setitem__(
-        m, (args[0].var(-1, unbiased=False, keepdim=True) + m.eps).rsqrt())) for norm in model.modules()
-        if isinstance(norm, torch.nn.LayerNorm)]
+    norms = [norm for norm in model.modules() if isinstance(norm, (torch.nn.LayerNorm, torch.nn.RMSNorm))
+             and norm.normalized_shape == (model.config.n_embd,)]  # not QK-norm's: the attention's output is frozen
+    capturing = [norm.register_forward_pre_hook(lambda m, args: spreads.__setitem__(m, spread(m, args[0])))
+                 for norm in norms]
     for layer, block in enumerate(model.transformer.h):
         capturing += [
             block.attn.c_proj.register_forward_pre_hook(lambda m, args, l=layer: outputs.__setitem__(("in", l), args[0])),
@@ -91,8 +113,7 @@ def reference_attribution(model, ids, position, target) -> dict[str, float]:
     for handle in capturing:
         handle.remove()
     for norm in spreads:
-        norm.register_forward_hook(lambda m, args, out: (args[0] - args[0].mean(-1, keepdim=True)) * spreads[m]
-                                   * m.weight + m.bias)
+        norm.register_forward_hook(lambda m, args, out: frozen(m, args[0], spreads[m]))
     for layer, block in enumerate(model.transformer.h):
         block.attn.register_forward_hook(lambda m, args, out, l=layer: (
             outputs[("attn", l)] - removed.get(("attn", l), 0), out[1]))
@@ -124,10 +145,14 @@ def test_direct_attributions_add_up_to_the_logit_and_match_hooks(model, position
     by_label = dict(zip(found.labels, found.values))
     for label, value in reference_attribution(model, CLEAN, position, target).items():
         assert by_label[label] == pytest.approx(value, abs=1e-5), label
-    post = model.config.norm_position == "post"
+    post, sandwich = (model.config.norm_position == layout for layout in ("post", "sandwich"))
     assert found.kinds.count("head") == 12 and found.labels[0] == "embeddings"
     assert found.labels[-1] == ("L2 ln_2 bias" if post else "final norm bias")
-    assert found.kinds.count("norm bias") == (6 if post else 0) and found.frozen_norms == (6 if post else 1)
+    assert found.kinds.count("norm bias") == (6 if post or sandwich else 0)
+    assert found.frozen_norms == {"post": 6, "sandwich": 7}.get(model.config.norm_position, 1)
+    if sandwich:  # each output norm's β: its own bar, right after its sublayer's parts
+        assert found.labels[found.labels.index("L1 MLP") + 1] == "L1 ln_mlp_out bias"
+        assert found.labels[found.labels.index("L1 attn bias") + 1] == "L1 ln_attn_out bias"
     biggest = found.top_heads(2)
     assert abs(biggest[0][2]) >= abs(biggest[1][2]) and (biggest[0][0], biggest[0][1]) in found.heads
 
@@ -297,15 +322,49 @@ def test_the_decomposition_follows_the_architecture_switches_inside_the_blocks()
     assert len(top_neurons(model, CLEAN, 3, 4)) == 4
 
 
-def test_sandwich_norms_are_refused_by_name():
-    torch.manual_seed(0)
-    settings = dict(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32)
-    sandwich = GPT(GPTConfig(**settings, norm="rmsnorm", norm_position="sandwich")).eval()
-    with pytest.raises(UnsupportedArchitecture, match="sandwich-norm blocks.*not supported for this architecture yet"):
-        direct_attribution(sandwich, CLEAN, 3, 4)
-    with pytest.raises(UnsupportedArchitecture, match="sandwich-norm"):
-        activation_patching(sandwich, CLEAN, CORRUPTED, N_TOKENS, (1, 2))
-    assert logit_lens(sandwich, CLEAN, N_TOKENS).top_ids.shape == (3, len(CLEAN), 5)  # the lens reads any layout
+GEMMA = dict(position="rope", norm="rmsnorm", norm_position="sandwich", qk_norm=True, mlp="geglu",
+             scale_embeddings=True, n_kv_head=2)
+
+
+def test_a_gemma_style_model_is_taken_apart_through_its_frozen_output_norms():
+    """Sandwich RMSNorms, GeGLU, QK-norm, embeddings × √width: attributions match hooks and add up to
+    the logit, patching follows the model's own pass (the output norm then sees the patched heads)."""
+    model = sharpen_attention(tiny_gpt(VOCAB, sharpen=5.0, n_layer=2, n_head=4, **GEMMA), 3.0)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.ln_attn_out.weight.uniform_(0.5, 2.0)
+            block.ln_mlp_out.weight.uniform_(0.5, 2.0)
+    found = direct_attribution(model, CLEAN, 7, 11)
+    assert found.values.sum() == pytest.approx(float(own_logits(model, CLEAN)[7, 11]), abs=1e-4)
+    assert found.kinds.count("norm bias") == 0 and found.frozen_norms == 5 and found.norm_position == "sandwich"
+    by_label = dict(zip(found.labels, found.values))
+    for label, value in reference_attribution(model, CLEAN, 7, 11).items():
+        assert by_label[label] == pytest.approx(value, abs=1e-5), label
+
+    clean, corrupted = trace(model, CLEAN), trace(model, CORRUPTED)
+    with torch.no_grad():
+        final = run_patched(model, clean, corrupted, [Patch(residual={0: tuple(range(len(CLEAN)))}), Patch()])
+        logits = model.lm_head(model.transformer.ln_f(final))
+    torch.testing.assert_close(logits[0], own_logits(model, CLEAN), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[1], own_logits(model, CORRUPTED), rtol=0, atol=1e-5)
+    moved = own_logits(model, CLEAN)[-1, :N_TOKENS] - own_logits(model, CORRUPTED)[-1, :N_TOKENS]
+    answers = (int(moved.argmax()), int(moved.argmin()))  # the difference the change moves most
+    patched = activation_patching(model, CLEAN, CORRUPTED, N_TOKENS, answers)
+    by_hooks = patched_by_hooks(model, 1, 2)[-1]
+    share = (float(by_hooks[answers[0]] - by_hooks[answers[1]]) - patched.corrupted_difference) / (
+        patched.clean_difference - patched.corrupted_difference)
+    assert patched.heads[1, 2] == pytest.approx(share, abs=1e-3)
+    estimated = attribution_patching(model, CLEAN, CORRUPTED, N_TOKENS, answers)
+    assert np.isfinite(estimated.heads).all() and not estimated.exact
+
+    top = top_neurons(model, CLEAN, 4, 3)  # GeGLU: GELU(gate) × up, by a hook on c_fc
+    seen = []
+    for block in model.transformer.h:
+        block.mlp.c_fc.register_forward_hook(lambda m, args, out: seen.append(ACTIVATIONS["geglu"](out)))
+    own_logits(model, CLEAN)
+    acts = torch.stack(seen)[:, 0, 4]
+    assert [v for *_, v in top] == pytest.approx(acts.flatten().topk(3).values.tolist(), abs=1e-5)
+    assert logit_lens(model, CLEAN, N_TOKENS).top_ids.shape == (3, len(CLEAN), 5)
 
 
 def test_a_mixture_of_experts_is_attributed_as_one_write_per_block_and_its_neurons_are_refused():
