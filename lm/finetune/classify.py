@@ -90,7 +90,7 @@ class Classify(Method):
 
     def batch_loss(self, step):
         texts, labels = self.splits["train"]
-        rows = torch.randint(len(texts), (self.cfg.batch_size,), generator=step_generator(self.cfg.seed, step))
+        rows = self.own_share(lambda n: torch.randint(len(texts), (n,), generator=step_generator(self.cfg.seed, step)))
         logits, tokens = self._logits([texts[i] for i in rows])
         targets = labels[rows].to(self.device)
         accuracy = (logits.argmax(-1) == targets).float().mean().item()

@@ -10,6 +10,7 @@ import sys
 
 from tqdm import tqdm
 
+from lm import distributed
 from lm.finetune.config import METHODS, FinetuneConfig, defaults, option_fields
 from lm.finetune.loop import FinetuneRun, resume_settings
 from lm.slots import training_slot
@@ -52,16 +53,24 @@ def cmd_finetune(args) -> None:
     except (ValueError, OSError) as exc:  # DataError, CheckpointError, bad options: nothing has been written
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(BAD_INPUT) from None
-    with training_slot(run.cfg.out, run.cfg.max_steps):  # waits in line when the app shares the machine's slots
-        train_and_report(run)
+    try:
+        with training_slot(run.cfg.out, run.cfg.max_steps):  # waits in line when the app shares the machine's slots
+            train_and_report(run)
+    except BaseException:
+        distributed.end(finished=False)
+        raise
+    distributed.end()
 
 
 def train_and_report(run: FinetuneRun) -> None:
-    cfg = run.cfg
-    print(f"{cfg.out}: {cfg.method} from {cfg.source} on {cfg.data}; {run.trainable:,} of {run.total:,} parameters "
-          f"train ({run.trainable / run.total:.1%}){' with LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else ''}; "
-          f"device {run.device}")
-    with tqdm(total=cfg.max_steps, initial=run.step, unit="step") as bar:
+    """Under torchrun every process trains; only process 0 reports."""
+    cfg, main = run.cfg, run.world.is_main
+    processes = f", {run.world.size} processes" if run.world.size > 1 else ""
+    if main:
+        print(f"{cfg.out}: {cfg.method} from {cfg.source} on {cfg.data}; {run.trainable:,} of {run.total:,} parameters "
+              f"train ({run.trainable / run.total:.1%}){' with LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else ''}; "
+              f"device {run.device}{processes}")
+    with tqdm(total=cfg.max_steps, initial=run.step, unit="step", disable=not main) as bar:
         def progress(record: dict) -> None:
             bar.update(record["step"] - bar.n)
             shown = {"loss": f"{record['train_loss']:.3f}"}
@@ -71,4 +80,5 @@ def train_and_report(run: FinetuneRun) -> None:
             bar.set_postfix(shown)
 
         state = run.train(progress)
-    print(f"{state} at step {run.step}; evaluation.json and the checkpoint are in {cfg.out}")
+    if main:
+        print(f"{state} at step {run.step}; evaluation.json and the checkpoint are in {cfg.out}")

@@ -4,6 +4,7 @@ trainer splits it (its end held out) and encoded with the model's own tokenizer.
 
 from __future__ import annotations
 
+from lm import distributed
 from lm.data import encode_corpus, random_batch, split_tokens
 from lm.finetune.methods import Method, step_generator
 from lm.generate import Sampling, generate
@@ -19,18 +20,20 @@ class Continue(Method):
         ids = encode_corpus(read_text(cfg.data), tokenizer)
         self.train_ids, self.val_ids = split_tokens(ids, VAL_FRACTION, self.block_size)
 
-    def _loss(self, ids, generator):
-        x, y = random_batch(ids, self.cfg.batch_size, self.block_size, generator)
+    def _loss(self, x, y):
         return self.model(x.to(self.device), y.to(self.device)).loss, x.numel()
 
     def batch_loss(self, step):
-        loss, tokens = self._loss(self.train_ids, step_generator(self.cfg.seed, step))
+        windows = random_batch(self.train_ids, self.cfg.batch_size * self.world.size, self.block_size,
+                               step_generator(self.cfg.seed, step))
+        loss, tokens = self._loss(*(distributed.own_share(w, self.world) for w in windows))
         return loss, {}, tokens
 
     def evaluate(self):
         """The mean loss on the same held-out windows every time, so evaluations compare."""
         windows = step_generator(self.cfg.seed, -1)
-        total = sum(self._loss(self.val_ids, windows)[0].item() for _ in range(self.cfg.eval_batches))
+        total = sum(self._loss(*random_batch(self.val_ids, self.cfg.batch_size, self.block_size, windows))[0].item()
+                    for _ in range(self.cfg.eval_batches))
         return {"val_loss": total / self.cfg.eval_batches}
 
     def _continuation(self) -> tuple[str, str]:

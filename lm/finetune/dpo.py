@@ -69,7 +69,8 @@ class DPO(Method):
 
     def batch_loss(self, step):
         self.model.eval()  # no dropout: the policy and the reference must score the same way
-        rows = torch.randint(len(self.pairs["train"]), (self.cfg.batch_size,), generator=step_generator(self.cfg.seed, step))
+        generator = step_generator(self.cfg.seed, step)
+        rows = self.own_share(lambda n: torch.randint(len(self.pairs["train"]), (n,), generator=generator))
         return self._loss([self.pairs["train"][i] for i in rows])
 
     def _measure(self, split: str) -> dict:

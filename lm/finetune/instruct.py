@@ -57,7 +57,7 @@ class Instruct(Method):
     def _rows(self, step: int) -> list[int]:
         """Step's batch: epochs of batches (length-sorted, or shuffled), each epoch's order drawn from the seed."""
         lengths = [len(ids) for ids, _ in self.encoded["train"]]
-        size = self.cfg.batch_size
+        size = self.cfg.batch_size * self.world.size  # the whole step's batch: each process takes its share
         epoch, index = divmod(step, math.ceil(len(lengths) / size))
         if epoch != self.epoch:
             generator = step_generator(self.cfg.seed, -2 - epoch)
@@ -70,7 +70,9 @@ class Instruct(Method):
         return self.plan[index]
 
     def batch_loss(self, step):
-        x, y = pad_batch([self.encoded["train"][i] for i in self._rows(step)], self.pad)
+        rows = self._rows(step)
+        rows = rows[self.world.rank :: self.world.size] or rows  # a last batch smaller than the processes: all of it
+        x, y = pad_batch([self.encoded["train"][i] for i in rows], self.pad)
         return self.model(x.to(self.device), y.to(self.device)).loss, {}, x.numel()
 
     def _scores(self, split: str) -> tuple[float, list[bool]]:

@@ -7,6 +7,11 @@ checkpoints with state.pt, resume after a stop), plus evaluation.json (the model
 before and after). What trains: everything; the last N blocks and the final norm; or, with
 LoRA, only the adapters (and a new head, which always trains).
 
+Several processes (`torchrun --nproc_per_node=N -m lm finetune ...`, gloo on a CPU) train as
+lm train's do (lm.distributed): each takes its share of every step's batch, their gradients are
+averaged before the step (by hand: the methods call the model in their own ways, such as a
+classifier's hidden states, which DDP's wrapper would not see), and process 0 writes the run.
+
 Resuming rebuilds the model as at the start (the source checkpoint, the new head, the LoRA
 layers), then puts back what trained: the run's own weights, or with LoRA the trainable
 tensors kept in state.pt (the checkpoint holds them merged, which cannot be undone exactly)."""
@@ -24,6 +29,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from lm import distributed
 from lm.atomic import write_json
 from lm.checkpoint import CONFIG_FILE, TIED, WEIGHTS_FILE, load_checkpoint, read_config
 from lm.data import DataError
@@ -54,15 +60,18 @@ class FinetuneRun:
     def __init__(self, cfg: FinetuneConfig, resume: bool = False):
         """Everything is read and checked (checkpoint, data, options) before the folder is touched."""
         self.cfg = cfg = cfg.resolved()
-        self.run = Run(cfg.out)
+        self.world = world = distributed.world_from_env()  # which process of how many, under torchrun
+        self.run = Run(cfg.out, writes=world.is_main)
         check_out_folder(Path(cfg.out), resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.process_device(resolve_device(cfg.device), world)
+        distributed.start(self.device, world)
         source = load_checkpoint(cfg.source)
         self.tokenizer = source.tokenizer
         torch.manual_seed(cfg.seed)  # a new head and LoRA's A matrices start the same for the same seed
         self.method = build_method(cfg, source.model, self.tokenizer)  # reads the data: bad data stops here
+        self.method.world = world
         self.model = self.method.model
         self._choose_trainable()
         state = self.run.resume_state() if resume else None
@@ -77,8 +86,11 @@ class FinetuneRun:
         self.best_val_loss = state["best_val_loss"] if state else math.inf
         self.val_loss = None
         self.trainable, self.total = count_trainable(self.model)
-        self.stop_requested = False
-        self.run.folder.mkdir(parents=True, exist_ok=True)
+        self.stop_requested = self.signalled = False  # stop when all processes agree; a signal has come
+        if world.rank:
+            torch.manual_seed(cfg.seed + world.rank)  # its own dropout; the weights all processes built alike
+        if world.is_main:
+            self.run.folder.mkdir(parents=True, exist_ok=True)
 
     def _choose_trainable(self) -> None:
         choose_trainable(self.model, self.cfg)
@@ -109,6 +121,8 @@ class FinetuneRun:
                     run.write_status("running", step=self.step, max_steps=cfg.max_steps)
                     if progress:
                         progress(record)
+            if not distributed.replicas_agree(self.model, self.world):
+                raise TrainingFailed("the processes' copies of the model differ: do not trust this run")
             state = "finished" if self.step >= cfg.max_steps else "stopped"
             if self.saved_step != self.step:
                 self.save()
@@ -125,7 +139,7 @@ class FinetuneRun:
                 signal.signal(sig, handler)
 
     def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
+        self.signalled = True  # the next step tells the other processes, and all stop after it
 
     def _train_step(self) -> tuple[float, float, float, dict, int]:
         cfg = self.cfg
@@ -134,16 +148,22 @@ class FinetuneRun:
             group["lr"] = lr
         self.model.train()
         loss, extras, tokens = self.method.batch_loss(self.step)
-        if not torch.isfinite(loss):
-            raise TrainingFailed(f"the loss became {loss.item()} at step {self.step + 1}: training diverged. "
-                                 f"Try a lower learning rate (now {cfg.lr:g}; try {cfg.lr / 3:.1g}).")
         loss.backward()
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         params = [p for p in self.model.parameters() if p.requires_grad]
+        average_gradients(params, self.world)
+        # The means over all processes, and whether any was signalled: they stop at the same step.
+        *means, signalled = distributed.sum_all([loss.item(), *extras.values(), float(self.signalled)], self.device,
+                                                self.world)
+        value, extras = means[0] / self.world.size, {k: v / self.world.size for k, v in zip(extras, means[1:])}
+        self.stop_requested = self.stop_requested or signalled > 0
+        if not math.isfinite(value):  # the same on every process, so all of them fail together
+            raise TrainingFailed(f"the loss became {value} at step {self.step + 1}: training diverged. "
+                                 f"Try a lower learning rate (now {cfg.lr:g}; try {cfg.lr / 3:.1g}).")
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return lr, loss.item(), grad_norm, extras, tokens
+        return lr, value, grad_norm, extras, tokens * self.world.size
 
     def _record_step(self, lr, loss, grad_norm, extras, tokens_per_s, started) -> dict | None:
         """The step's metrics line (with the validation measures at an evaluation), a sample and
@@ -176,6 +196,8 @@ class FinetuneRun:
     def write_evaluation(self, when: str) -> None:
         """evaluation.json's "before" (the starting model) or "after" section, on held-out data."""
         self.model.eval()
+        if not self.world.is_main:
+            return
         path = self.run.folder / EVALUATION_FILE
         evaluation = (read_record(path) or {}) if when == "after" else {}
         evaluation.update(method=self.cfg.method, **{when: {"step": self.step, **self.method.report()}})
@@ -222,6 +244,18 @@ class FinetuneRun:
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         if unexpected or set(missing) - {TIED}:
             raise DataError(f"the weights in {self.cfg.out} do not fit the model rebuilt from {self.cfg.source}")
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: distributed.World) -> None:
+    """Every process's gradients replaced by their mean over all processes (one message)."""
+    if world.size == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world.size
+    for p, mean in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = mean.view_as(p).clone()
 
 
 def check_out_folder(folder: Path, resume: bool) -> None:

@@ -2,23 +2,35 @@
 
 A method holds the model (it may add a head), reads its data when built, and answers: a
 training batch's loss for a step (batches are a function of the seed and the step, so a
-resumed run draws the ones it would have), validation measures, the evaluation.json report
+resumed run draws the ones it would have; with several processes, its own share of it),
+validation measures, the evaluation.json report
 and, where it makes sense, a sample of text."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Callable
 
 import torch
 
+from lm import distributed
+from lm.distributed import World
 from lm.finetune.config import FinetuneConfig
 from lm.model import GPT
 
 
 class Method(ABC):
+    world = World()  # which training process of how many (lm.distributed): the loop sets it
+
     def __init__(self, cfg: FinetuneConfig, model: GPT, tokenizer):
         self.cfg, self.model, self.tokenizer, self.device = cfg, model, tokenizer, "cpu"
         self.block_size = model.config.block_size
+
+    def own_share(self, draw: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """This process's share of a step's batch, which `draw(n)` makes of n rows: batch_size rows
+        per process, drawn alike by every process (as lm train does), so together they train on
+        what one process with batch_size x processes would."""
+        return distributed.own_share(draw(self.cfg.batch_size * self.world.size), self.world)
 
     def new_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters the method adds, which train whatever else is frozen."""
