@@ -172,19 +172,31 @@ def test_a_link_keeps_its_text(runs):
     assert len(charts(at)[0]["data"][0]["x"]) == 6
 
 
-def test_a_parallel_residual_is_taken_apart_and_sandwich_norms_are_named(runs):
-    folder = make_checkpoint(runs / "parallel", sharpen=5.0, parallel_residual=True)
-    make_checkpoint(runs / "sandwich", norm="rmsnorm", norm_position="sandwich")
-    at = show(open_inside(ins_model="parallel"), "Direct logit attribution")
+GEMMA_STYLE = dict(position="rope", norm="rmsnorm", norm_position="sandwich", qk_norm=True, mlp="geglu",
+                   scale_embeddings=True, n_kv_head=1)
+
+
+@pytest.mark.parametrize("layout", [dict(parallel_residual=True), GEMMA_STYLE], ids=["parallel", "gemma-style"])
+def test_other_residual_layouts_are_taken_apart(runs, layout):
+    folder = make_checkpoint(runs / "other", sharpen=5.0, **layout)
+    at = open_inside(ins_model="other")
+    assert charts(at) and not infos(at)
+    show(at, "Direct logit attribution")
     assert not infos(at)
     target, own = at.selectbox(key="ins_target").value, logits(folder, at.text_area(key="ins_text").value)
     assert sum(as_array(bar["y"]).sum() for bar in charts(at)[0]["data"]) == pytest.approx(float(own[-1, target]),
                                                                                            abs=1e-3)
-    at = open_inside(ins_model="sandwich")
-    assert charts(at), "the lens reads any layout"
-    show(at, "Direct logit attribution")
-    assert any("sandwich-norm" in m and "not supported for this architecture yet" in m for m in infos(at))
-    assert not charts(at)
+    sandwich = "sandwich" in str(layout)
+    assert any("sandwich norms" in c.value and "1/σ = " in c.value for c in at.caption) == sandwich
+    at = open_inside("Activation patching", ins_model="other")
+    assert not infos(at)
+    checkpoint = load_checkpoint(folder)
+    clean, corrupted = (checkpoint.tokenizer.encode(at.text_area(key=key).value)[-checkpoint.model.config.block_size:]
+                        for key in ("ins_text", "ins_corrupt"))  # what the page reads
+    expected = activation_patching(checkpoint.model, clean, corrupted, checkpoint.tokenizer.vocab_size)
+    np.testing.assert_allclose(as_array(charts(at)[0]["data"][0]["z"]), expected.residual, atol=1e-5)
+    np.testing.assert_allclose(as_array(charts(at)[1]["data"][0]["z"]), expected.heads, atol=1e-5)
+    assert any("sandwich norms" in c.value for c in at.caption) == sandwich
 
 
 def test_embeddings_find_a_token_and_its_nearest_neighbours(runs):

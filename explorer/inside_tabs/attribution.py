@@ -73,7 +73,16 @@ def render_attribution(view: InsideView) -> None:
 
 
 def linearisation(found: Attribution) -> str:
-    """How the norms were made linear, so that the parts add up: one final norm, or (post-norm) every one."""
+    """How the norms were made linear, so that the parts add up: one final norm, (post-norm) every one, or
+    (sandwich) each sublayer's output norm and the final one."""
+    if found.norm_position == "sandwich":
+        shifts = ' and their shifts β are bars of their own ("norm bias")' if "norm bias" in found.kinds else ""
+        return ("This model has sandwich norms (as Gemma): each attention's and each MLP's whole output is normalised "
+                "before it is added, and the final norm reads the stream at the end. Each of those norms is frozen at "
+                f"its σ here ({found.frozen_norms} in all; the final one's 1/σ = {found.inverse_spread:.3f}), which "
+                "makes it linear: a head's bar is its slice of the attention's output scaled by that norm's γ/σ, σ "
+                f"being the spread of all the layer's heads together{shifts}, so the parts add up exactly. A head's "
+                "bar is its push through that frozen scale, not what removing it would do: σ would then change.")
     if found.frozen_norms == 1:
         return ("The final norm divides by the spread σ of the whole residual at this position; σ is frozen at its "
                 f"value here (1/σ = {found.inverse_spread:.3f}), which makes the norm linear, so the parts add up "

@@ -106,6 +106,9 @@ def render_patching(view: InsideView) -> None:
         "position, is fully back: that activation carries the information; 0 (white): it changes nothing; red: "
         "it pushes the other way. Before the changed position the two runs are identical, so patching there "
         "changes nothing. The head grid patches a head's output at every position at once."
+        + (" This model has sandwich norms: a layer's heads are normalised together before they are added, so a "
+           "patched head also changes how its neighbours are scaled; the patched runs go through that norm as the "
+           "model does." if view.checkpoint.model.config.norm_position == "sandwich" else "")
     )
 
 
