@@ -18,10 +18,11 @@ Work, each in a fresh subprocess that imports `lm` from one tree only (so the tw
            the CLI and training samples use) and its explained path (what the Generate page runs),
            against the old tree's one path, which always explained.
 
-Subprocesses alternate old, new, old, new ... (--rounds times per kind of work), so a change
-in the machine's load hits both alike; each figure is the median of the paired ratios new/old
-within a round (above 1: new is faster). The 1-minute load average is printed: on a busy
-machine the wall-clock ratios swing by some percent from round to round.
+Tokens/s are per second of the subprocess's CPU time (at one thread, what the work itself
+costs: on a machine shared with other busy processes, wall-clock time mostly measures the
+others). Subprocesses alternate old, new, old, new ... (--rounds times per kind of work), so
+a change in the machine's load (its memory traffic still slows both) hits both alike; each
+figure is the median of the paired ratios new/old within a round (above 1: new is faster).
 
 Run from the repository root:
   git worktree add /tmp/oldlm 06f1b30886906ca5dc3c59d654dca74fa1189bd8
@@ -82,12 +83,11 @@ def train_worker(shape: tuple, steps: int, warmup: int) -> dict:
     for _ in range(warmup):
         trainer._train_step()
         trainer.step += 1
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(steps):
         trainer._train_step()
         trainer.step += 1
-    seconds = time.perf_counter() - start
-    return {"tokens/s": steps * batch_size * block_size / seconds}
+    return {"tokens/s": steps * batch_size * block_size / (time.process_time() - start)}
 
 
 def generate_worker(explain: bool) -> dict:
@@ -115,9 +115,9 @@ def generate_worker(explain: bool) -> dict:
     ids = run()
     best = float("inf")
     for _ in range(2):
-        start = time.perf_counter()
+        start = time.process_time()
         run()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return {"tokens/s": len(ids) / best, "ids": ids}
 
 
