@@ -70,10 +70,10 @@ def live_view(name: str, was_active: bool) -> None:
     method = record.get("method")
     shown = TABS if method == "classify" and info.has_checkpoint and not info.active else TABS[:2]
     tabs = st.tabs(shown, key="ft_tab", bind=BIND)
+    evaluation = read_evaluation(info.folder)  # once a rerun: the curves need its labels, the comparison all of it
     with tabs[0]:
-        curves(name, info.folder, method, metrics)
+        curves(name, info.folder, method, metrics, len((evaluation.get("before") or {}).get("labels") or [0, 0]))
     with tabs[1]:
-        evaluation = read_evaluation(info.folder)
         if method == "classify":
             classify_comparison(name, evaluation)
         else:
@@ -83,7 +83,7 @@ def live_view(name: str, was_active: bool) -> None:
             try_a_message(info.folder)
 
 
-def curves(name: str, folder: Path, method: str, metrics: list[dict]) -> None:
+def curves(name: str, folder: Path, method: str, metrics: list[dict], labels: int) -> None:
     if not metrics:
         st.info("The curves start with the first steps logged.")
         return
@@ -91,7 +91,6 @@ def curves(name: str, folder: Path, method: str, metrics: list[dict]) -> None:
         stamp = FileStamp.of(folder / METRICS_FILE)
     except OSError:  # deleted meanwhile: the next look says so
         return
-    labels = len((read_evaluation(folder).get("before") or {}).get("labels") or [0, 0])
     figures = live_figures(stamp, method, tokenizer_vocab_size(folder), labels, metrics)
     first, *rest = figures.items()
     chart(first[1], f"ft_{first[0]}_chart", f"{name}-{first[0]}")
