@@ -132,13 +132,16 @@ class Patching:
         return best(self.residual), best(self.heads)
 
 
+def check_lengths(clean: int, corrupted: int) -> None:
+    """PatchingError unless the prompts have as many tokens as each other."""
+    if clean != corrupted:
+        raise PatchingError(f"the clean prompt has {clean} tokens and the corrupted one {corrupted}: patching copies "
+                            "activations position by position, so they must have the same number of tokens")
+
+
 def check_prompts(clean_ids: list[int], corrupted_ids: list[int]) -> tuple[int, ...]:
     """The positions where the prompts differ; PatchingError when they cannot be compared."""
-    if len(clean_ids) != len(corrupted_ids):
-        raise PatchingError(
-            f"the clean prompt has {len(clean_ids)} tokens and the corrupted one {len(corrupted_ids)}: patching "
-            "copies activations position by position, so they must have the same number of tokens"
-        )
+    check_lengths(len(clean_ids), len(corrupted_ids))
     if list(clean_ids) == list(corrupted_ids):
         raise PatchingError("the two prompts are the same: change a word in the corrupted one")
     return tuple(t for t, (x, y) in enumerate(zip(clean_ids, corrupted_ids)) if x != y)

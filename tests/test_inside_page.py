@@ -138,6 +138,10 @@ def test_patching_input_it_cannot_compare_gets_a_message(runs):
     at.text_area(key="ins_text").set_value("Hear me speak.").run()
     at.text_area(key="ins_corrupt").set_value("Hear me speak now, good citizen.").run()
     assert any("same number of tokens" in m for m in infos(at))
+    long = "First Citizen:\nBefore we proceed any further, hear me "  # 42 tokens and 41, past the context of 32:
+    at.text_area(key="ins_text").set_value(long + "speak").run()  # both cut to their last 32 would line up
+    at.text_area(key="ins_corrupt").set_value(long + "pray").run()  # different words, and no message
+    assert any("has 42 tokens and the corrupted one 41" in m for m in infos(at)) and not charts(at)
     at.text_area(key="ins_corrupt").set_value("Hear me sing.").run()
     at.text_input(key="ins_clean_answer").set_value("speak now").run()
     assert not at.exception
@@ -188,13 +192,18 @@ def test_other_residual_layouts_are_taken_apart(runs, layout):
                                                                                            abs=1e-3)
     sandwich = "sandwich" in str(layout)
     assert any("sandwich norms" in c.value and "1/σ = " in c.value for c in at.caption) == sandwich
-    at = open_inside("Activation patching", ins_model="other")
+    at = open_inside("Activation patching", ins_model="other", ins_text=SHAKESPEARE.clean,
+                     ins_corrupt=SHAKESPEARE.clean.replace("speak", "sneak"),  # one token changed in this BPE
+                     ins_clean_answer="e", ins_corrupt_answer="a")
     assert not infos(at)
     checkpoint = load_checkpoint(folder)
     clean, corrupted = (checkpoint.tokenizer.encode(at.text_area(key=key).value)[-checkpoint.model.config.block_size:]
                         for key in ("ins_text", "ins_corrupt"))  # what the page reads
-    expected = activation_patching(checkpoint.model, clean, corrupted, checkpoint.tokenizer.vocab_size)
+    answers = tuple(checkpoint.tokenizer.encode(answer)[0] for answer in "ea")
+    expected = activation_patching(checkpoint.model, clean, corrupted, checkpoint.tokenizer.vocab_size, answers)
     np.testing.assert_allclose(as_array(charts(at)[0]["data"][0]["z"]), expected.residual, atol=1e-5)
+    (changed,) = expected.differ  # the one token changed: patching it in at the start restores it all
+    assert expected.residual[0, changed] == pytest.approx(1.0, abs=1e-4)
     np.testing.assert_allclose(as_array(charts(at)[1]["data"][0]["z"]), expected.heads, atol=1e-5)
     assert any("sandwich norms" in c.value for c in at.caption) == sandwich
 

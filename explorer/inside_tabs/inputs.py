@@ -55,11 +55,11 @@ def read_inputs(controls) -> InsideView | None:
         st.info("Type some text above to look inside the model.")
         return None
     ids = checkpoint.tokenizer.encode(text)
-    keep = min(MAX_TOKENS, checkpoint.model.config.block_size)
-    if len(ids) > keep:
-        st.warning(f"The text is {len(ids):,} tokens long; this page reads the last {keep}.")
+    length, keep = len(ids), min(MAX_TOKENS, checkpoint.model.config.block_size)
+    if length > keep:
+        st.warning(f"The text is {length:,} tokens long; this page reads the last {keep}.")
         ids = ids[-keep:]
     st.html(chips_html(describe_tokens(checkpoint.tokenizer, ids)))
     labels = tuple(token_label(checkpoint.tokenizer.token_bytes(i)) for i in ids)
-    return InsideView(checkpoint.path.name, checkpoint, tuple(ids), labels, first, controls)
+    return InsideView(checkpoint.path.name, checkpoint, tuple(ids), labels, first, length, controls)
 

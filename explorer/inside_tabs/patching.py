@@ -17,7 +17,7 @@ from explorer.url_state import BIND, bind_text
 from explorer.widgets import chart, table
 from lm.attribution_patching import CHECKED, check_strongest, choose_patching
 from lm.checkpoint import Checkpoint
-from lm.patching import Patching, PatchingError
+from lm.patching import Patching, PatchingError, check_lengths
 from lm.trace import UnsupportedArchitecture
 
 TOP = 3  # the strongest heads linked
@@ -63,8 +63,10 @@ def prompts(view: InsideView) -> tuple[tuple[int, ...], tuple[int | None, int | 
                                         key="ins_clean_answer", bind=BIND)
     corrupted_answer = corrupted_col.text_input("Corrupted answer (empty: the model's own guess)",
                                                 view.example.corrupted_answer, key="ins_corrupt_answer", bind=BIND)
-    ids = view.checkpoint.tokenizer.encode(corrupted)[-min(MAX_TOKENS, view.checkpoint.model.config.block_size):]
     answers = (answer_id(view, clean_answer, "clean"), answer_id(view, corrupted_answer, "corrupted"))
+    ids = view.checkpoint.tokenizer.encode(corrupted)
+    check_lengths(view.length, len(ids))  # before both keep their last tokens, which would line up other words
+    ids = ids[-min(MAX_TOKENS, view.checkpoint.model.config.block_size):]
     return tuple(ids), answers
 
 

@@ -20,6 +20,7 @@ class InsideView:
     ids: tuple[int, ...]
     labels: tuple[str, ...]  # each token's text, whitespace made visible
     example: Example  # the ready-made example chosen: the patching tab's defaults
+    length: int  # the text's tokens before `ids` kept the last ones (inputs.MAX_TOKENS, the context)
     controls: DeltaGenerator | None = None  # beside the tabs in presenter view; above the picture otherwise
 
     def side(self) -> DeltaGenerator:
