@@ -231,6 +231,7 @@ def test_neurons_show_where_they_fire_in_the_corpus_sample(runs):
     at = open_inside("Neurons")
     headings = [m.value for m in at.markdown if m.value.startswith("**Layer ")]
     assert len(headings) == 6
+    assert any("hidden units (128 per layer here), after its activation, GELU, tanh" in c.value for c in at.caption)
     build = neuron_index(load_checkpoint(folder))
     wait_for(lambda: build.finished)
     assert build.error is None and build.done == build.total > 0

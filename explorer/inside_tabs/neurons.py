@@ -11,6 +11,7 @@ from explorer.neuron_index_build import Build, neuron_index
 from explorer.neuron_snippets import snippet_html
 from explorer.plain_text import plain
 from lm.checkpoint import Checkpoint
+from lm.config import MLPS
 from lm.neurons import top_neurons
 from lm.trace import UnsupportedArchitecture
 
@@ -46,10 +47,11 @@ def render_neurons(view: InsideView) -> None:
         show_neurons(view, found, build)
 
     st.fragment(neurons, run_every=POLL_S if building else None)()
+    config = view.checkpoint.model.config
     st.caption(
-        "A neuron is one of an MLP's hidden units (4 × the model's width per layer), after GELU: large "
-        "when the pattern it detects is there. Reading what a neuron's strongest passages share is a guess "
-        "at its job; many neurons respond to several unrelated things."
+        f"A neuron is one of an MLP's hidden units ({config.mlp_width:,} per layer here), after its activation, "
+        f"{MLPS[config.mlp]}: large when the pattern it detects is there. Reading what a neuron's strongest "
+        "passages share is a guess at its job; many neurons respond to several unrelated things."
     )
 
 
