@@ -125,7 +125,7 @@ def reference_attribution(model, ids, position, target) -> dict[str, float]:
         return float(own_logits(model, ids)[position, target])
 
     whole, values = logit_without(), {}
-    D = model.config.n_embd // model.config.n_head
+    D = model.config.head_dim
     with torch.no_grad():
         for layer, block in enumerate(model.transformer.h):
             for head in range(model.config.n_head):
@@ -184,7 +184,7 @@ def patched_by_hooks(model, layer, head) -> torch.Tensor:
     """The corrupted run with one head's output (its slice of the projection's input) copied from
     the clean run, by hooks on a copy of the model."""
     model = copy.deepcopy(model)
-    D = model.config.n_embd // model.config.n_head
+    D = model.config.head_dim
     cut = slice(head * D, (head + 1) * D)
     projection = model.transformer.h[layer].attn.c_proj
     kept = {}
