@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from explorer.charts import PROJECTOR_FONT
-from explorer.training_view import TRAIN_COLOUR, VAL_COLOUR, downsample_indices, series
+from explorer.training_view import LEGEND, TRAIN_COLOUR, VAL_COLOUR, downsample_indices, series
 from lm.detectors import DETECTORS
 from lm.run_folder import DETECTORS_FILE, SNAPSHOT_TENSOR, read_jsonl, read_probe, snapshot_path, snapshot_steps
 
@@ -154,7 +154,7 @@ def history_figure(
     fig.update_xaxes(title_text="training step", row=2, col=1)
     fig.update_layout(
         font=PROJECTOR_FONT, height=700, hovermode="x unified",
-        legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, font=dict(size=16)),  # below: the titles need the top
+        legend=LEGEND,
         margin=dict(l=70, r=20, t=40, b=130),
     )
     return fig
