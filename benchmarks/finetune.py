@@ -5,12 +5,15 @@ LoRA saves. Prints figures; checks nothing (it is not a test).
             on the SMS Spam Collection: test accuracy on the balanced split (chance 50%)
             before and after, steps and seconds; with full fine-tuning and with LoRA.
   synthetic instruct (SFT) from the demo model on the project's synthetic instructions
-            ("Reverse the letters." q-h-z -> z-h-q, ...) at lm finetune's defaults: held-out exact
-            match before and after, by operation, the steps, the seconds and the load average.
+            ("Reverse the letters." q-h-z -> z-h-q, ...) at lm finetune's defaults, once per seed
+            (--seeds): held-out exact match before and after, by operation, the steps, the seconds
+            and the load average.
   gpt2      a GPT-2-small-shaped model (124M parameters) with random weights (real ones cannot be
             downloaded here, so no accuracy: that needs the real weights): seconds per SFT step and
             peak memory, full fine-tuning against LoRA, and the parameters each trains. Each
             variant runs in its own process, so the peak resident memory (ru_maxrss) is its own.
+  estimate  the Fine-tune page's time per step (a full step timed, times the ratio timed for
+            what trains: lm.finetune.timing) against 60 real steps, full, LoRA and the last block.
 
 The data comes from ../shared/data/finetune (copied into a temporary LM_DATA_DIR: no network).
 Run from the repository root, nice'd on a shared machine:
@@ -66,8 +69,10 @@ def spam(folder: Path, threads: int) -> None:
               f"{r['trainable']:,} of {r['total']:,} parameters trained; confusion {r['after']['confusion']}")
 
 
-def synthetic(folder: Path, threads: int) -> None:
-    r = finetune(folder, "synthetic", method="instruct", data="synthetic", eval_interval=200, threads=threads)
+def synthetic(folder: Path, threads: int, seed: int) -> None:
+    r = finetune(folder, f"synthetic-{seed}", method="instruct", data="synthetic", eval_interval=250, threads=threads,
+                 seed=seed)
+    print(f"seed {seed}: ", end="")
     by_op = {k: f"{r['before']['by_operation'][k]:.0%} -> {v:.0%}" for k, v in r["after"]["by_operation"].items()}
     print(f"synthetic instructions: held-out exact match {r['before']['exact_match']:.1%} -> "
           f"{r['after']['exact_match']:.1%} (n={r['after']['n']}; {', '.join(f'{k} {v}' for k, v in by_op.items())}), "
@@ -121,9 +126,42 @@ def gpt2(threads: int, steps: int) -> None:
     print("    (random weights: accuracy figures need the real GPT-2 weights, which cannot be downloaded here)")
 
 
+def estimate_check(folder: Path, threads: int) -> None:
+    """The Fine-tune page's time per step (the full step timed, times the ratio timed for what
+    trains) against a real run's, for classify from the demo model: full, LoRA, the last block."""
+    from explorer.finetune_estimate import example_lengths, run_time, timing_config, typical_length
+    from explorer.finetune_runs import FinetuneRequest
+    from lm.checkpoint import read_config
+    from lm.estimate import measure_costs, seconds_per_step
+    from lm.finetune.data import load_classification
+    from lm.finetune.loop import choose_trainable
+    from lm.finetune.timing import step_ratio
+    from lm.run_folder import read_metrics
+    from lm.tokenizer import load_tokenizer
+
+    config, _ = read_config(DEMO)
+    examples = load_classification("sms-spam")
+    length = typical_length(example_lengths("classify", examples, load_tokenizer(DEMO / "tokenizer.json"),
+                                            config.block_size), config.block_size)
+    for label, extra in (("full", {}), ("LoRA r8", dict(lora_rank=8, lora_alpha=16.0, lora_targets=("attn", "mlp"))),
+                         ("last block", dict(trainable_blocks=1))):
+        request = FinetuneRequest(method="classify", source=str(DEMO), data="sms-spam", max_steps=60, lr=1e-3,
+                                  batch_size=16, eval_interval=1000, threads=threads, **extra)
+        costs = measure_costs(timing_config(request, config, length, "cpu", threads), config)
+        ratio = 1.0 if not extra else step_ratio(config, lambda m: choose_trainable(m, request), 16, length, "cpu", threads)
+        estimated = run_time(request, costs, 0.0, ratio).step_seconds
+        finetune(folder, f"estimate-{label}", method="classify", data="sms-spam", max_steps=60, eval_interval=1000,
+                 threads=threads, **{k: (",".join(v) if k == "lora_targets" else v) for k, v in extra.items()})
+        measured = seconds_per_step(read_metrics(folder / f"estimate-{label}"))
+        print(f"estimate ({label}): {estimated:.3f} s/step estimated (ratio to a full step {ratio:.2f}), {measured:.3f} "
+              f"s/step measured over 60 steps: estimate / measured = {estimated / measured:.2f} "
+              f"(load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="spam,synthetic,gpt2")
+    parser.add_argument("--only", default="spam,synthetic,gpt2,estimate")
+    parser.add_argument("--seeds", default="1337,1,2", help="seeds of the synthetic runs")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (on a busy machine 1 is steadier)")
     parser.add_argument("--steps", type=int, default=3, help="timed GPT-2 steps per process")
     parser.add_argument("--gpt2-child", choices=("full", "lora"), help=argparse.SUPPRESS)
@@ -133,8 +171,9 @@ def main() -> None:
         return
     folder = offline_data()
     try:
-        parts = {"spam": lambda: spam(folder, args.threads), "synthetic": lambda: synthetic(folder, args.threads),
-                 "gpt2": lambda: gpt2(args.threads, args.steps)}
+        parts = {"spam": lambda: spam(folder, args.threads), "gpt2": lambda: gpt2(args.threads, args.steps),
+                 "synthetic": lambda: [synthetic(folder, args.threads, int(seed)) for seed in args.seeds.split(",")],
+                 "estimate": lambda: estimate_check(folder, args.threads)}
         for name in args.only.split(","):
             parts[name]()
     finally:

@@ -22,7 +22,7 @@ from lm.finetune.synthetic import SYNTHETIC
 UPLOAD = "Upload a file"
 SYNTHETIC_TITLE = "Synthetic puzzles"
 SYNTHETIC_ABOUT = ("Made up by the project, with answers that can be checked exactly: reverse q-h-z → z-h-q, "
-                   "capitals, repeat, first and last letter. A model that knows only Shakespeare can learn these.")
+                   "capitals, copy, first and last letter. A model that knows only Shakespeare can learn these.")
 KINDS = {"classify": "classify", "instruct": "instruct", "dpo": "preference"}
 UPLOAD_TYPES = {"classify": ["csv", "tsv"], "instruct": ["json", "jsonl"], "dpo": ["json", "jsonl"]}
 UPLOAD_LAYOUT = {

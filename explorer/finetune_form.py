@@ -156,10 +156,10 @@ def finetune_form() -> FinetuneChoice | None:
         source = source_input()
         method = method_input()
     with right:
+        estimates = st.container()  # filled once the settings below are read: first, so a projector's first screen shows it
         data = data_input(method, on_change=apply_defaults)
         if data is not None and data.examples:
             st.caption(describe(data, method))
-        estimates = st.container()  # filled once the settings below are read
     if source is None:
         return None
     entry, config, tokenizer = source

@@ -56,7 +56,7 @@ def _estimates(choice: FinetuneChoice) -> str | None:
                              choice.tokenizer.name, choice.tokenizer, config.block_size)
     memory = memory_bytes(config, counts, request.batch_size, length, request.method == "dpo")
     available = physical_memory_bytes()
-    (trainable_col, memory_col), (step_col, total_col) = st.columns(2), st.columns(2)
+    (trainable_col, memory_col), (step_col, total_col) = st.columns(2), st.columns([1, 2])  # the whole run's is widest
     trainable_col.metric("Parameters that train", f"{counts[0]:,}", f"{counts[0] / counts[1]:.2%} of {counts[1]:,}",
                          delta_color="off", delta_arrow="off")
     memory_col.metric("Memory to train", format_bytes(memory))
@@ -68,18 +68,19 @@ def _estimates(choice: FinetuneChoice) -> str | None:
     what_trains = replace(request, upload=None, max_steps=0, lr=0.0, eval_interval=0, seed=0, data="")  # the cache key
     ratio = 1.0 if trains_everything(request) else _step_ratio(config, what_trains, request.batch_size, length, device, threads)
     timed = run_time(request, costs, process_startup(), ratio)
-    step_col.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}")
-    total_col.metric(f"{request.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}")
     where = device if device != "cpu" else f"the CPU with {threads} thread{'s' if threads > 1 else ''}"
-    st.caption(
+    how = (
         f"Timed here on {where}: a few full training steps of this model, {request.batch_size} examples of "
         f"{length} tokens (a typical batch of this data), plus evaluations every {request.eval_interval} steps and the "
         "start" + ("" if trains_everything(request) else
                    f"; a step of what trains here ({'LoRA' if request.lora_rank else 'the last blocks'}) took "
                    f"{ratio:.2f}× one that trains every weight")
         + ("; DPO counts both answers and the reference model's pass." if request.method == "dpo" else ".")
-        + " The evaluation of the starting and the trained model on held-out examples comes on top."
+        + " The evaluation of the starting and the trained model on held-out examples comes on top. "
+        "Runs training at the same time slow each other down."
     )
+    step_col.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}", help=how)
+    total_col.metric(f"{request.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}", help=how)
     return None
 
 

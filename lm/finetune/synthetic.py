@@ -2,7 +2,7 @@
 
     Reverse the letters.            q-h-z  ->  z-h-q
     Write the letters in capitals.  q-h-z  ->  Q-H-Z
-    Repeat the letters.             q-h-z  ->  q-h-z
+    Copy the letters.               q-h-z  ->  q-h-z
     Give the first letter.          q-h-z  ->  q
     Give the last letter.           q-h-z  ->  z
 
@@ -14,7 +14,13 @@ the input letter it comes from: a 1M-parameter model then learns where to look w
 while with lengths varying from 3 to 6 it was still guessing after 300 steps and scored 14%
 after 600 (benchmarks/finetune.py). The held-out examples differ from the training ones only
 in their letters. Before fine-tuning a model answers almost none; after, most, so exact match
-measures what instruction tuning taught: to read the instruction and do what it says."""
+measures what instruction tuning taught: to read the instruction and do what it says.
+
+Copying's instruction begins with a word of its own ("Copy"; "Repeat" began with Reverse's
+first token, R): with it, seed 2 went from 68% to 100% held-out exact match at the defaults.
+Seed 1 still ends near 60%: copying and reversing both miss, their third answer letter
+repeating the answer's first (w-d-e reversed as e-d-e, q-b-c copied as q-b-q) while the first
+two are right. Twice the share of those two operations, or a 150-step warmup, did not cure it."""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ LENGTH = 3  # letters per input
 OPERATIONS = {  # name: (instruction, answer)
     "reverse": ("Reverse the letters.", lambda letters: letters[::-1]),
     "uppercase": ("Write the letters in capitals.", lambda letters: [c.upper() for c in letters]),
-    "repeat": ("Repeat the letters.", lambda letters: letters),
+    "repeat": ("Copy the letters.", lambda letters: letters),
     "first": ("Give the first letter.", lambda letters: letters[:1]),
     "last": ("Give the last letter.", lambda letters: letters[-1:]),
 }
