@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from lm.config import GPTConfig
 from lm.device import attention_written_out
+from lm.norms import RMSNorm
 from lm.rope import rotate, rotation
 
 
@@ -135,8 +136,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Linear(config.n_embd, qkv, bias=config.bias)  # query, key, value in one matmul
         self.c_proj = Linear(self.n_head * self.head_size, config.n_embd, bias=config.bias)
         if config.qk_norm:  # per head, over its head_size dimensions, as Qwen3
-            self.q_norm = nn.RMSNorm(self.head_size, eps=config.norm_eps)
-            self.k_norm = nn.RMSNorm(self.head_size, eps=config.norm_eps)
+            self.q_norm = RMSNorm(self.head_size, eps=config.norm_eps)
+            self.k_norm = RMSNorm(self.head_size, eps=config.norm_eps)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout

@@ -6,12 +6,22 @@ importer (lm.hf_architectures) stores here: no switch is needed for it."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from lm.config import GPTConfig
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm in fp32 whatever its input: under bf16 autocast, QK-norm's queries and keys and
+    the sandwich norms' sublayer outputs arrive in bf16, where a mean of squares loses digits
+    and torch's fused kernel refuses an fp32 weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
 def make_norm(config: GPTConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        return RMSNorm(config.n_embd, eps=config.norm_eps)
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)

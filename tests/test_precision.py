@@ -97,3 +97,34 @@ def test_bf16_attention_on_a_cpu_is_written_out_only_for_short_contexts():
     assert device.attention_written_out(heads(256), heads(256))  # its T x T scores are small
     assert not device.attention_written_out(heads(257), heads(257))  # the fused kernel's memory stays linear in T
     assert not device.attention_written_out(heads(128, torch.float32), heads(128, torch.float32))  # fp32: fused is faster
+
+
+
+def test_rms_norms_compute_in_fp32_under_bf16_autocast():
+    """QK-norm and sandwich norms get bf16 inputs under autocast; they normalise in fp32 (torch's fused
+    kernel, which warns and falls back when a bf16 input meets an fp32 weight) and hand back bf16."""
+    from torch.overrides import TorchFunctionMode
+
+    from lm.config import GPTConfig
+    from lm.model import GPT
+
+    class NormInputs(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.rms_norm, torch.nn.functional.rms_norm):
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    config = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32, norm="rmsnorm", qk_norm=True,
+                       norm_position="sandwich", position="rope", mlp="geglu")
+    model = GPT(config)
+    ids = torch.randint(0, 64, (2, 16))
+    with NormInputs() as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(ids, ids).loss)
+    assert len(seen.dtypes) == 2 * 6 + 1 and set(seen.dtypes) == {torch.float32}  # per block: ln_1, ln_2, q, k, 2 outputs
+    q_norm = model.transformer.h[0].attn.q_norm
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert q_norm(torch.randn(3, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
