@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -103,6 +104,9 @@ class Probe:
     head_mask: torch.Tensor | None = None  # [n_layer, n_head]: 1 keeps a head, 0 silences it
     cache: KVCache | None = None  # continue from the positions it holds, and add these
     routes: list | None = None  # each mixture-of-experts layer appends its router's choices here (lm.moe.Route)
+    # with explain: handed (layer, its AttentionSteps) instead of the pass keeping every layer's, so a
+    # caller that keeps a few parts holds no more memory than those (fresh pages cost a CPU more than the copy)
+    keep_steps: Callable[[int, AttentionSteps], None] | None = None
 
 
 class Linear(nn.Module):

@@ -64,9 +64,19 @@ def attention_pass(model: GPT, ids: list[int], parts: tuple[str, ...] = PAGE_PAR
     """These `parts` of every layer's attention steps on `ids` (1 to block_size of them),
     each [layers, heads, T, head size or T]: forward_pass's attention without what attention
     views do not show, the residuals, the masked scores and the logits (each a copy, and the
-    head a matmul over the vocabulary: a fifth of SmolLM2-135M's pass on 128 tokens)."""
-    steps = model.hidden(_batch(model, ids), Probe(explain=True))[1]
-    return {part: _layers([getattr(layer, part) for layer in steps]) for part in parts}
+    head a matmul over the vocabulary: a fifth of SmolLM2-135M's pass on 128 tokens). Each
+    layer's parts are copied out as it ends, so its other steps are freed for the next layer."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(layer: int, steps: AttentionSteps) -> None:
+        for part in parts:
+            one = getattr(steps, part)[0]
+            if part not in kept:
+                kept[part] = torch.empty(model.config.n_layer, *one.shape)  # float32 on the CPU
+            kept[part][layer] = one
+
+    model.hidden(_batch(model, ids), Probe(explain=True, keep_steps=keep))
+    return {part: kept[part] for part in parts}
 
 
 def _layers(per_layer: list[torch.Tensor]) -> torch.Tensor:

@@ -112,10 +112,12 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.block_size}")
         x = self.transformer.drop(self.embed(idx, start))
-        attention = [] if probe.explain else None
+        attention = [] if probe.explain and probe.keep_steps is None else None
         residuals = [] if probe.residuals else None
-        for block in self.transformer.h:
+        for layer, block in enumerate(self.transformer.h):
             x, steps = block(x, probe)
+            if probe.keep_steps is not None:
+                probe.keep_steps(layer, steps)
             if attention is not None:
                 attention.append(steps)
             if residuals is not None:
