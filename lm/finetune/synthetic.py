@@ -20,7 +20,8 @@ Copying's instruction begins with a word of its own ("Copy"; "Repeat" began with
 first token, R): with it, seed 2 went from 68% to 100% held-out exact match at the defaults.
 Seed 1 still ends near 60%: copying and reversing both miss, their third answer letter
 repeating the answer's first (w-d-e reversed as e-d-e, q-b-c copied as q-b-q) while the first
-two are right. Twice the share of those two operations, or a 150-step warmup, did not cure it."""
+two are right. Neither twice the share of those two operations (seed 1 49%, seed 2 60%) nor a
+150-step warmup (seed 1 78%, seed 2 65%) brought every seed to 100%."""
 
 from __future__ import annotations
 
