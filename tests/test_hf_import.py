@@ -111,8 +111,12 @@ def test_logits_match_transformers(imported):
 
 
 def test_greedy_text_matches_transformers_cached_and_uncached(imported):
-    hf, ours = imported
-    prompt = ours.tokenizer.encode(PROMPT)
+    greedy_text_matches(*imported, PROMPT)
+
+
+def greedy_text_matches(hf, ours, text: str) -> None:
+    """Our greedy continuation equals transformers', with the KV cache and without, and is not one token repeated."""
+    prompt = ours.tokenizer.encode(text)
     expected = hf.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False)[0, len(prompt):].tolist()
     settings = Sampling(temperature=0, max_new_tokens=NEW_TOKENS, stop_at_end_of_text=False)
     for use_cache in (True, False):

@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from lm.checkpoint import load_checkpoint
-from lm.generate import Sampling, generate
 from lm.hf_import import HFImportError, gpt_config, import_hf
 from lm.model import GPT
 from lm.open_models import OPEN_MODELS
 from lm.sizing import parameter_count
-from tests.test_hf_import import hub_offline, tokenizer_file  # noqa: F401  (fixtures)
+from tests.test_hf_import import greedy_text_matches, hub_offline, tokenizer_file  # noqa: F401  (fixtures)
 
 transformers = pytest.importorskip("transformers")
 
@@ -93,14 +92,7 @@ def test_logits_match_transformers_past_the_window(imported):
 
 
 def test_greedy_text_matches_transformers_cached_and_uncached(imported):
-    hf, ours = imported
-    prompt = ours.tokenizer.encode(PROMPT)
-    expected = hf.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False)[0, len(prompt):].tolist()
-    settings = Sampling(temperature=0, max_new_tokens=NEW_TOKENS, stop_at_end_of_text=False)
-    for use_cache in (True, False):
-        got = [step.token_id for step in generate(ours.model, ours.tokenizer, prompt, settings, use_cache=use_cache)]
-        assert got == expected
-    assert len(set(expected)) > 1
+    greedy_text_matches(*imported, PROMPT)
 
 
 @pytest.mark.parametrize("change, message", [
