@@ -240,8 +240,9 @@ def block_diagram_html(config: GPTConfig) -> str:
     one block (repeated n_layer times) in its residual layout, next-token probabilities out."""
     V, T, L = config.vocab_size, config.block_size, config.n_layer
     parts = parameter_breakdown(config)
+    has_final = config.norm_position != "post"  # post-norm blocks end normalized already
     norm = parts.get("layer norms", 0) // norm_count(config)  # one norm's parameters
-    block_norms = 4 if config.norm_position == "sandwich" else 2  # as lm.sizing.norm_count counts them
+    block_norms = (norm_count(config) - has_final) // L  # lm.sizing's count, less the final norm
     per_block = sum(parts.get(part, 0) for part in ("attention", "MLP", "router")) // L + block_norms * norm
     width = f"T × {config.n_embd:,}"
     repeated = (
@@ -251,7 +252,7 @@ def block_diagram_html(config: GPTConfig) -> str:
         f"{block_html(config)}</div>"
     )
     embed, head = _ends(config)
-    final = [_box("norm", f"Final {_norm_name(config)}"), _arrow()] if config.norm_position != "post" else []
+    final = [_box("norm", f"Final {_norm_name(config)}"), _arrow()] if has_final else []
     flow = [
         _box("io", f"Token ids: T tokens, T ≤ {T:,}"), _arrow(), embed, _arrow(width), repeated, _arrow(width),
         *final, head, _arrow(f"T × {V:,} logits"),
