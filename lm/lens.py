@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from lm.attention import Probe
 from lm.device import cpu_bf16_feature
 from lm.model import GPT
-from lm.trace import UnsupportedArchitecture, check_close, embed, head_writes, projection_bias, trace
+from lm.trace import UnsupportedArchitecture, check_close, head_writes, projection_bias, trace
 
 TOP = 5  # guesses kept per cell of the lens
 CANDIDATES = 32  # a bf16 lens's likeliest guesses per cell, recomputed in fp32
@@ -121,7 +121,7 @@ def logit_lens(model: GPT, ids: list[int], n_tokens: int, fast: bool | None = No
     `fast` (None: when fast_head_pays), their probabilities then within about 1% of fp32's."""
     idx = torch.tensor([ids], device=model.lm_head.weight.device)
     final, _, residuals = model.hidden(idx, Probe(residuals=True))
-    embeddings = embed(model, idx)
+    embeddings = model.embed(idx)
     check_close(model.transformer.h[0](embeddings)[0], residuals[0],
                 "this model's embeddings are not GPT-2's (token plus position): not supported for this architecture yet")
     stream = [embeddings, *residuals[:-1]]

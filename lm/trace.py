@@ -53,11 +53,6 @@ class LayerParts:
     values: torch.Tensor
 
 
-def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """Token plus position embeddings [batch, T, n_embd]: the residual stream before block 0."""
-    return model.embed(idx)
-
-
 def step(block: Block, x: torch.Tensor, heads: torch.Tensor | None = None, head_mask: torch.Tensor | None = None,
          cache: KVCache | None = None) -> LayerParts:
     """One block on x [batch, T, n_embd], in the block's layout (see the module's docstring).
@@ -105,7 +100,7 @@ def walk(model: GPT, idx: torch.Tensor, leaf: bool = False) -> tuple[torch.Tenso
     """The embeddings and every block's parts for a batch of ids [batch, T] (unchecked: see
     verify_walk). `leaf`: the embeddings start the autograd graph (gradients for the activations
     can then be asked for, none for the shared model's weights)."""
-    x = embeddings = embed(model, idx).detach().requires_grad_() if leaf else embed(model, idx)
+    x = embeddings = model.embed(idx).detach().requires_grad_() if leaf else model.embed(idx)
     layers = []
     for block in model.transformer.h:
         layers.append(step(block, x))
