@@ -25,7 +25,6 @@ class HFImportError(ValueError):
     """A model that cannot be imported; the message says which file and why."""
 
 
-
 @dataclass(frozen=True)
 class Source:
     """One of our tensors, made from the file's: their names, the shapes config.json implies, and how they combine."""
@@ -122,6 +121,15 @@ def gemma_rope(hf: dict) -> dict:
                 rope_local_base=float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))))
 
 
+def whole_number(hf: dict, name: str, default: int) -> int:
+    """config.json's `name` as a positive whole number (256.0 is 256), or a clear error."""
+    value = hf.get(name, default)
+    whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
+    if not whole or value < 1:
+        raise HFImportError(f"{name} is {value!r}; lm.GPT takes a positive whole number")
+    return int(value)
+
+
 def gemma_config(hf: dict) -> dict:
     """Gemma 3 (text): sandwich RMSNorms, GeGLU, QK-norm, embeddings × √width, its own attention
     scale, and five windowed layers to one global by default (sliding_window_pattern)."""
@@ -136,16 +144,15 @@ def gemma_config(hf: dict) -> dict:
                             "not compute (it has tanh GELU, no softcapping, causal attention and no biases)")
     n_head, n_embd = hf["num_attention_heads"], hf["hidden_size"]
     head_size = hf.get("head_dim") or n_embd // n_head
-    scale = hf.get("query_pre_attn_scalar", head_size)
-    if scale != int(scale) or scale < 1:
-        raise HFImportError(f"query_pre_attn_scalar is {scale!r}; lm.GPT takes a positive whole number")
-    pattern = hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
-    types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention"
-                                      for i in range(hf["num_hidden_layers"])]
+    scale = whole_number(hf, "query_pre_attn_scalar", head_size)
+    types = hf.get("layer_types")
+    if not types:
+        pattern = whole_number(hf, "sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(hf["num_hidden_layers"])]
     return dict(n_kv_head=hf.get("num_key_value_heads") or n_head, mlp="geglu", mlp_hidden=hf["intermediate_size"],
                 norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), norm_position="sandwich", qk_norm=True,
                 head_size=None if head_size * n_head == n_embd else head_size, bias=False, scale_embeddings=True,
-                attn_scale_size=None if scale == head_size else int(scale),
+                attn_scale_size=None if scale == head_size else scale,
                 tied_head=bool(hf.get("tie_word_embeddings", True)),  # Gemma ties by default; its configs may omit it
                 **gemma_rope(hf), **window_settings({**hf, "layer_types": types}))
 

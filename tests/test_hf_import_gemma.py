@@ -112,6 +112,15 @@ def test_what_lm_gpt_does_not_compute_is_refused_by_name(tmp_path, tokenizer_fil
     assert not (tmp_path / "ours").exists()
 
 
+@pytest.mark.parametrize("change", [dict(sliding_window_pattern=0), dict(sliding_window_pattern=None),
+                                    dict(query_pre_attn_scalar=None), dict(query_pre_attn_scalar=0.5)])
+def test_impossible_gemma_numbers_are_refused_by_name(change):
+    """A config.json comes from anywhere: a pattern of 0 divided by zero, a null scale met int()."""
+    hf = {key: value for key, value in OPEN_MODELS["gemma-3-270m"].hf_config.items() if key != "layer_types"} | change
+    with pytest.raises(HFImportError, match=f"{next(iter(change))} is .*positive whole number"):
+        gpt_config(hf)
+
+
 def test_gemma_3_270m_has_its_published_shape():
     """The Hub's config.json (transformers 4.5x keys: rope_theta, rope_local_base_freq, no layer_types)
     as lm.open_models holds it: 268,098,176 parameters, every sixth layer global, window 512."""
