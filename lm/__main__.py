@@ -166,14 +166,14 @@ def train_and_report(cfg: TrainConfig, resume: bool) -> None:
     """Under torchrun every process trains; only process 0 reports."""
     trainer = Trainer(cfg, resume=resume)
     main = trainer.world.is_main
-    model = trainer.model.config
+    config = trainer.model.config
     processes = f", {trainer.world.size} processes" if trainer.world.size > 1 else ""
     if main:
         task = trainer.task_data.task if trainer.task_data else None
         data = f"{task.name} examples made as it goes" if task else f"{len(trainer.train_ids):,} training tokens"
-        active = active_parameter_count(model)  # a mixture of experts uses only some of them per token
-        used = f" ({active / 1e6:.2f}M active per token)" if active != parameter_count(model) else ""
-        print(f"{cfg.out}: {parameter_count(model) / 1e6:.2f}M parameters{used}, {data}, "
+        total, active = parameter_count(config), active_parameter_count(config)  # a mixture of experts: fewer active
+        used = f" ({active / 1e6:.2f}M active per token)" if active != total else ""
+        print(f"{cfg.out}: {total / 1e6:.2f}M parameters{used}, {data}, "
               f"device {trainer.device}{processes}")
     with tqdm(total=cfg.max_steps, initial=trainer.step, unit="step", disable=not main) as bar:
         def progress(record: dict) -> None:

@@ -32,7 +32,6 @@ def _run(model: GPT, ids: list[int], probe: Probe = Probe()) -> GPTOutput:
     return model(_batch(model, ids), probe=probe)
 
 
-
 # --- the whole pass ---------------------------------------------------------------------
 
 
