@@ -61,8 +61,9 @@ def _toggle(column, name: str, label: str, advanced: bool = False) -> None:
 
 
 def _number(name: str, label: str, low, high, step, advanced: bool = True, **extra):
+    default = min(max(GPT2_OPTIONS[name], low), high)  # a bound set by another input (1 expert, top-k 2)
     with control(f"train_{name}", advanced=advanced):
-        return st.number_input(label, min_value=low, max_value=high, value=GPT2_OPTIONS[name], step=step,
+        return st.number_input(label, min_value=low, max_value=high, value=default, step=step,
                                key=f"train_{name}", bind=BIND, on_change=switches_changed, help=HELP[name], **extra)
 
 

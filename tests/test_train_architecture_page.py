@@ -85,3 +85,11 @@ def test_a_started_run_trains_the_chosen_architecture(app_dirs):
     assert info.state == "finished", info.error
     model, _ = read_config(folder)
     assert (model.rotary_dims, model.parallel_residual, model.tied_head) == (2, True, False)
+
+
+def test_one_expert_a_layer_takes_one_expert_per_token(app_dirs):
+    """Experts per token is bounded by the experts a layer: one expert must not exceed its default of 2."""
+    at = open_train(**TASK)
+    at.number_input(key="train_n_experts").set_value(1).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="train_experts_top_k").value == 1
