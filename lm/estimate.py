@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -91,12 +92,20 @@ def measure_costs(cfg: TrainConfig, model_config: GPTConfig, budget: float = BUD
     """Time the run's pieces with its own threads (the server's are restored afterwards). The
     thread count is the whole process's: one timing at a time, or two sessions timing at once
     would leave the server with the other's count (and each slow the other's figures)."""
+    with timing_threads(cfg.threads):
+        return _Timing(cfg, model_config).costs(budget)
+
+
+@contextmanager
+def timing_threads(threads: int):
+    """`threads` torch threads (0: as they are) for one timing at a time, the server's count restored
+    after: every step timing in the process takes its turn here (lm.finetune.timing too)."""
     with _timing_one_at_a_time:
         previous = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if threads:
+            torch.set_num_threads(threads)
         try:
-            return _Timing(cfg, model_config).costs(budget)
+            yield
         finally:
             torch.set_num_threads(previous)
 

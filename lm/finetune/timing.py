@@ -10,19 +10,15 @@ weight training and prepared as the fine-tune will be, in turns, the fastest of 
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from typing import Callable
 
 import torch
 
+from lm.estimate import BUDGET_S, timing_threads
 from lm.model import GPT, GPTConfig
 
 ROUNDS = 3  # timed steps of each model, in turns, after one each to warm up
-BUDGET_S = 3.0  # the longest the timed steps may take: a bigger model is timed on fewer sequences
-
-
-_one_at_a_time = threading.Lock()  # the thread count is the whole process's
 
 
 def _step(model: GPT, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
@@ -44,24 +40,18 @@ def step_ratio(config: GPTConfig, prepare: Callable[[GPT], None], batch: int, le
     from lm.finetune.config import FinetuneConfig
     from lm.trainer import make_optimizer  # the trainer imports much more than a timing needs
 
-    with _one_at_a_time:
-        previous = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            torch.manual_seed(0)
-            full = GPT(config)
-            prepared = copy.deepcopy(full)
-            prepare(prepared)
-            settings = FinetuneConfig(source="-", lr=1e-4)
-            models = [(m.to(device), make_optimizer(m, settings, device)) for m in (full, prepared)]
-            x = torch.randint(0, config.vocab_size, (1, length + 1), device=device)
-            first = sum(_step(m, opt, x) for m, opt in models)  # warms up, allocates the optimizer state
-            sequences = max(1, min(batch, int(budget / (2 * ROUNDS * max(first, 1e-6)))))
-            x = torch.randint(0, config.vocab_size, (sequences, length + 1), device=device)
-            best = [float("inf")] * 2
-            for _ in range(ROUNDS):
-                best = [min(b, _step(m, opt, x)) for b, (m, opt) in zip(best, models)]
-            return best[1] / best[0]
-        finally:
-            torch.set_num_threads(previous)
+    with timing_threads(threads):  # the thread count is the whole process's: one timing at a time, with lm.estimate's
+        torch.manual_seed(0)
+        full = GPT(config)
+        prepared = copy.deepcopy(full)
+        prepare(prepared)
+        settings = FinetuneConfig(source="-", lr=1e-4)
+        models = [(m.to(device), make_optimizer(m, settings, device)) for m in (full, prepared)]
+        x = torch.randint(0, config.vocab_size, (1, length + 1), device=device)
+        first = sum(_step(m, opt, x) for m, opt in models)  # warms up, allocates the optimizer state
+        sequences = max(1, min(batch, int(budget / (2 * ROUNDS * max(first, 1e-6)))))
+        x = torch.randint(0, config.vocab_size, (sequences, length + 1), device=device)
+        best = [float("inf")] * 2
+        for _ in range(ROUNDS):
+            best = [min(b, _step(m, opt, x)) for b, (m, opt) in zip(best, models)]
+        return best[1] / best[0]
