@@ -332,9 +332,15 @@ def known_size(config: GPTConfig) -> str | None:
     return next((name for name, spec in SIZES.items() if spec.config() == config), None)
 
 
+def runs_folder(name: str) -> Path:
+    """The folder `name` in the runs folder, where an import writes by default: $LM_RUNS_DIR,
+    else runs/ (the app's runs root too)."""
+    return Path(os.environ.get("LM_RUNS_DIR", "runs")) / name
+
+
 def default_folder(size: str) -> Path:
-    """gpt2-<size> in the runs folder: $LM_RUNS_DIR, else runs/ (the app's runs root too)."""
-    return Path(os.environ.get("LM_RUNS_DIR", "runs")) / f"gpt2-{size}"
+    """gpt2-<size> in the runs folder."""
+    return runs_folder(f"gpt2-{size}")
 
 
 def _refuse_existing(out: Path) -> None:

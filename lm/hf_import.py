@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 
 from lm.checkpoint import CONFIG_FILE, TIED, save_checkpoint, unfilled_gpt
 from lm.hf_architectures import DEFAULT_CONTEXT, SOURCES, HFImportError, Source, gpt_config  # noqa: F401 (public here)
-from lm.gpt2 import PICKLE_SUFFIXES, check_free_space, load_gpt2
+from lm.gpt2 import PICKLE_SUFFIXES, check_free_space, load_gpt2, runs_folder
 from lm.hf_tokenizer import HFTokenizer
 from lm.model import GPT, ConfigError
 from lm.sizing import parameter_count
@@ -158,7 +158,7 @@ def import_hf(source: str, out: str | os.PathLike | None = None, revision: str |
     if not local.is_dir() and not HUB_ID.fullmatch(source):
         raise HFImportError(f"there is no folder {source}, and it is not a Hugging Face model id (owner/name)")
     name = local.name if local.is_dir() else source.split("/")[-1] + (f"-{revision}" if revision else "")
-    out = Path(out) if out else Path(os.environ.get("LM_RUNS_DIR", "runs")) / name
+    out = Path(out) if out else runs_folder(name)
     if (out / CONFIG_FILE).exists():
         raise HFImportError(f"{out} already holds a model; choose another folder or delete it first")
     folder = local if local.is_dir() else download(source, revision, downloader)

@@ -27,7 +27,7 @@ import torch
 
 from lm.checkpoint import CONFIG_FILE, save_checkpoint
 from lm.detectors import attention_weights, head_scores
-from lm.gpt2 import check_free_space
+from lm.gpt2 import check_free_space, runs_folder
 from lm.hf_import import HUB_ID, IMPORTED, HFImportError, download, load_hf
 from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SNAPSHOTS, Run
 from lm.sizing import parameter_count
@@ -81,7 +81,7 @@ def import_revisions(source: str, revisions: list[str], out: str | os.PathLike |
     step1000/ ...) for a machine without the network. Never overwrites a model or a run."""
     revisions = parse_revisions(",".join(revisions))
     local = Path(source).expanduser()
-    out = Path(out) if out else Path(os.environ.get("LM_RUNS_DIR", "runs")) / training_name(local.name or source)
+    out = Path(out) if out else runs_folder(training_name(local.name or source))
     if (out / CONFIG_FILE).exists() or (out / SNAPSHOTS).exists():
         raise HFImportError(f"{out} already holds a model or a run; choose another folder or delete it first")
     folders = revision_folders(source, revisions, downloader)  # all of them, before any writing
