@@ -170,10 +170,12 @@ def cost_metrics(vocab_size: int) -> None:
         return
     mha = GPTConfig(**{**model.to_dict(), "n_kv_head": None, "window": None, "window_layers": None})
     params, memory, cache = st.columns(3)
-    active = active_parameter_count(model)
-    params.metric("Parameters", f"{parameter_count(model):,}", delta_color="off", delta_arrow="off",
-                  delta=f"{active:,} active per token" if active != parameter_count(model) else None,
-                  help="A mixture of experts holds every expert, but each token goes through only some of them")
+    total, active = parameter_count(model), active_parameter_count(model)
+    sparse = active != total  # a mixture of experts
+    params.metric("Parameters", f"{total:,}", delta_color="off", delta_arrow="off",
+                  delta=f"{active:,} active per token" if sparse else None,
+                  help="A mixture of experts holds every expert, but each token goes through only some of them"
+                  if sparse else None)
     memory.metric("Memory to run", format_bytes(inference_memory_bytes(model)),
                   help="fp32 weights, plus the KV cache and the logits of one full-context sequence")
     kv, full = kv_cache_bytes(model), kv_cache_bytes(mha)
