@@ -4,11 +4,15 @@ picture lies on the first screen and no text is cut (the checks of test_presente
 
 from __future__ import annotations
 
+import shutil
 from urllib.parse import quote
 
 import pytest
 
+from lm.finetune.data import DATASETS
 from tests.browser.conftest import ARTIFACTS, wait_until_idle
+from tests.checkpoints import make_checkpoint
+from tests.conftest import SHARED_DATA
 from tests.browser.test_presenter_fit import PROBLEMS_JS, SIZES, main_picture_box, wait_for_picture
 from tests.finetune_folders import fake_finetune_run
 
@@ -55,13 +59,18 @@ def test_fine_tune_views_fit_a_projector(app_url, browser, finetune_runs):
     assert not failures, "\n".join(failures)
 
 
-def test_the_costs_of_a_new_fine_tune_lie_on_a_projectors_first_screen(app_url, browser):
+def test_the_costs_of_a_new_fine_tune_lie_on_a_projectors_first_screen(app_url, app_home, browser):
     """Without a run to watch, the form's four costs (parameters, memory, time per step, the whole
     run) sit beside the data choice, above the fold of a 1280×720 projector."""
+    (app_home / "data" / "corpora").mkdir(parents=True, exist_ok=True)
+    for dataset in DATASETS.values():  # "downloaded" already, where the app's server looks
+        shutil.copyfile(SHARED_DATA / "finetune" / dataset.filename, app_home / "data" / "corpora" / dataset.filename)
+    if not (app_home / "runs" / "ft-base").exists():
+        make_checkpoint(app_home / "runs" / "ft-base", n_layer=2)  # a model to start from
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
-    page.goto(f"{app_url}/finetune?presenter=true")
-    page.get_by_text("Time per step").first.wait_for(timeout=240_000)
+    page.goto(f"{app_url}/finetune?model=ft-base&presenter=true")
+    page.get_by_text("Time per step").first.wait_for(timeout=600_000)  # timing the steps takes minutes on a loaded machine
     wait_until_idle(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "presenter-finetune-form-1280x720.png"))
