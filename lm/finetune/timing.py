@@ -18,7 +18,7 @@ import torch
 from lm.estimate import BUDGET_S, timing_threads
 from lm.model import GPT, GPTConfig
 
-ROUNDS = 3  # timed steps of each model, in turns, after one each to warm up
+ROUNDS = 3  # timed steps of each model, in turns, after one each to warm up (fewer when one alone overruns the budget)
 
 
 def _step(model: GPT, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
@@ -36,7 +36,7 @@ def step_ratio(config: GPTConfig, prepare: Callable[[GPT], None], batch: int, le
                threads: int = 0, budget: float = BUDGET_S) -> float:
     """Seconds of a step of the model as `prepare` leaves it (LoRA applied, blocks frozen) over
     seconds of a step that trains every weight, both on `batch` sequences of `length` tokens
-    (fewer sequences when the budget would not hold the steps), on `threads` CPU threads."""
+    (fewer sequences, then fewer rounds, when the budget would not hold the steps), on `threads` CPU threads."""
     from lm.finetune.config import FinetuneConfig
     from lm.trainer import make_optimizer  # the trainer imports much more than a timing needs
 
@@ -49,9 +49,10 @@ def step_ratio(config: GPTConfig, prepare: Callable[[GPT], None], batch: int, le
         models = [(m.to(device), make_optimizer(m, settings, device)) for m in (full, prepared)]
         x = torch.randint(0, config.vocab_size, (1, length + 1), device=device)
         first = sum(_step(m, opt, x) for m, opt in models)  # warms up, allocates the optimizer state
-        sequences = max(1, min(batch, int(budget / (2 * ROUNDS * max(first, 1e-6)))))
+        rounds = max(1, min(ROUNDS, int(budget / (2 * max(first, 1e-6)))))  # a big model: one, the lock is shared
+        sequences = max(1, min(batch, int(budget / (2 * rounds * max(first, 1e-6)))))
         x = torch.randint(0, config.vocab_size, (sequences, length + 1), device=device)
         best = [float("inf")] * 2
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             best = [min(b, _step(m, opt, x)) for b, (m, opt) in zip(best, models)]
         return best[1] / best[0]
