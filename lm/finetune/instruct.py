@@ -71,7 +71,8 @@ class Instruct(Method):
 
     def batch_loss(self, step):
         rows = self._rows(step)
-        rows = rows[self.world.rank :: self.world.size] or rows  # a last batch smaller than the processes: all of it
+        if len(rows) >= self.world.size:  # smaller, the last batch of an epoch is trained whole by every process,
+            rows = rows[self.world.rank :: self.world.size]  # so their averaged gradients are that batch's own
         x, y = pad_batch([self.encoded["train"][i] for i in rows], self.pad)
         return self.model(x.to(self.device), y.to(self.device)).loss, {}, x.numel()
 
