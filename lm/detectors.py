@@ -18,6 +18,7 @@ import torch
 
 from lm import inspect
 from lm.model import GPT
+from lm.run_folder import DETECTORS_FILE, Run
 
 DETECTORS: dict[str, str] = {
     "previous_token": "Each token looks at the token just before it.",
@@ -131,15 +132,29 @@ def scores_from_weights(
     }
 
 
-def head_scores(model: GPT, ids: list[int], seed: int = 0, vocabulary: list[int] | None = None) -> dict[str, torch.Tensor]:
+def head_scores(model: GPT, ids: list[int], seed: int = 0, vocabulary: list[int] | None = None,
+                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every detector for every head: [n_layer, n_head] float tensors on the CPU, keyed as
     DETECTORS. Induction is measured on repeated_random_tokens(vocabulary, PROBE_LENGTH, seed)
     (shorter halves when the context cannot hold two), the others on `ids`. `vocabulary`
     (default: every id the model has) is where the probe draws from: a model trained on a
-    small alphabet, as a synthetic task's, is probed with tokens it has seen."""
+    small alphabet, as a synthetic task's, is probed with tokens it has seen. `weights`:
+    attention_weights(model, ids), where the caller has them already (no second pass)."""
     if not ids:
         raise ValueError("head_scores needs at least one token")
     ids = list(ids)[-model.config.block_size :]
     length = max(1, min(PROBE_LENGTH, model.config.block_size // 2))
     probe = repeated_random_tokens(model.config.vocab_size if vocabulary is None else vocabulary, length, seed)
-    return scores_from_weights(attention_weights(model, ids), ids, attention_weights(model, probe), probe)
+    weights = attention_weights(model, ids) if weights is None else weights
+    return scores_from_weights(weights, ids, attention_weights(model, probe), probe)
+
+
+def snapshot(run: Run, step: int, model: GPT, ids: list[int], tokens: list[str], vocabulary: list[int] | None = None):
+    """A run folder's look at its heads at `step`, as training and an imported training write it:
+    every head's attention on the probe `ids` (float16) and a line of each head's scores;
+    probe.json (written once) says what the probe is."""
+    run.write_probe(ids, tokens)
+    weights = attention_weights(model, ids)
+    run.write_snapshot(step, weights.to(torch.float16))
+    scores = head_scores(model, ids, vocabulary=vocabulary, weights=weights)
+    run.append(DETECTORS_FILE, {"step": step, "scores": {k: v.tolist() for k, v in scores.items()}})

@@ -26,10 +26,10 @@ from typing import Callable
 import torch
 
 from lm.checkpoint import CONFIG_FILE, save_checkpoint
-from lm.detectors import attention_weights, head_scores
+from lm.detectors import snapshot
 from lm.gpt2 import check_free_space, runs_folder
 from lm.hf_import import HUB_ID, IMPORTED, HFImportError, download, load_hf
-from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SNAPSHOTS, Run
+from lm.run_folder import METRICS_FILE, SNAPSHOTS, Run
 from lm.sizing import parameter_count
 
 REVISION = re.compile(r"step(\d+)")
@@ -134,13 +134,11 @@ def _replay(folder: Path, revisions: list[str], sources: list[Path], context: in
             ids = tokenizer.encode(probe)[: model.config.block_size]
             if len(ids) < 2:
                 raise HFImportError("the probe text must be at least two tokens long")
-            run.write_probe(ids, [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids])
+            tokens = [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
         elif model.config != first:
             raise HFImportError(f"{revision} is a model of another shape than {revisions[0]}: not one training run")
         step = revision_step(revision)
-        run.write_snapshot(step, attention_weights(model, ids).to(torch.float16))
-        scores = head_scores(model, ids, vocabulary=list(range(tokenizer.vocab_size)))
-        run.append(DETECTORS_FILE, {"step": step, "scores": {k: v.tolist() for k, v in scores.items()}})
+        snapshot(run, step, model, ids, tokens, list(range(tokenizer.vocab_size)))
         with torch.inference_mode():
             loss = model(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])).loss.item()
         run.append(METRICS_FILE, {"step": step, "val_loss": loss})

@@ -26,11 +26,11 @@ import torch
 from lm import distributed
 from lm.checkpoint import CONFIG_FILE, load_checkpoint, read_config
 from lm.data import CORPORA, DataError, encode_corpus, load_corpus, random_batch, read_text_file, split_tokens
-from lm.detectors import attention_weights, head_scores
+from lm.detectors import snapshot
 from lm.device import device_precision, resolve_device, to_device
 from lm.generate import Sampling, end_of_text_id, generate
 from lm.model import GPT
-from lm.run_folder import DETECTORS_FILE, METRICS_FILE, SAMPLES_FILE, Run, is_training_run
+from lm.run_folder import METRICS_FILE, SAMPLES_FILE, Run, is_training_run
 from lm.tasks import TaskData, find_task, task_tokenizer
 from lm.tokenizer import TIKTOKEN_ENCODINGS, BPETokenizer, TiktokenTokenizer, load_tokenizer
 from lm.train_config import TrainConfig, padded_vocab_size
@@ -300,15 +300,12 @@ class Trainer:
     def snapshot(self) -> None:
         """attention/step_NNNNNNN.safetensors: every head's attention on the probe ("attention",
         [n_layer, n_head, T, T], float16); and a line of detectors.jsonl with each head's scores.
-        probe.json ({"ids", "tokens"}) says what the probe is. One short forward pass or three."""
+        probe.json ({"ids", "tokens"}) says what the probe is. Two short forward passes."""
         if not self.world.is_main:
             return
         ids = self.probe()
-        self.run.write_probe(ids, [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids])
-        self.run.write_snapshot(self.step, attention_weights(self.model, ids).to(torch.float16))
-        vocabulary = self.task_data.vocabulary if self.task_data is not None else None
-        scores = head_scores(self.model, ids, vocabulary=vocabulary)
-        self.run.append(DETECTORS_FILE, {"step": self.step, "scores": {k: v.tolist() for k, v in scores.items()}})
+        tokens = [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+        snapshot(self.run, self.step, self.model, ids, tokens, self.task_data.vocabulary if self.task_data else None)
 
     def _best(self) -> float | None:
         """The best validation loss so far; None (JSON null) before the first evaluation."""

@@ -1,15 +1,20 @@
 """Head detectors on hand-built attention patterns whose scores are known exactly, against a
 plain-loop reference on random patterns, and on a tiny random model."""
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lm.attention import Probe
 from lm.detectors import (
-    DETECTORS, PROBE_LENGTH, duplicate_token_score, first_token_score, head_scores, induction_score,
-    previous_token_score, repeated_random_tokens, self_score,
+    DETECTORS, PROBE_LENGTH, attention_weights, duplicate_token_score, first_token_score, head_scores, induction_score,
+    previous_token_score, repeated_random_tokens, self_score, snapshot,
 )
 from lm.model import GPT, GPTConfig
+from lm.run_folder import DETECTORS_FILE, PROBE_FILE, Run, snapshot_path
+from tests.helpers import read_jsonl
 
 T = 8
 
@@ -173,3 +178,20 @@ def test_head_scores_on_a_tiny_model():
     assert torch.allclose(result["induction"], induction_score(probe_weights, probe_ids))
     with pytest.raises(ValueError):
         head_scores(model, [])
+
+
+def test_a_snapshot_writes_the_attention_and_the_scores_of_one_pass(tmp_path):
+    """lm.detectors.snapshot, as training and an imported training call it: the attention it stores
+    is the one its scores were measured on (handed to head_scores, not computed again)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=3, n_embd=24)).eval()
+    ids = [5, 6, 7, 5, 6, 7, 8]
+    run = Run(tmp_path)
+    snapshot(run, 30, model, ids, [str(i) for i in ids], vocabulary=list(range(10)))
+    stored = load_file(snapshot_path(tmp_path, 30))["attention"]
+    assert stored.dtype == torch.float16 and stored.shape == (2, 3, 7, 7)
+    assert torch.allclose(stored.float(), attention_weights(model, ids), atol=1e-3)
+    [line] = read_jsonl(tmp_path / DETECTORS_FILE)
+    expected = head_scores(model, ids, vocabulary=list(range(10)))
+    assert line["step"] == 30 and line["scores"] == {k: v.tolist() for k, v in expected.items()}
+    assert json.loads((tmp_path / PROBE_FILE).read_text())["ids"] == ids
