@@ -150,23 +150,31 @@ def download(repo_id: str, revision: str | None = None, downloader: Callable | N
         ) from exc
 
 
+def local_folder(source: str) -> Path | None:
+    """The folder `source` names, or None where it is a Hub id (owner/name); a clear error for neither."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return local
+    if not HUB_ID.fullmatch(source):
+        raise HFImportError(f"there is no folder {source}, and it is not a Hugging Face model id (owner/name)")
+    return None
+
+
 def import_hf(source: str, out: str | os.PathLike | None = None, revision: str | None = None,
               context: int | None = None, downloader: Callable | None = None) -> Path:
     """A Hugging Face model (a folder, or a Hub id) as a checkpoint folder: `out`, by default
     its name in the runs folder ($LM_RUNS_DIR, else runs/). Never overwrites a model."""
-    local = Path(source).expanduser()
-    if not local.is_dir() and not HUB_ID.fullmatch(source):
-        raise HFImportError(f"there is no folder {source}, and it is not a Hugging Face model id (owner/name)")
-    name = local.name if local.is_dir() else source.split("/")[-1] + (f"-{revision}" if revision else "")
+    local = local_folder(source)
+    name = local.name if local else source.split("/")[-1] + (f"-{revision}" if revision else "")
     out = Path(out) if out else runs_folder(name)
     if (out / CONFIG_FILE).exists():
         raise HFImportError(f"{out} already holds a model; choose another folder or delete it first")
-    folder = local if local.is_dir() else download(source, revision, downloader)
+    folder = local or download(source, revision, downloader)
     model, tokenizer = load_hf(folder, context)
     check_free_space(out, 4 * parameter_count(model.config), f"write the checkpoint to {out}")
     provenance = {
         "source": IMPORTED,
-        "model": name, "hugging_face_repo": None if local.is_dir() else source, "revision": revision,
+        "model": name, "hugging_face_repo": None if local else source, "revision": revision,
         "folder": str(folder.absolute()), "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return save_checkpoint(out, model, tokenizer, provenance)

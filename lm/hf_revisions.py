@@ -28,7 +28,7 @@ import torch
 from lm.checkpoint import CONFIG_FILE, save_checkpoint
 from lm.detectors import snapshot
 from lm.gpt2 import check_free_space, runs_folder
-from lm.hf_import import HUB_ID, IMPORTED, HFImportError, download, load_hf
+from lm.hf_import import IMPORTED, HFImportError, download, load_hf, local_folder
 from lm.run_folder import METRICS_FILE, SNAPSHOTS, Run
 from lm.sizing import parameter_count
 
@@ -80,19 +80,19 @@ def import_revisions(source: str, revisions: list[str], out: str | os.PathLike |
     folder's model. `source`: a Hub id, or a folder holding a folder per revision (step0/,
     step1000/ ...) for a machine without the network. Never overwrites a model or a run."""
     revisions = parse_revisions(",".join(revisions))
-    local = Path(source).expanduser()
-    out = Path(out) if out else runs_folder(training_name(local.name or source))
+    local = local_folder(source)
+    out = Path(out) if out else runs_folder(training_name(local.name if local else source))
     if (out / CONFIG_FILE).exists() or (out / SNAPSHOTS).exists():
         raise HFImportError(f"{out} already holds a model or a run; choose another folder or delete it first")
-    folders = revision_folders(source, revisions, downloader)  # all of them, before any writing
+    folders = revision_folders(local, source, revisions, downloader)  # all of them, before any writing
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier import cut short left
     partial.mkdir(parents=True)
     try:
         model, tokenizer = _replay(partial, revisions, folders, context, probe)
         provenance = {
-            "source": IMPORTED, "model": out.name, "hugging_face_repo": None if local.is_dir() else source,
-            "folder": str(local.absolute()) if local.is_dir() else None, "revision": revisions[-1],
+            "source": IMPORTED, "model": out.name, "hugging_face_repo": None if local else source,
+            "folder": str(local.absolute()) if local else None, "revision": revisions[-1],
             "revisions": revisions, "step": revision_step(revisions[-1]),
             "probe": "the snapshots, detector scores and val_loss (the loss on the probe text) of each revision",
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -105,17 +105,14 @@ def import_revisions(source: str, revisions: list[str], out: str | os.PathLike |
     return out
 
 
-def revision_folders(source: str, revisions: list[str], downloader: Callable | None) -> list[Path]:
-    """Each revision's files: a folder named after it in the folder `source`, or downloaded from the Hub."""
-    local = Path(source).expanduser()
-    if local.is_dir():
+def revision_folders(local: Path | None, source: str, revisions: list[str], downloader: Callable | None) -> list[Path]:
+    """Each revision's files: a folder named after it in the folder `local`, or downloaded from the Hub id `source`."""
+    if local:
         missing = [revision for revision in revisions if not (local / revision).is_dir()]
         if missing:
             raise HFImportError(f"{local} has no folder {', '.join(missing)}: a model's training is imported from "
                                 f"a folder holding one folder per revision, named after it (step0, step1000 ...)")
         return [local / revision for revision in revisions]
-    if not HUB_ID.fullmatch(source):
-        raise HFImportError(f"there is no folder {source}, and it is not a Hugging Face model id (owner/name)")
     try:
         return [download(source, revision, downloader) for revision in revisions]
     except HFImportError as exc:
