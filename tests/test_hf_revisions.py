@@ -205,6 +205,9 @@ def test_a_folder_of_revision_folders_imports_without_the_network(hub, tmp_path)
     with pytest.raises(HFImportError, match="has no folder step1000: a model's training is imported from a folder"):
         import_revisions(str(root), ["step0", "step1000"], tmp_path / "other")
     assert not (tmp_path / "other").exists()
+    with pytest.raises(HFImportError, match="there is no folder .*not a Hugging Face model id"):
+        import_revisions(str(tmp_path / "no" / "such" / "folder"), REVISIONS, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_only_uneven_snapshot_steps_are_spaced_evenly():
