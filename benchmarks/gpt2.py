@@ -209,7 +209,7 @@ def main() -> None:
     else:
         print("2. memory: not measured (needs Linux's /proc)")
     print(f"3. Attention page, {TOKENS} tokens; functions, best of {args.repeats}:")
-    print(f"     run_attention (the forward pass keeping q, k, v, scores, weights): {forward_s * 1e3:,.0f} ms")
+    print(f"     run_attention (the forward pass keeping every head's weights): {forward_s * 1e3:,.0f} ms")
     print(f"     one head's map (figure + JSON): {map_s * 1e3:,.0f} ms;  12 x 12 grid (figure + JSON): {grid_s * 1e3:,.0f} ms")
     print("   the page headless (AppTest), once each:")
     for label, seconds in page.items():

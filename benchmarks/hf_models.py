@@ -14,10 +14,11 @@ a word-level tokenizer.json of the model's full vocabulary, and imported by lm.h
      transformers' from_pretrained, fp32) and runs one forward pass; seconds to load, and its
      resident memory before and at its peak (Linux: /proc/self/status). Sides alternate.
   3. attention: the Attention page's pass over --tokens tokens, which keeps every head's
-     queries, keys, values, scores, weights and outputs (lm.inspect.attention_pass); beside
-     transformers' base model with output_attentions and eager attention, which keeps every
-     head's weights. Neither computes the logits, which the page does not show (the head is
-     about a fifth of a full pass here).
+     weights (explorer.attention_view.run_attention: lm.inspect.attention_pass of "weights");
+     beside transformers' base model with output_attentions and eager attention, which keeps
+     every head's weights too. Neither computes the logits, which the page does not show (the
+     head is about a fifth of a full pass here). The "Step through one head" tab's own pass,
+     one layer's queries, keys, values, scores, weights and outputs, is timed beside it.
   4. generation: greedy, --new-tokens after a 16-token prompt, KV cache on both sides
      (lm.generate; transformers' generate, made to run all the tokens).
 Timings 3 and 4: the best of --repeats after a warm-up, the two sides taking turns; the
@@ -151,8 +152,9 @@ def main() -> None:
         ids = torch.randint(spec.hf_config["vocab_size"], (1, args.tokens), generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             attention = interleaved(args.repeats, {
-                "ours": lambda: inspect.attention_pass(ours.model, ids[0].tolist()),
+                "ours": lambda: inspect.attention_pass(ours.model, ids[0].tolist(), ("weights",)),
                 "transformers": lambda: theirs.model(ids, output_attentions=True),
+                "one layer": lambda: inspect.attention_pass(ours.model, ids[0].tolist(), layer=0),
             })
             prompt = ids[:, :16]
             settings = Sampling(temperature=0, max_new_tokens=args.new_tokens, stop_at_end_of_text=False)
@@ -174,6 +176,8 @@ def main() -> None:
         ("peak memory while loading, MB", load["ours"]["after"]["peak"], load["transformers"]["after"]["peak"], None),
         (f"attention pass, {args.tokens} tokens, s", min(attention["ours"]), min(attention["transformers"]),
          turn_ratio(attention, "ours", "transformers")),
+        ("  step-through's one layer, s", min(attention["one layer"]), min(attention["transformers"]),
+         turn_ratio(attention, "one layer", "transformers")),
         (f"generation, {args.new_tokens} tokens, tokens/s", args.new_tokens / min(generation["ours"]),
          args.new_tokens / min(generation["transformers"]), turn_ratio(generation, "transformers", "ours")),
     ]

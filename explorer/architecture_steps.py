@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from explorer.architecture_text import kv_groups, kv_head_of
 from explorer.attention_maps import FONT
-from explorer.attention_view import AttentionRun
+from explorer.attention_view import LayerSteps
 from lm.config import GPTConfig
 from lm.rope import speeds, unrotate
 
@@ -41,14 +41,14 @@ class Rotation:
         return len(self.speeds)
 
 
-def rope_rotation(run: AttentionRun, config: GPTConfig, layer: int, head: int, query: int, key: int) -> Rotation:
+def rope_rotation(steps: LayerSteps, config: GPTConfig, head: int, query: int, key: int) -> Rotation:
     """The chosen query and key as the model scored them (rotated), and turned back."""
-    q_after, k_after = run.queries[layer, head, query], run.keys[layer, head, key]
+    q_after, k_after = steps.queries[head, query], steps.keys[head, key]
     positions = torch.tensor([query, key])
-    base = config.rope_base_of(layer)  # Gemma 3: windowed layers turn with a base of their own
+    base = config.rope_base_of(steps.layer)  # Gemma 3: windowed layers turn with a base of their own
     before = unrotate(torch.from_numpy(np.stack([q_after, k_after])), positions, config.rotary_dims, base)
     q_before, k_before = before.numpy()
-    scale, turns = np.sqrt(run.scale_size), speeds(config.rotary_dims, base).numpy()
+    scale, turns = np.sqrt(steps.scale_size), speeds(config.rotary_dims, base).numpy()
     return Rotation(query, key, q_before, q_after, k_before, k_after, turns,
                     float(q_after @ k_after / scale), float(q_before @ k_before / scale))
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.attention_view import AttentionRun
+from explorer.attention_view import AttentionRun, LayerSteps
 from explorer.charts import PROJECTOR_FONT
 
 ANNOTATE_MAX = 12  # write the numbers into the cells up to this many tokens (cells wide enough)
@@ -135,17 +135,17 @@ def weights_figure(
 
 
 def scores_figure(
-    run: AttentionRun, layer: int, head: int, query: int, masked: bool = False, window: slice | None = None
+    steps: LayerSteps, head: int, query: int, masked: bool = False, window: slice | None = None
 ) -> go.Figure:
     """The scores q·k/√d, before the mask (every pair) or after it (the future is −∞, grey)."""
-    window = window or slice(0, len(run.labels))
-    scores = run.scores[layer, head][window, window]
+    window = window or slice(0, len(steps.labels))
+    scores = steps.scores[head][window, window]
     limit = float(np.abs(scores).max()) or 1.0
     return _token_heatmap(
-        scores, run.labels[window],
+        scores, steps.labels[window],
         title="after the causal mask: the future is −∞" if masked else "scores q·k/√d: every query with every key",
         value_name="score", colorscale="RdBu", zmin=-limit, zmax=limit,
-        masked=np.isinf(run.masked(layer, head)[window, window]) if masked else None,
+        masked=np.isinf(steps.masked(head)[window, window]) if masked else None,
         highlight_row=query - window.start, compact=True, start=window.start,
     )
 

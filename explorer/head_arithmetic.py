@@ -9,23 +9,23 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.attention_maps import FONT, TOKEN_FONT, plotly_text
-from explorer.attention_view import AttentionRun
+from explorer.attention_view import LayerSteps
 
 MIX_ROWS = 12  # value vectors drawn one by one when a query mixes many
 
 
-def query_rows(run: AttentionRun, layer: int, head: int, query: int) -> list[dict]:
+def query_rows(steps: LayerSteps, head: int, query: int) -> list[dict]:
     """One query's row of attention, key by key, with the arithmetic written out: q·k; the
     model's score, which is q·k/√d; e^(score − the row's max); and the model's weight, which is
     that over the row's sum. Keys after the query are masked and get no row."""
-    q = run.queries[layer, head, query]
-    keys = run.keys[layer, head, : query + 1]
-    scores = run.scores[layer, head, query, : query + 1]
+    q = steps.queries[head, query]
+    keys = steps.keys[head, : query + 1]
+    scores = steps.scores[head, query, : query + 1]
     exps = np.exp(scores - scores.max())
-    weights = run.weights[layer, head, query, : query + 1]
+    weights = steps.weights[head, query, : query + 1]
     return [
         {
-            "key": f"#{j} {run.labels[j]}",
+            "key": f"#{j} {steps.labels[j]}",
             "q·k": float(q @ keys[j]),
             "score": float(scores[j]),
             "e^(score − max)": float(exps[j]),
@@ -49,19 +49,19 @@ class ValueMix:
         return float(np.abs(self.rows.sum(0) - self.output).max())
 
 
-def value_mix(run: AttentionRun, layer: int, head: int, query: int, top: int = MIX_ROWS) -> ValueMix:
+def value_mix(steps: LayerSteps, head: int, query: int, top: int = MIX_ROWS) -> ValueMix:
     """output_i = Σ_j w_ij·v_j. The `top` keys with the largest weights get a row each (in
     text order); the rest are summed into one row, so the rows still add up to the output."""
-    weights = run.weights[layer, head, query, : query + 1].astype(np.float64)
-    weighted = weights[:, None] * run.values[layer, head, : query + 1]
+    weights = steps.weights[head, query, : query + 1].astype(np.float64)
+    weighted = weights[:, None] * steps.values[head, : query + 1]
     shown = np.sort(np.argsort(-weights, kind="stable")[:top])
     rest = np.setdiff1d(np.arange(query + 1), shown)
-    labels = [f"{weights[j]:.2f} × v of #{j} {run.labels[j]}" for j in shown]
+    labels = [f"{weights[j]:.2f} × v of #{j} {steps.labels[j]}" for j in shown]
     rows = [weighted[j] for j in shown]
     if len(rest):
         labels.append(f"the other {len(rest)} keys' w × v (weights add to {weights[rest].sum():.2f})")
         rows.append(weighted[rest].sum(0))
-    return ValueMix(labels, np.array(rows), run.outputs[layer, head, query].astype(np.float64))
+    return ValueMix(labels, np.array(rows), steps.outputs[head, query].astype(np.float64))
 
 
 def value_mix_figure(mix: ValueMix) -> go.Figure:

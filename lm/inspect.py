@@ -59,22 +59,31 @@ PAGE_PARTS = ("q", "k", "v", "scores", "weights", "output")  # what the Attentio
 
 
 @torch.inference_mode()
-def attention_pass(model: GPT, ids: list[int], parts: tuple[str, ...] = PAGE_PARTS) -> dict[str, torch.Tensor]:
+def attention_pass(
+    model: GPT, ids: list[int], parts: tuple[str, ...] = PAGE_PARTS, layer: int | None = None
+) -> dict[str, torch.Tensor]:
     """These `parts` of every layer's attention steps on `ids` (1 to block_size of them),
-    each [layers, heads, T, head size or T]: forward_pass's attention without what attention
-    views do not show, the residuals, the masked scores and the logits (each a copy, and the
-    head a matmul over the vocabulary: a fifth of SmolLM2-135M's pass on 128 tokens). Each
-    layer's parts are copied out as it ends, so its other steps are freed for the next layer."""
+    each [layers, heads, T, head size or T], or of one `layer` only, each [heads, T, …]:
+    forward_pass's attention without what attention views do not show, the residuals, the
+    masked scores and the logits (each a copy, and the head a matmul over the vocabulary: a
+    fifth of SmolLM2-135M's pass on 128 tokens). Each layer's parts are copied out as it ends,
+    so its other steps are freed for the next layer."""
+    if layer is not None and not 0 <= layer < model.config.n_layer:
+        raise ValueError(f"the model has layers 0 to {model.config.n_layer - 1}, not {layer}")
     kept: dict[str, torch.Tensor] = {}
 
-    def keep(layer: int, steps: AttentionSteps) -> None:
+    def keep_all(at: int, steps: AttentionSteps) -> None:
         for part in parts:
             one = getattr(steps, part)[0]
             if part not in kept:
                 kept[part] = torch.empty(model.config.n_layer, *one.shape)  # float32 on the CPU
-            kept[part][layer] = one
+            kept[part][at] = one
 
-    model.hidden(_batch(model, ids), Probe(explain=True, keep_steps=keep))
+    def keep_one(at: int, steps: AttentionSteps) -> None:
+        if at == layer:
+            kept.update({part: getattr(steps, part)[0].float().cpu().clone() for part in parts})
+
+    model.hidden(_batch(model, ids), Probe(explain=True, keep_steps=keep_all if layer is None else keep_one))
     return {part: kept[part] for part in parts}
 
 

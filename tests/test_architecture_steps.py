@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from explorer.architecture_steps import kv_explanation, kv_groups_html, rope_figure, rope_rotation
-from explorer.attention_view import run_attention
+from explorer.attention_view import run_layer
 from lm.inspect import forward_pass
 from lm.rope import rotate, rotation
 from tests.checkpoints import make_checkpoint, sharpen_attention, tiny_gpt
@@ -30,13 +30,13 @@ class Letters:
 def test_rope_before_and_after_for_the_chosen_tokens():
     model = sharpen_attention(tiny_gpt(8, **ROPE), 3.0)
     ids = [1, 0, 1, 0, 1]  # b a b a b: the same token at several positions
-    run = run_attention(model, Letters(), ids)
-    one = rope_rotation(run, model.config, 0, 0, query=1, key=0)
-    three = rope_rotation(run, model.config, 0, 0, query=3, key=2)
+    run = run_layer(model, Letters(), ids, 0)
+    one = rope_rotation(run, model.config, 0, query=1, key=0)
+    three = rope_rotation(run, model.config, 0, query=3, key=2)
     np.testing.assert_allclose(one.q_before, three.q_before, atol=1e-5)  # layer 0: the token alone, before the turn
     assert not np.allclose(one.q_after, three.q_after, atol=1e-3)  # turned by different angles
     np.testing.assert_allclose(one.score_after, three.score_after, atol=1e-5)  # one token apart in both
-    np.testing.assert_allclose(one.score_after, run.scores[0, 0, 1, 0], atol=1e-5)  # the model's own score
+    np.testing.assert_allclose(one.score_after, run.scores[0, 1, 0], atol=1e-5)  # the model's own score
     cos, sin = rotation(torch.tensor([3]), model.config.rotary_dims, model.config.rope_base)
     np.testing.assert_allclose(rotate(torch.from_numpy(three.q_before)[None], cos, sin)[0].numpy(), three.q_after, atol=1e-5)
     figure = rope_figure(one, "b", "a")
@@ -47,11 +47,11 @@ def test_rope_before_and_after_for_the_chosen_tokens():
 def test_the_banded_mask_is_the_models_own():
     model = tiny_gpt(8, window=3, window_layers=[1])
     ids = [1, 2, 3, 4, 5, 6]
-    run = run_attention(model, Letters(), ids)
+    layers = [run_layer(model, Letters(), ids, layer) for layer in (0, 1)]
     own = forward_pass(model, ids).attention.masked.numpy()  # [layers, heads, T, T]
     for layer in (0, 1):
-        np.testing.assert_array_equal(np.isinf(run.masked(layer, 0)), np.isinf(own[layer, 0]))
-    assert np.isinf(run.masked(1, 0)[5, 2]) and not np.isinf(run.masked(0, 0)[5, 2])  # only layer 1 has the band
+        np.testing.assert_array_equal(np.isinf(layers[layer].masked(0)), np.isinf(own[layer, 0]))
+    assert np.isinf(layers[1].masked(0)[5, 2]) and not np.isinf(layers[0].masked(0)[5, 2])  # only layer 1 has the band
 
 
 def test_kv_groups_drawn_and_named():

@@ -29,3 +29,18 @@ def test_the_pages_pass_keeps_the_forward_passs_numbers(settings):
     assert torch.equal(attention_weights(model, ids), whole.weights)
     with pytest.raises(ValueError, match="need 1 to 32 tokens"):
         attention_pass(model, ids * 2)
+
+
+@pytest.mark.parametrize("settings", ARCHITECTURES.values(), ids=ARCHITECTURES.keys())
+def test_one_layers_pass_keeps_that_layers_numbers_of_the_whole_pass(settings):
+    """The step-through's pass (one layer) and the page's (every layer) are the same numbers."""
+    model = tiny_gpt(97, seed=4, **settings)
+    ids = torch.randint(97, (20,), generator=torch.Generator().manual_seed(1)).tolist()
+    whole = attention_pass(model, ids)
+    for layer in range(model.config.n_layer):
+        one = attention_pass(model, ids, layer=layer)
+        assert list(one) == list(PAGE_PARTS)
+        for part, tensor in one.items():
+            assert torch.equal(tensor, whole[part][layer]), (layer, part)
+    with pytest.raises(ValueError, match="not -1"):
+        attention_pass(model, ids, layer=-1)

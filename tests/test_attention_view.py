@@ -16,7 +16,7 @@ from explorer.attention_lines import line_bands, lines_figure
 from explorer.attention_maps import (
     GRID_CELLS, LABELLED, LABELLED_SMALL, attention_figure, head_grid_figure, pool_max, scores_figure, tokens_window,
 )
-from explorer.attention_view import MAX_TOKENS, context_window, run_attention
+from explorer.attention_view import MAX_TOKENS, context_window, run_attention, run_layer
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
 from explorer.head_statistics import head_statistics, uniform_entropy
 from explorer.model_view import block_diagram_html, config_rows, parameter_figure, si, size_estimates
@@ -43,6 +43,10 @@ def run(model):
     return run_attention(model, BYTES, BYTES.encode(TEXT))
 
 
+def layer_of(model, layer, text=TEXT):
+    return run_layer(model, BYTES, BYTES.encode(text), layer)
+
+
 def test_context_window_keeps_the_last_tokens():
     ids = list(range(40))
     assert context_window(ids, 32) == (ids[-32:], 8)
@@ -51,31 +55,33 @@ def test_context_window_keeps_the_last_tokens():
     assert context_window(long, 1024) == (long[-MAX_TOKENS:], 10)
 
 
-def test_run_attention_equals_the_models_own_forward_pass(model):
+def test_run_attention_and_run_layer_equal_the_models_own_forward_pass(model):
     ids = BYTES.encode(TEXT)
     before = {name: p.clone() for name, p in model.state_dict().items()}
-    run = run_attention(model, BYTES, ids)
+    run, layers = run_attention(model, BYTES, ids), [layer_of(model, layer) for layer in range(2)]
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())  # a shared model: untouched
     with torch.no_grad():
         steps = model(torch.tensor([ids]), probe=Probe(explain=True)).attention
     for layer, step in enumerate(steps):
-        np.testing.assert_allclose(run.scores[layer], step.scores[0].numpy(), rtol=0, atol=1e-6)
+        one = layers[layer]
         np.testing.assert_allclose(run.weights[layer], step.weights[0].numpy(), rtol=0, atol=1e-6)
-        np.testing.assert_allclose(run.outputs[layer], step.output[0].numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(run.weights @ run.values, run.outputs, atol=1e-5)  # v is the v the model mixed
-    for layer, step in enumerate(steps):  # the page's numpy mask is the model's own
-        for head in range(3):
-            np.testing.assert_array_equal(run.masked(layer, head) == -np.inf, step.masked[0, head].numpy() == -np.inf)
-    assert run.labels[:4] == ("t", "h", "e", "·")
-    assert run.weights.shape == (2, 3, len(ids), len(ids)) and run.head_size == 8
+        np.testing.assert_array_equal(one.weights, run.weights[layer])  # the step-through's weights are the maps'
+        np.testing.assert_allclose(one.scores, step.scores[0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(one.outputs, step.output[0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(one.weights @ one.values, one.outputs, atol=1e-5)  # v is the v the model mixed
+        for head in range(3):  # the page's numpy mask is the model's own
+            np.testing.assert_array_equal(one.masked(head) == -np.inf, step.masked[0, head].numpy() == -np.inf)
+    assert run.labels[:4] == ("t", "h", "e", "·") and layers[1].labels == run.labels and layers[1].layer == 1
+    assert run.weights.shape == (2, 3, len(ids), len(ids)) and layers[0].head_size == 8
     assert not model.training and all(p.grad is None for p in model.parameters())
 
 
-def test_first_layer_matches_a_computation_by_hand(model, run):
+def test_first_layer_matches_a_computation_by_hand(model):
     """Layer 0 from the raw parameters: embeddings, LayerNorm, one matmul for q, k, v, then per head."""
     ids = torch.tensor(BYTES.encode(TEXT))
     T, C, H = len(ids), 24, 3
     sd = {k: v.detach() for k, v in model.state_dict().items()}
+    run = layer_of(model, 0)
     x = sd["transformer.wte.weight"][ids] + sd["transformer.wpe.weight"][:T]
     h = F.layer_norm(x, (C,), sd["transformer.h.0.ln_1.weight"], sd["transformer.h.0.ln_1.bias"])
     qkv = h @ sd["transformer.h.0.attn.c_attn.weight"] + sd["transformer.h.0.attn.c_attn.bias"]
@@ -86,17 +92,19 @@ def test_first_layer_matches_a_computation_by_hand(model, run):
         masked = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
         weights = np.exp(masked - masked.max(1, keepdims=True))
         weights /= weights.sum(1, keepdims=True)
-        np.testing.assert_allclose(run.queries[0, head], q, atol=1e-5)
-        np.testing.assert_allclose(run.scores[0, head], scores, atol=1e-4)
-        np.testing.assert_allclose(run.masked(0, head), masked, atol=1e-4)
-        np.testing.assert_allclose(run.weights[0, head], weights, atol=1e-5)
-        np.testing.assert_allclose(run.outputs[0, head], weights @ v, atol=1e-5)
-    assert run.weights[0].max() > 0.5  # the test model's attention is sharp, not uniform
+        np.testing.assert_allclose(run.queries[head], q, atol=1e-5)
+        np.testing.assert_allclose(run.scores[head], scores, atol=1e-4)
+        np.testing.assert_allclose(run.masked(head), masked, atol=1e-4)
+        np.testing.assert_allclose(run.weights[head], weights, atol=1e-5)
+        np.testing.assert_allclose(run.outputs[head], weights @ v, atol=1e-5)
+    assert run.weights.max() > 0.5  # the test model's attention is sharp, not uniform
 
 
-def test_run_attention_refuses_more_tokens_than_the_context(model):
+def test_run_attention_refuses_more_tokens_than_the_context_and_run_layer_a_missing_layer(model):
     with pytest.raises(ValueError, match="1 to 64 tokens"):
         run_attention(model, BYTES, [65] * 65)
+    with pytest.raises(ValueError, match="layers 0 to 1, not 2"):
+        layer_of(model, 2)
 
 
 # --- head statistics on hand-built patterns ---------------------------------------------
@@ -187,12 +195,13 @@ def test_statistics_of_the_model_agree_with_the_definition(run):
 # --- the step-through ------------------------------------------------------------------
 
 
-def test_query_rows_write_out_the_arithmetic(run):
-    layer, head, query = 1, 1, 10
-    rows = query_rows(run, layer, head, query)
+def test_query_rows_write_out_the_arithmetic(model):
+    head, query = 1, 10
+    run = layer_of(model, 1)
+    rows = query_rows(run, head, query)
     assert [r["key"] for r in rows][:3] == ["#0 t", "#1 h", "#2 e"] and len(rows) == query + 1
     d = run.head_size
-    q, k = run.queries[layer, head, query], run.keys[layer, head]
+    q, k = run.queries[head, query], run.keys[head]
     dots = np.array([float(q @ k[j]) for j in range(query + 1)])
     np.testing.assert_allclose([r["q·k"] for r in rows], dots, rtol=1e-5)
     np.testing.assert_allclose([r["score"] for r in rows], dots / math.sqrt(d), rtol=1e-4, atol=1e-5)
@@ -201,20 +210,21 @@ def test_query_rows_write_out_the_arithmetic(run):
     np.testing.assert_allclose([r["weight"] for r in rows], exps / exps.sum(), rtol=1e-4, atol=1e-6)
 
 
-def test_value_mix_rows_add_up_to_the_models_output(run):
-    layer, head, query = 0, 2, 12
-    w = run.weights[layer, head, query, : query + 1].astype(np.float64)
-    v = run.values[layer, head, : query + 1].astype(np.float64)
-    mix = value_mix(run, layer, head, query, top=4)
+def test_value_mix_rows_add_up_to_the_models_output(model):
+    head, query = 2, 12
+    run = layer_of(model, 0)
+    w = run.weights[head, query, : query + 1].astype(np.float64)
+    v = run.values[head, : query + 1].astype(np.float64)
+    mix = value_mix(run, head, query, top=4)
     top = sorted(np.argsort(-w)[:4])
     assert mix.labels[:4] == [f"{w[j]:.2f} × v of #{j} {run.labels[j]}" for j in top]
     assert mix.labels[4] == f"the other {query + 1 - 4} keys' w × v (weights add to {1 - w[top].sum():.2f})"
     np.testing.assert_allclose(mix.rows[:4], w[top, None] * v[top], atol=1e-7)
     np.testing.assert_allclose(mix.rows.sum(0), w @ v, atol=1e-6)
-    np.testing.assert_allclose(mix.output, run.outputs[layer, head, query], atol=0)
+    np.testing.assert_allclose(mix.output, run.outputs[head, query], atol=0)
     assert mix.error < 1e-5
 
-    everything = value_mix(run, layer, head, 3, top=12)  # 4 keys: one row each, nothing summed
+    everything = value_mix(run, head, 3, top=12)  # 4 keys: one row each, nothing summed
     assert len(everything.labels) == 4 and everything.error < 1e-5
 
 
@@ -244,28 +254,30 @@ def test_short_texts_get_their_numbers_written_in(model):
     fig = attention_figure(short, 0, 0, "short")
     text = fig.data[0].text
     assert text[1][0] == f"{short.weights[0, 0, 1, 0]:.2f}" and text[0][1] == ""  # the future is left blank
-    masked = scores_figure(short, 0, 0, query=4, masked=True)
+    steps = layer_of(model, 0, "abcab")
+    masked = scores_figure(steps, 0, query=4, masked=True)
     assert (masked.data[1].text[0][1], masked.data[1].text[1][0]) == ("−∞", "")  # only the future is −∞
-    assert (masked.data[0].text[0][1], masked.data[0].text[1][0]) == ("", f"{short.scores[0, 0, 1, 0]:.2f}")
+    assert (masked.data[0].text[0][1], masked.data[0].text[1][0]) == ("", f"{steps.scores[0, 1, 0]:.2f}")
     assert attention_figure(run_attention(model, BYTES, BYTES.encode("x" * 40)), 0, 0, "long").data[0].text is None
 
 
-def test_scores_figures_before_and_after_the_mask(run):
-    T = len(run.ids)
+def test_scores_figures_before_and_after_the_mask(model):
+    run = layer_of(model, 0)
+    T = len(run.labels)
     future = np.triu(np.ones((T, T), bool), 1)
-    before = scores_figure(run, 0, 1, query=5)
-    np.testing.assert_array_equal(before.data[0].z, run.scores[0, 1])
-    after = scores_figure(run, 0, 1, query=5, masked=True)
+    before = scores_figure(run, 1, query=5)
+    np.testing.assert_array_equal(before.data[0].z, run.scores[1])
+    after = scores_figure(run, 1, query=5, masked=True)
     z = np.asarray(after.data[0].z, dtype=float)
     assert np.isnan(z[future]).all()
-    np.testing.assert_array_equal(z[~future], run.scores[0, 1][~future])
+    np.testing.assert_array_equal(z[~future], run.scores[1][~future])
     grey = np.asarray(after.data[1].z, dtype=float)
     assert (grey[future] == 1).all() and np.isnan(grey[~future]).all()
     assert after.layout.shapes[0].y0 == 4.5  # the chosen query's row is outlined
 
 
-def test_value_mix_figure_shows_rows_then_the_output(run):
-    mix = value_mix(run, 1, 0, 20, top=5)
+def test_value_mix_figure_shows_rows_then_the_output(model):
+    mix = value_mix(layer_of(model, 1), 0, 20, top=5)
     fig = value_mix_figure(mix)
     z = np.asarray(fig.data[0].z, dtype=float)
     np.testing.assert_array_equal(z[:6], mix.rows)

@@ -73,16 +73,16 @@ def test_the_step_through_turns_back_with_each_layers_base_and_scores_with_the_m
     """Layer 0 is windowed (base 50), layer 2 global (base 10,000): the same token at several
     positions turns back to one query in both, and the score shown is the model's own (÷ √7)."""
     from explorer.architecture_steps import rope_rotation
-    from explorer.attention_view import run_attention
+    from explorer.attention_view import run_layer
     from tests.test_architecture_steps import Letters
 
     model = build(vocab_size=8, **GEMMA)
-    run = run_attention(model, Letters(), [1, 0, 1, 0, 1])
-    assert run.scale_size == 7 and run.head_size == 12
     for layer in (0, 2):
-        one = rope_rotation(run, model.config, layer, 0, query=1, key=0)
-        three = rope_rotation(run, model.config, layer, 0, query=3, key=2)
+        run = run_layer(model, Letters(), [1, 0, 1, 0, 1], layer)
+        assert run.scale_size == 7 and run.head_size == 12
+        one = rope_rotation(run, model.config, 0, query=1, key=0)
+        three = rope_rotation(run, model.config, 0, query=3, key=2)
         if layer == 0:  # block 0 reads the token alone: its query before the turn depends on nothing else
             torch.testing.assert_close(torch.from_numpy(one.q_before), torch.from_numpy(three.q_before), atol=1e-5, rtol=0)
-        assert abs(one.score_after - run.scores[layer, 0, 1, 0]) < 1e-5
-        assert abs(three.score_after - run.scores[layer, 0, 3, 2]) < 1e-5
+        assert abs(one.score_after - run.scores[0, 1, 0]) < 1e-5
+        assert abs(three.score_after - run.scores[0, 3, 2]) < 1e-5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.attention_tabs.view import ModelRun, shared_shape
-from explorer.attention_view import MAX_TOKENS, AttentionRun, context_window, run_attention
+from explorer.attention_view import MAX_TOKENS, AttentionRun, LayerSteps, context_window, run_attention, run_layer
 from explorer.checkpoint_cache import cached_on_checkpoint
 from explorer.token_view import chips_html, describe_tokens
 from explorer.url_state import BIND, bind_text
@@ -45,6 +45,12 @@ def text_input() -> str:
 @cached_on_checkpoint(max_entries=6, spinner="Running the model…")
 def attention_run(checkpoint: Checkpoint, ids: tuple[int, ...]) -> AttentionRun:
     return run_attention(checkpoint.model, checkpoint.tokenizer, list(ids))
+
+
+@cached_on_checkpoint(max_entries=6, spinner="Running the model…")
+def layer_steps(checkpoint: Checkpoint, ids: tuple[int, ...], layer: int) -> LayerSteps:
+    """The step-through's one layer, a pass of its own: the rest of the page needs only the weights."""
+    return run_layer(checkpoint.model, checkpoint.tokenizer, list(ids), layer)
 
 
 def read_text(checkpoints: list[Checkpoint], text: str) -> dict[str, ModelRun] | None:

@@ -9,9 +9,10 @@ import streamlit as st
 from explorer.architecture_steps import (
     kv_explanation, kv_groups_html, rope_explanation, rope_figure, rope_rotation, window_explanation,
 )
-from explorer.attention_maps import ANNOTATE_MAX, LABELLED_SMALL, attention_figure, scores_figure, tokens_window
+from explorer.attention_maps import ANNOTATE_MAX, LABELLED_SMALL, scores_figure, tokens_window, weights_figure
+from explorer.attention_tabs.inputs import layer_steps
 from explorer.attention_tabs.view import AttentionView
-from explorer.attention_view import AttentionRun
+from explorer.attention_view import AttentionRun, LayerSteps
 from explorer.head_arithmetic import query_rows, value_mix, value_mix_figure
 from explorer.presenter import control
 from explorer.widgets import chart, table
@@ -21,24 +22,27 @@ from lm.config import GPTConfig
 def render_step_through(view: AttentionView) -> None:
     with view.side():
         name = view.pick_model("att_step")
-        run = view.models[name].run
-        query = choose_query(run)
-    rows = query_rows(run, view.layer, view.head, query)
-    architecture_steps(run, view.models[name].checkpoint.model.config, view, query, rows)
-    window = tokens_window(len(run.ids), LABELLED_SMALL, query)  # the query's row is in the maps, at the foot
-    for number, (explanation, figure) in enumerate(steps(run, view.layer, view.head, query, rows, window)):
+        model = view.models[name]
+        query = choose_query(model.run)
+    layer = layer_steps(model.checkpoint, model.run.ids, view.layer)
+    if layer is None:
+        return
+    rows = query_rows(layer, view.head, query)
+    architecture_steps(layer, model.checkpoint.model.config, view, query, rows)
+    window = tokens_window(len(layer.labels), LABELLED_SMALL, query)  # the query's row is in the maps, at the foot
+    for number, (explanation, figure) in enumerate(steps(layer, view.head, query, rows, window)):
         text_col, figure_col = st.columns([1, 2])
         text_col.markdown(explanation)
         with figure_col:
             chart(figure, f"att_step_{number}", f"layer{view.layer}-head{view.head}-query{query}-step{number + 1}")
-    d = run.scale_size
+    d = layer.scale_size
     st.markdown(
         f"**Query #{query}, key by key:** score = q·k / √{d}, weight = e^(score − max) / Σ e^(score − max)"
     )
     with control("att_step_table", advanced=True):
         table(pd.DataFrame(rows), 460,
               column_config={c: st.column_config.NumberColumn(format="%.4f") for c in rows[0] if c != "key"})
-    mix = value_mix(run, view.layer, view.head, query)
+    mix = value_mix(layer, view.head, query)
     st.markdown(
         f"#### 4 · Mixing the values\n"
         f"The output for query #{query} is the sum of every value vector times its weight: "
@@ -49,25 +53,25 @@ def render_step_through(view: AttentionView) -> None:
         f"Σ weight × value matches the model's own output for this head to within {mix.error:.1e} (float rounding). "
         f"**{name}**, layer {view.layer}, head {view.head}: the real numbers for your text."
         + (f" The maps write their numbers in for texts of up to {ANNOTATE_MAX} tokens; here, hover a cell."
-           if len(run.ids) > ANNOTATE_MAX else "")
+           if len(layer.labels) > ANNOTATE_MAX else "")
         + (f" They show the {LABELLED_SMALL} tokens up to the query, each labelled; pick another query to move."
            if window.start > 0 else "")
     )
 
 
-def architecture_steps(run: AttentionRun, config: GPTConfig, view: AttentionView, query: int, rows: list[dict]) -> None:
+def architecture_steps(layer: LayerSteps, config: GPTConfig, view: AttentionView, query: int, rows: list[dict]) -> None:
     """What the model's architecture adds before the scores: RoPE's rotation of the query and a
     key, and the key/value head this query head shares (GQA)."""
     if config.rotary_dims:
         best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
         with view.side():
             key = st.select_slider("Key token for the rotation", list(range(query + 1)), value=best,
-                                   key=f"att_rope_key_{query}", format_func=lambda i: f"#{i} {run.labels[i]}")
-        rotation = rope_rotation(run, config, view.layer, view.head, query, key)
+                                   key=f"att_rope_key_{query}", format_func=lambda i: f"#{i} {layer.labels[i]}")
+        rotation = rope_rotation(layer, config, view.head, query, key)
         text_col, figure_col = st.columns([1, 2])
         text_col.markdown(rope_explanation(rotation))
         with figure_col:
-            chart(rope_figure(rotation, run.labels[query], run.labels[key]), "att_step_rope",
+            chart(rope_figure(rotation, layer.labels[query], layer.labels[key]), "att_step_rope",
                   f"layer{view.layer}-head{view.head}-query{query}-key{key}-rope")
     if config.kv_heads != config.n_head:
         text_col, figure_col = st.columns([1, 2])
@@ -87,33 +91,31 @@ def choose_query(run: AttentionRun) -> int:
     )
 
 
-def steps(
-    run: AttentionRun, layer: int, head: int, query: int, rows: list[dict], window: slice
-) -> list[tuple[str, object]]:
+def steps(layer: LayerSteps, head: int, query: int, rows: list[dict], window: slice) -> list[tuple[str, object]]:
     """Steps 1 to 3, each an explanation and its figure: scores, the mask, softmax."""
     best = max(range(len(rows)), key=lambda j: rows[j]["weight"])
-    d = run.scale_size  # the head size, unless the model scales scores its own way (Gemma 3)
+    d = layer.scale_size  # the head size, unless the model scales scores its own way (Gemma 3)
     return [
         (
             f"#### 1 · Scores: how well each query matches each key\n"
-            f"Each token's vector is turned into a query q, a key k and a value v of {run.head_size} numbers. "
+            f"Each token's vector is turned into a query q, a key k and a value v of {layer.head_size} numbers. "
             f"Query #{query} with key #{best}: q·k / √{d} = "
             f"{rows[best]['q·k']:.3f} / {d ** 0.5:.2f} = **{rows[best]['score']:.3f}**.\n\n"
             f"Dividing by √{d} keeps the scores small enough for softmax not to saturate.",
-            scores_figure(run, layer, head, query, window=window),
+            scores_figure(layer, head, query, window=window),
         ),
         (
             "#### 2 · The causal mask\n"
             "A token may not look at tokens after it: while the model writes, they do not exist yet. "
             "Their scores become −∞ (grey), and e^−∞ = 0."
-            + (f"\n\n{window_explanation(run.windows[layer])}" if run.windows and run.windows[layer] else ""),
-            scores_figure(run, layer, head, query, masked=True, window=window),
+            + (f"\n\n{window_explanation(layer.window)}" if layer.window else ""),
+            scores_figure(layer, head, query, masked=True, window=window),
         ),
         (
             "#### 3 · Softmax: scores become weights\n"
             "Each row: e^(score − the row's largest score), divided by the row's sum. "
             "Positive numbers that add up to 1.",
-            attention_figure(run, layer, head, "weights: the softmax of each row", highlight_row=query, compact=True,
-                             window=window),
+            weights_figure(layer.weights[head], layer.labels, "weights: the softmax of each row", highlight_row=query,
+                           compact=True, window=window),
         ),
     ]
