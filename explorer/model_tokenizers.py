@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.models import find_models
+from explorer.paths import FileStamp
 from explorer.presenter import is_on
 from lm.checkpoint import CONFIG_FILE, TOKENIZER_FILE
 from lm.hf_import import IMPORTED
@@ -25,9 +26,19 @@ def imported_tokenizers() -> dict[str, Path]:
 
 def _is_imported(folder: Path) -> bool:
     try:
-        training = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("training") or {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return _config_says_imported(FileStamp.of(folder / CONFIG_FILE))
+    except OSError:
         return False  # the model lists say why a checkpoint cannot be read
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _config_says_imported(config: FileStamp) -> bool:
+    """Read once per version of a config file for every session: the Tokenizer page asks on each
+    rerun, of every model in the runs roots (a class's runs among them)."""
+    try:
+        training = json.loads(Path(config.path).read_text(encoding="utf-8")).get("training") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
     return isinstance(training, dict) and training.get("source") == IMPORTED
 
 
