@@ -139,6 +139,18 @@ def sum_all(values: list[float], device: str, world: World) -> list[float]:
     return tensor.tolist()
 
 
+def average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
+    """Every process's gradients replaced by their mean over all processes (one message)."""
+    if world.size == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world.size
+    for p, mean in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = mean.view_as(p).clone()
+
+
 def broadcast(obj, world: World):
     """Process 0's `obj` (any picklable object) on every process."""
     if world.size == 1:

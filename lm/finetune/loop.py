@@ -150,7 +150,7 @@ class FinetuneRun:
         loss, extras, tokens = self.method.batch_loss(self.step)
         loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        average_gradients(params, self.world)
+        distributed.average_gradients(params, self.world)
         # The means over all processes, and whether any was signalled: they stop at the same step.
         *means, signalled = distributed.sum_all([loss.item(), *extras.values(), float(self.signalled)], self.device,
                                                 self.world)
@@ -244,18 +244,6 @@ class FinetuneRun:
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         if unexpected or set(missing) - {TIED}:
             raise DataError(f"the weights in {self.cfg.out} do not fit the model rebuilt from {self.cfg.source}")
-
-
-def average_gradients(params: list[torch.nn.Parameter], world: distributed.World) -> None:
-    """Every process's gradients replaced by their mean over all processes (one message)."""
-    if world.size == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world.size
-    for p, mean in zip(params, flat.split([g.numel() for g in grads])):
-        p.grad = mean.view_as(p).clone()
 
 
 def check_out_folder(folder: Path, resume: bool) -> None:
