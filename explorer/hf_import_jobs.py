@@ -91,12 +91,12 @@ def _revisions(name: str, revisions: list[str], report: Progress) -> Path:
 
 def check_before_download(name: str, copies: int) -> None:
     """Refuse a model this machine cannot run, or `copies` of it the Hugging Face cache has no room for."""
-    model = OPEN_MODELS[name]
-    if problem := cost(name).problem:
-        raise ValueError(f"{model.label} cannot run on this machine: {problem.split(';')[0]}")
+    model, figures = OPEN_MODELS[name], cost(name)
+    if figures.problem:
+        raise ValueError(f"{model.label} cannot run on this machine: {figures.problem.split(';')[0]}")
     from huggingface_hub import constants
 
-    check_free_space(Path(constants.HF_HUB_CACHE), copies * cost(name).download_bytes,
+    check_free_space(Path(constants.HF_HUB_CACHE), copies * figures.download_bytes,
                       f"download {model.repo_id} into the Hugging Face cache")
 
 
