@@ -121,8 +121,11 @@ def gemma_rope(hf: dict) -> dict:
                 rope_local_base=float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))))
 
 
-def whole_number(hf: dict, name: str, default: int) -> int:
-    """config.json's `name` as a positive whole number (256.0 is 256), or a clear error."""
+def whole_number(hf: dict, name: str, default: int | None = None) -> int:
+    """config.json's `name` as a positive whole number (256.0 is 256), or a clear error
+    (also where it is absent and there is no default)."""
+    if default is None and name not in hf:
+        raise HFImportError(f"config.json has no {name}")
     value = hf.get(name, default)
     whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
     if not whole or value < 1:
@@ -168,15 +171,22 @@ def gpt_config(hf: dict, context: int | None = None) -> GPTConfig:
     if kind not in ARCHITECTURES:
         raise HFImportError(f"config.json describes a {kind!r} model; this importer knows "
                             f"{', '.join([*ARCHITECTURES, 'gpt2'])}")
-    trained = hf.get("max_position_embeddings", DEFAULT_CONTEXT)
+    trained = whole_number(hf, "max_position_embeddings", DEFAULT_CONTEXT)
     if context is not None and not 0 < context <= trained:
         raise HFImportError(f"--context must be between 1 and the {trained:,} positions the model was trained on")
+    # checked before the architecture's mapping divides hidden_size by num_attention_heads
+    names = dict(vocab_size="vocab_size", n_layer="num_hidden_layers", n_head="num_attention_heads", n_embd="hidden_size")
+    sizes = {ours: whole_number(hf, theirs) for ours, theirs in names.items()}
     try:
-        sizes = dict(vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
-                     n_embd=hf["hidden_size"], block_size=context or min(trained, DEFAULT_CONTEXT), dropout=0.0)
-        return GPTConfig(**sizes, **{"tied_head": bool(hf.get("tie_word_embeddings", False)), **ARCHITECTURES[kind](hf)})
+        dial = ARCHITECTURES[kind](hf)
     except KeyError as exc:
         raise HFImportError(f"config.json has no {exc.args[0]}") from None
+    except HFImportError:
+        raise
+    except (TypeError, ValueError, AttributeError) as exc:  # a string where a number belongs, a list for a table ...
+        raise HFImportError(f"config.json has a value of the wrong type for a {kind} model ({exc})") from None
+    return GPTConfig(**sizes, block_size=context or min(trained, DEFAULT_CONTEXT), dropout=0.0,
+                     **{"tied_head": bool(hf.get("tie_word_embeddings", False)), **dial})
 
 
 # --- the file's tensors -> ours --------------------------------------------------------
