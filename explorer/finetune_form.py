@@ -25,6 +25,7 @@ from lm.tokenizer import TokenizerError, load_tokenizer
 
 DEFAULTS = FinetuneConfig()  # the settings lm finetune starts from, besides each method's and data's own (defaults)
 ALL = "all"
+APPLIED = "finetune_defaults_applied"  # the training defaults last written into the form
 TRAINING_INPUTS = {  # field: (label, min, max, step, help)
     "max_steps": ("Steps", 1, 100_000, 50, "optimizer steps to train for"),
     "lr": ("Learning rate", 1e-7, 1.0, 1e-4, "lower than pretraining's: the model knows much already, a big step undoes it"),
@@ -57,11 +58,17 @@ def method_defaults(method: str, data: str | None = None) -> dict:
 
 
 def apply_defaults() -> None:
-    """The chosen method's settings for the chosen data (a new method or data, or the first draw of the form)."""
+    """The chosen method's settings for the chosen data (a new method or data, or the first draw of the form).
+    Only a setting whose default differs from the one applied last changes: a value the user typed
+    survives a switch that does not concern it."""
     by_title = {title: name for name, (title, _) in METHODS.items()}
     method = by_title.get(st.session_state.get("ft_method"), "classify")
-    for name, value in method_defaults(method, chosen_data(method)).items():
-        st.session_state[f"ft_{name}"] = value
+    applied = st.session_state.get(APPLIED, {})
+    new = method_defaults(method, chosen_data(method))
+    for name, value in new.items():
+        if f"ft_{name}" not in st.session_state or applied.get(name) != value:
+            st.session_state[f"ft_{name}"] = value
+    st.session_state[APPLIED] = new
 
 
 def source_input() -> tuple[ModelEntry, GPTConfig, object] | None:

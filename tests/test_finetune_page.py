@@ -84,6 +84,17 @@ def test_each_data_set_starts_from_its_own_settings(base):
     assert (at.number_input(key="ft_lr").value, at.number_input(key="ft_max_steps").value) == (3e-3, 1500)
 
 
+def test_switching_data_keeps_settings_whose_defaults_do_not_change(base):
+    at = open_finetune(ft_method="Follow instructions")
+    at.number_input(key="ft_eval_interval").set_value(7).run()
+    at.radio(key="ft_data").set_value("Alpaca-style instructions").run()
+    assert at.number_input(key="ft_lr").value == 3e-4 and at.number_input(key="ft_eval_interval").value == 7
+    at.radio(key="ft_method").set_value("Classify").run()
+    at.number_input(key="ft_max_steps").set_value(77).run()
+    at.radio(key="ft_data").set_value("Upload a file").run()  # classify's defaults are the same for any data
+    assert at.number_input(key="ft_max_steps").value == 77
+
+
 def test_instruction_tuning_shows_which_tokens_the_loss_counts(base):
     at = open_finetune(ft_method="Follow instructions")  # a link names the label
     chips = next(h.proto.body for h in at.get("html") if 'class="tok"' in h.proto.body)
