@@ -109,6 +109,9 @@ def test_json_and_jsonl_uploads_with_field_errors(tmp_path):
     (tmp_path / "broken.json").write_text('[{"instruction": "a",', encoding="utf-8")
     with pytest.raises(DataError, match="not valid JSON"):
         load_instructions(tmp_path / "broken.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(DataError, match="nests lists or objects too deeply"):
+        load_instructions(tmp_path / "deep.json")
     (tmp_path / "nopref.json").write_text(json.dumps(good), encoding="utf-8")
     with pytest.raises(DataError, match="item 1: no 'chosen'; item 1: no 'rejected'"):
         load_preferences(tmp_path / "nopref.json")

@@ -233,6 +233,8 @@ def _json(text: str, where: str):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:  # json's decoder recurses once per bracket: thousands nested exhaust the stack
+        raise DataError(f"{where} nests lists or objects too deeply to be examples") from None
 
 
 def split_examples(examples: list, seed: int, fractions=(0.85, 0.05, 0.1)) -> dict[str, list]:
