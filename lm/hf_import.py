@@ -54,8 +54,15 @@ def weight_files(folder: Path) -> dict[str, Path]:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         hint = f" It holds {', '.join(pickles)}: pickles, which can run code when loaded, so they are not read." if pickles else ""
         raise HFImportError(f"{folder} has {len(files) or 'no'} .safetensors files and no index of them.{hint}")
-    with safe_open(str(files[0]), framework="pt") as f:
-        return {name: files[0] for name in f.keys()}
+    try:
+        with safe_open(str(files[0]), framework="pt") as f:
+            return {name: files[0] for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise unreadable(exc) from None
+
+
+def unreadable(exc: Exception) -> HFImportError:
+    return HFImportError(f"the .safetensors files are truncated, corrupt or of another format ({exc})")
 
 
 def read_weights(files: dict[str, Path], sources: dict[str, Source], tied_to: str | None) -> dict[str, torch.Tensor]:
@@ -86,7 +93,7 @@ def _read(handles: dict, files: dict[str, Path], sources: dict[str, Source], tie
         if tied_to and TIED in files and not torch.equal(handles[files[TIED]].get_tensor(TIED).float(), weights[tied_to]):
             raise HFImportError("config.json ties the output head to the token embedding, but lm_head.weight differs")
     except (SafetensorError, OSError) as exc:
-        raise HFImportError(f"the .safetensors files are truncated, corrupt or of another format ({exc})") from None
+        raise unreadable(exc) from None
     return weights
 
 

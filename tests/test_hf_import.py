@@ -220,6 +220,16 @@ def test_unsafe_or_incomplete_folders_are_refused(tmp_path, tokenizer_file):
         import_hf(str(tmp_path / "nowhere" / "at" / "all"))
 
 
+def test_a_truncated_weights_file_is_refused_by_name(tmp_path, tokenizer_file):
+    folder = tmp_path / "model"
+    save_random(folder, "llama biases tied", tokenizer_file)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(HFImportError, match="truncated, corrupt"):
+        import_hf(str(folder), tmp_path / "ours")
+    assert not (tmp_path / "ours").exists()
+
+
 def test_a_hub_id_goes_through_the_downloader(tmp_path, tokenizer_file):
     hf = save_random(tmp_path / "cache" / "snapshot", "pythia parallel partial rotary", tokenizer_file)
     asked = {}
