@@ -149,11 +149,11 @@ def head_scores(model: GPT, ids: list[int], seed: int = 0, vocabulary: list[int]
     return scores_from_weights(weights, ids, attention_weights(model, probe), probe)
 
 
-def snapshot(run: Run, step: int, model: GPT, ids: list[int], tokens: list[str], vocabulary: list[int] | None = None):
+def snapshot(run: Run, step: int, model: GPT, ids: list[int], tokenizer, vocabulary: list[int] | None = None):
     """A run folder's look at its heads at `step`, as training and an imported training write it:
     every head's attention on the probe `ids` (float16) and a line of each head's scores;
-    probe.json (written once) says what the probe is."""
-    run.write_probe(ids, tokens)
+    probe.json (written once) says what the probe is: its ids and the tokenizer's text of each."""
+    run.write_probe(ids, [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids])
     weights = attention_weights(model, ids)
     run.write_snapshot(step, weights.to(torch.float16))
     scores = head_scores(model, ids, vocabulary=vocabulary, weights=weights)

@@ -131,11 +131,10 @@ def _replay(folder: Path, revisions: list[str], sources: list[Path], context: in
             ids = tokenizer.encode(probe)[: model.config.block_size]
             if len(ids) < 2:
                 raise HFImportError("the probe text must be at least two tokens long")
-            tokens = [tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
         elif model.config != first:
             raise HFImportError(f"{revision} is a model of another shape than {revisions[0]}: not one training run")
         step = revision_step(revision)
-        snapshot(run, step, model, ids, tokens, list(range(tokenizer.vocab_size)))
+        snapshot(run, step, model, ids, tokenizer, list(range(tokenizer.vocab_size)))
         with torch.inference_mode():
             loss = model(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])).loss.item()
         run.append(METRICS_FILE, {"step": step, "val_loss": loss})

@@ -303,9 +303,8 @@ class Trainer:
         probe.json ({"ids", "tokens"}) says what the probe is. Two short forward passes."""
         if not self.world.is_main:
             return
-        ids = self.probe()
-        tokens = [self.tokenizer.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
-        snapshot(self.run, self.step, self.model, ids, tokens, self.task_data.vocabulary if self.task_data else None)
+        vocabulary = self.task_data.vocabulary if self.task_data else None
+        snapshot(self.run, self.step, self.model, self.probe(), self.tokenizer, vocabulary)
 
     def _best(self) -> float | None:
         """The best validation loss so far; None (JSON null) before the first evaluation."""

@@ -14,6 +14,7 @@ from lm.detectors import (
 )
 from lm.model import GPT, GPTConfig
 from lm.run_folder import DETECTORS_FILE, PROBE_FILE, Run, snapshot_path
+from lm.tokenizer import BPETokenizer
 from tests.helpers import read_jsonl
 
 T = 8
@@ -187,7 +188,7 @@ def test_a_snapshot_writes_the_attention_and_the_scores_of_one_pass(tmp_path):
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=3, n_embd=24)).eval()
     ids = [5, 6, 7, 5, 6, 7, 8]
     run = Run(tmp_path)
-    snapshot(run, 30, model, ids, [str(i) for i in ids], vocabulary=list(range(10)))
+    snapshot(run, 30, model, ids, BPETokenizer([]), vocabulary=list(range(10)))
     stored = load_file(snapshot_path(tmp_path, 30))["attention"]
     assert stored.dtype == torch.float16 and stored.shape == (2, 3, 7, 7)
     assert torch.allclose(stored.float(), attention_weights(model, ids), atol=1e-3)
