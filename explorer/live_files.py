@@ -23,14 +23,7 @@ def metrics_now(folder: Path) -> tuple[FileStamp | None, list[dict]]:
         stamp = FileStamp.of(folder / METRICS_FILE)
     except OSError:
         return None, []
-    return stamp, metrics_of(stamp)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def metrics_of(stamp: FileStamp) -> list[dict]:
-    """The records of one version of a metrics file, read once for every session (shared: never
-    modify it): a finished run's file never changes, yet the runs list ticks every few seconds."""
-    return read_metrics(Path(stamp.path).parent)
+    return stamp, read_metrics(folder)
 
 
 @st.cache_resource(ttl=LOOK_S, max_entries=512, show_spinner=False)

@@ -34,16 +34,3 @@ def test_a_run_has_metrics_once_it_has_logged_a_line(tmp_path):
     log(tmp_path, 10)
     assert has_metrics(tmp_path)
     assert run_metrics(tmp_path / "gone", active=False) == (None, [])
-
-
-def test_an_ended_runs_unchanged_file_is_read_once_for_every_look(tmp_path, monkeypatch):
-    import explorer.live_files as live_files
-
-    reads = []
-    real = live_files.read_metrics
-    monkeypatch.setattr(live_files, "read_metrics", lambda folder: reads.append(folder) or real(folder))
-    log(tmp_path, 10)
-    first = run_metrics(tmp_path, active=False)
-    assert run_metrics(tmp_path, active=False) == first and len(reads) == 1  # the runs list's next tick
-    log(tmp_path, 20)
-    assert [r["step"] for r in run_metrics(tmp_path, active=False)[1]] == [10, 20] and len(reads) == 2

@@ -8,7 +8,6 @@ import streamlit as st
 
 from explorer.attention_maps import weights_figure
 from explorer.attention_tabs.view import AttentionView
-from explorer.live_files import metrics_now
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.token_view import token_label
@@ -17,6 +16,7 @@ from explorer.training_snapshots import (
 )
 from explorer.widgets import chart
 from lm.checkpoint import Checkpoint
+from lm.run_folder import read_metrics
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -70,7 +70,7 @@ def replay(name: str, checkpoint: Checkpoint, view: AttentionView) -> None:
                                  compact=True),
                   f"att_train_map_{name}", f"{name}-layer{layer}-head{head}-step{step}")
     with chart_col:
-        chart(history_figure(metrics_now(snapshots.folder)[1], history, layer, head, step),
+        chart(history_figure(read_metrics(snapshots.folder), history, layer, head, step),
               f"att_train_history_{name}", f"{name}-layer{layer}-head{head}-over-training")
     scores = history.at(nearest_step(history.steps, step)) if history.steps else None
     if scores is not None:
