@@ -67,6 +67,8 @@ def rope_settings(hf: dict) -> dict:
 def window_settings(hf: dict) -> dict:
     """Sliding-window attention: per layer from layer_types (Qwen3, newer configs), else for every layer (Mistral)."""
     window, types = hf.get("sliding_window"), hf.get("layer_types")
+    if types is not None and not isinstance(types, list):
+        raise HFImportError(f"config.json's layer_types must be a list of each layer's kind, not {types!r}")
     if types:
         unknown = set(types) - {"full_attention", "sliding_attention"}
         if unknown:

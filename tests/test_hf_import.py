@@ -189,6 +189,7 @@ def test_context_is_cut_to_a_sensible_length():
     (lambda hf: hf.update(num_key_value_heads=4), "n_kv_head (4) must divide n_head (6)"),
     (lambda hf: hf.update(num_attention_heads=0), "num_attention_heads is 0; lm.GPT takes a positive whole number"),
     (lambda hf: hf.pop("hidden_size"), "config.json has no hidden_size"),
+    (lambda hf: hf.update(layer_types="sliding_attention"), "layer_types must be a list of each layer's kind"),
     (lambda hf: hf.update(rope_parameters={"rope_theta": "fast"}), "a value of the wrong type for a llama model (could not"),
 ])
 def test_a_config_that_does_not_fit_the_weights_is_refused(tmp_path, tokenizer_file, change, message):
