@@ -117,14 +117,21 @@ def _uploaded(method: str) -> DataChoice | None:
         return None
     data = upload.getvalue()
     try:
-        examples = parse_upload(method, upload.name, data)
+        examples = _upload_examples(method, upload.name, data)
     except NotUTF8Error:  # its message offers an encoding choice, which text uploads have and this one has not
         st.error(plain(f"{upload.name} is not UTF-8: save it as UTF-8 (a spreadsheet's \"CSV UTF-8\") and upload it again."))
         return None
     except DataError as exc:
         st.error(plain(f"{upload.name}: {exc}"))
         return None
-    return DataChoice("", upload.name, tuple(examples), upload=(upload.name, data))
+    return DataChoice("", upload.name, examples, upload=(upload.name, data))
+
+
+@st.cache_resource(show_spinner="Reading your file…", max_entries=4)
+def _upload_examples(method: str, name: str, data: bytes) -> tuple:
+    """Parsed once per file, not on every rerun (a 20 MB table takes about a second); a resource, not
+    data, since unpickling a copy costs as much as parsing, and the examples are frozen: sharing is safe."""
+    return tuple(parse_upload(method, name, data))
 
 
 def parse_upload(method: str, name: str, data: bytes) -> list:

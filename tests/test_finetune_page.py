@@ -140,6 +140,18 @@ def test_a_good_upload_is_counted(base):
     assert not at.error and any(c.value.startswith("30 messages, 2 labels: ham 10 · spam 20") for c in at.caption)
 
 
+def test_an_upload_is_parsed_once_not_on_every_rerun(base, monkeypatch):
+    from explorer import finetune_data
+    calls, parse = [], finetune_data.parse_upload
+    monkeypatch.setattr(finetune_data, "parse_upload", lambda *args: calls.append(args) or parse(*args))
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    rows = "text,label\n" + "".join(f"parsed once {i},{'spam' if i % 2 else 'ham'}\n" for i in range(12))
+    at.file_uploader(key="ft_upload_classify").set_value(("once.csv", rows.encode(), "text/csv")).run()
+    at.number_input(key="ft_max_steps").set_value(7).run()
+    assert len(calls) == 1 and not at.error
+
+
 def test_a_finished_classifier_shows_its_curves_and_confusion_before_and_after(base, app_dirs):
     fake_finetune_run(app_dirs / "runs", "spam", "classify")
     at = open_finetune(run="spam")
