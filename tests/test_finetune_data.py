@@ -89,6 +89,7 @@ def test_csv_and_tsv_uploads(tmp_path):
     ("message,class\nhi,ham\n", "no text and no label"),
     ("text,label\nhi,ham\nyo,ham\n", "at least two labels"),
     ("text,label\n", "no rows"),
+    ("text,label\nhi, there,ham\nfine,spam,\n", r"row 2: 3 fields but the header names 2 \(put a text holding ',' in"),
 ])
 def test_malformed_tables_name_the_rows(tmp_path, content, message):
     (tmp_path / "bad.csv").write_text(content, encoding="utf-8")

@@ -143,7 +143,10 @@ def parse_table(text: str, delimiter: str) -> list[Labelled]:
     try:
         for number, row in enumerate(rows, 2):
             text_value, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
-            if not text_value:
+            if any(extra.strip() for extra in row.get(None, ())):  # a separator inside an unquoted text
+                errors.append(f"row {number}: {len(header) + len(row[None])} fields but the header names "
+                              f"{len(header)} (put a text holding {delimiter!r} in double quotes)")
+            elif not text_value:
                 errors.append(f"row {number}: no text")
             elif not label:
                 errors.append(f"row {number}: no label")
