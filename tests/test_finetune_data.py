@@ -110,6 +110,9 @@ def test_json_and_jsonl_uploads_with_field_errors(tmp_path):
     (tmp_path / "broken.json").write_text('[{"instruction": "a",', encoding="utf-8")
     with pytest.raises(DataError, match="not valid JSON"):
         load_instructions(tmp_path / "broken.json")
+    (tmp_path / "broken.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": a}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="^line 2 is not valid JSON: Expecting value at column 17$"):
+        load_instructions(tmp_path / "broken.jsonl")
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises(DataError, match="nests lists or objects too deeply"):
         load_instructions(tmp_path / "deep.json")

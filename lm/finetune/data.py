@@ -235,7 +235,8 @@ def _json(text: str, where: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        at = f"line {exc.lineno}, column {exc.colno}" if "\n" in text.strip() else f"column {exc.colno}"  # a JSONL line: its column
+        raise DataError(f"{where} is not valid JSON: {exc.msg} at {at}") from None
     except RecursionError:  # json's decoder recurses once per bracket: thousands nested exhaust the stack
         raise DataError(f"{where} nests lists or objects too deeply to be examples") from None
 
