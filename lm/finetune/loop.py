@@ -5,7 +5,10 @@ model; this loop does the rest as lm.trainer does for pretraining, from its part
 learning-rate schedule and AdamW groups, the run folder (status, metrics, samples, journaled
 checkpoints with state.pt, resume after a stop), plus evaluation.json (the model measured
 before and after). What trains: everything; the last N blocks and the final norm; or, with
-LoRA, only the adapters (and a new head, which always trains).
+LoRA, only the adapters (and a new head, which always trains). A mixture-of-experts model
+keeps its load-balancing loss, with the weight it was pretrained with (lm.moe; its
+moe_aux_weight), whatever the method: recorded_routes collects the routers' choices however a
+method calls the model.
 
 Several processes (`torchrun --nproc_per_node=N -m lm finetune ...`, gloo on a CPU) train as
 lm train's do (lm.distributed): each takes its share of every step's batch, their gradients are
@@ -22,6 +25,7 @@ import copy
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -38,6 +42,7 @@ from lm.finetune.config import FinetuneConfig
 from lm.finetune.lora import adapter_state, apply_lora, count_trainable, merge_lora
 from lm.finetune.methods import build_method
 from lm.model import GPT
+from lm.moe import MoE, Route, balance_loss
 from lm.run_folder import ADAPTER_FILE, EVALUATION_FILE, METRICS_FILE, SAMPLES_FILE, Run, read_record
 from lm.trainer import TrainingFailed, learning_rate, make_optimizer
 
@@ -54,6 +59,21 @@ def choose_trainable(model: GPT, cfg) -> None:
         model.requires_grad_(False)
         for module in [*blocks[len(blocks) - cfg.trainable_blocks:], model.transformer.ln_f]:
             module.requires_grad_(True)
+
+
+@contextmanager
+def recorded_routes(model: GPT):
+    """Yields a list that gets every MoE layer's Route as `model` runs inside the block: a method
+    may call model(x, y), model(x) or model.hidden(x), and the balance loss needs them all. Each
+    layer's router is run once more on its input (a matrix of n_embd x n_experts: cheap)."""
+    routes: list[Route] = []
+    hooks = [layer.register_forward_pre_hook(lambda layer, args: routes.append(layer.route(args[0])))
+             for layer in model.modules() if isinstance(layer, MoE)]
+    try:
+        yield routes
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class FinetuneRun:
@@ -147,8 +167,14 @@ class FinetuneRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss, extras, tokens = self.method.batch_loss(self.step)
-        loss.backward()
+        with recorded_routes(self.model) as routes:
+            loss, extras, tokens = self.method.batch_loss(self.step)
+        objective = loss
+        if routes:  # a mixture of experts: keep the experts' load even, as pretraining did (lm.trainer)
+            balance = balance_loss(routes)
+            objective = loss + self.model.config.moe_aux_weight * balance
+            extras = {**extras, "balance_loss": balance.item()}  # logged as lm train logs it: 1 is an even load
+        objective.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
         distributed.average_gradients(params, self.world)
         # The means over all processes, and whether any was signalled: they stop at the same step.
