@@ -104,3 +104,63 @@ def test_a_dense_model_logs_no_balance_loss(tmp_path, data):
     run = FinetuneRun(FinetuneConfig(method="continue", source=str(source), out=str(tmp_path / "run"),
                                      data=data["continue"], batch_size=2))
     assert "balance_loss" not in run._train_step()[3]
+
+
+def adapted_moe(**lora) -> torch.nn.Module:
+    return apply_lora(tiny_gpt(64, **MOE), **{"rank": 2, "alpha": 4.0} | lora)
+
+
+def test_lora_adapts_every_expert_and_not_the_router():
+    model = adapted_moe()
+    names = set(lora_layers(model))
+    expected = {f"transformer.h.{layer}.attn.{m}" for layer in range(2) for m in ("c_attn", "c_proj")}
+    expected |= {f"transformer.h.{layer}.mlp.experts.{e}.{m}" for layer in range(2) for e in range(4) for m in ("c_fc", "c_proj")}
+    assert names == expected
+    per_layer = 2 * (32 + 96) + 2 * (32 + 32) + 4 * (2 * (32 + 128) + 2 * (128 + 32))  # attention, then 4 experts
+    assert count_trainable(model)[0] == sum(p.numel() for p in lora_parameters(model)) == 2 * per_layer
+    assert not model.transformer.h[0].mlp.router.weight.requires_grad
+
+
+@pytest.mark.parametrize("targets, chosen", [
+    ("mlp.c_fc", {f"transformer.h.{layer}.mlp.experts.{e}.c_fc" for layer in range(2) for e in range(4)}),
+    ("mlp.router", {f"transformer.h.{layer}.mlp.router" for layer in range(2)}),
+    ("router", {f"transformer.h.{layer}.mlp.router" for layer in range(2)}),
+])
+def test_lora_targets_by_name_on_experts(targets, chosen):
+    assert set(lora_layers(adapted_moe(targets=targets))) == chosen
+
+
+def test_a_fresh_adapter_leaves_the_moe_model_unchanged_and_merges_exactly():
+    base, model = tiny_gpt(64, **MOE), adapted_moe(targets="attn,mlp,mlp.router")
+    x = torch.randint(0, 64, (2, 12))
+    assert torch.equal(model(x).logits, base(x).logits)  # B = 0
+    with torch.no_grad():
+        for p in lora_parameters(model):
+            p.normal_(0, 0.1)
+    unmerged = model(x).logits
+    assert (unmerged - base(x).logits).abs().max() > 1e-3
+    merged = merge_lora(copy.deepcopy(model))
+    assert not lora_layers(merged) and merged.state_dict().keys() == base.state_dict().keys()
+    torch.testing.assert_close(merged(x).logits, unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_only_the_adapters_of_an_moe_model_receive_gradients():
+    model = adapted_moe().train()
+    x = torch.randint(0, 64, (2, 12))
+    output = model(x, x)
+    (output.loss + output.aux_loss).backward()  # the balance loss reaches the routers' inputs, not the routers
+    adapters = {id(p) for p in lora_parameters(model)}
+    for name, p in model.named_parameters():
+        if id(p) not in adapters:
+            assert p.grad is None and not p.requires_grad, name
+    graded = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert {n for n in graded if ".attn." in n} == {n for n, _ in model.named_parameters() if ".attn." in n and "lora_" in n}
+    assert any(".experts." in n for n in graded)
+
+
+def test_a_lora_run_on_an_moe_model_trains_the_adapters_only(tmp_path, data):
+    run, extras, grads = first_step(tmp_path, data, "continue", 0.5, lora_rank=2)
+    assert "balance_loss" in extras and all("lora_" in n for n in grads)
+    assert run.trainable == sum(p.numel() for p in lora_parameters(run.model))
+    assert torch.equal(run.model.transformer.h[0].mlp.router.weight,
+                       load_checkpoint(run.cfg.source).model.transformer.h[0].mlp.router.weight)

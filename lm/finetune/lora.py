@@ -5,18 +5,24 @@ B [rank, out] zero, so training starts exactly at the base model and learns only
 rank·(in + out) numbers instead of in·out. After training, W + A·B·alpha/rank is an ordinary
 matrix again (merge), or A and B are kept apart as a small adapter file.
 
-The layers are swapped in from outside (module surgery), so the model's code stays GPT-2's."""
+The layers are swapped in from outside (module surgery), so the model's code stays GPT-2's.
+In a mixture of experts (lm.moe) each expert is an MLP of its own: "mlp" adapts every expert's
+two layers, each with its own A and B, and "mlp.c_fc" names that layer in every expert. The
+router is left alone unless named (mlp.router): it is a small matrix whose every change moves
+tokens between experts, and LoRA recipes for Mixtral adapt the experts and attention, not it."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn as nn
 
 from lm.attention import Linear
 
-TARGETS = ("attn", "mlp")  # every linear layer inside each block's attention, or inside its MLP
+TARGETS = ("attn", "mlp")  # every linear layer inside each block's attention, or inside its MLP (or experts)
+EXPERT = re.compile(r"\.experts\.\d+(?=\.)")  # lm.moe: mlp.experts.3.c_fc is expert 3's mlp.c_fc
 
 
 class LoRALinear(nn.Module):
@@ -50,7 +56,10 @@ class LoRALinear(nn.Module):
 def _targeted(name: str, module: nn.Module, targets: tuple[str, ...]) -> bool:
     if not isinstance(module, (Linear, nn.Linear)) or ".h." not in f".{name}":
         return False  # only the blocks' layers: never the tied output head or a classifier
+    name = EXPERT.sub("", name)
     parts = name.split(".")
+    if parts[-1] == "router":  # a mixture of experts' router: only when a target names it
+        return any(t.split(".")[-1] == "router" and name.endswith(t) for t in targets)
     return any(t in parts or name.endswith(t) for t in targets)
 
 
