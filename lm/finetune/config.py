@@ -29,6 +29,23 @@ DATA_DEFAULTS = {  # (method, data): settings of data that needs other ones than
     ("instruct", "synthetic"): dict(lr=3e-3, max_steps=1500, batch_size=16),
 }
 
+SEEDS = 2**31  # seeds are 0 .. 2**31 - 1, as the Fine-tune page offers
+POSITIVE = (lambda v: 0 < v < math.inf, "a positive number")
+FRACTION_BELOW_1 = (lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")
+# The numbers a flag may hold (argparse takes nan and inf as floats): each one's test, and its words.
+NUMBERS = {
+    "lr": POSITIVE, "beta": POSITIVE, "beta1": FRACTION_BELOW_1, "beta2": FRACTION_BELOW_1,
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+    "grad_clip": (lambda v: 0 <= v < math.inf, "a number, 0 or more (0: no clipping)"),
+}
+
+
+def check_number(name: str, value, rule) -> None:
+    fits, words = rule
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not fits(value):
+        raise ValueError(f"{name.replace('_', '-')} must be {words}, not {value!r}")
+
 
 def defaults(method: str, data: str | None = None) -> dict:
     """The settings `method` starts from on `data` (None: the method's own data; "" or a file: its general ones)."""
@@ -55,7 +72,8 @@ class FinetuneConfig:
     trainable_blocks: int | None = option(None, "train only the last N blocks and the final norm (and a new head)")
     lora_rank: int = option(0, "LoRA rank (0: no LoRA, every parameter may train)")
     lora_alpha: float | None = option(None, "LoRA alpha: the update is scaled by alpha / rank (default 2 x rank)")
-    lora_targets: str = option("attn,mlp", "the layers LoRA adapts: attn, mlp, or names such as attn.c_attn")
+    lora_targets: str = option("attn,mlp", "the layers LoRA adapts: attn, mlp (a mixture of experts: every "
+                                "expert, not the router), or names such as attn.c_attn, mlp.router")
     lora_save: str = option("merge", "merge: the adapter folded into ordinary weights; adapter: also keep it apart "
                             "(adapter.safetensors)")
     beta: float = option(0.1, "DPO: how far from the reference model the preferences may pull (higher: less far)")
@@ -88,23 +106,23 @@ class FinetuneConfig:
         if not self.source:
             raise ValueError("--from names the checkpoint to start from")
         at_least = {"max_steps": 1, "batch_size": 1, "eval_interval": 1, "log_every": 1, "eval_batches": 1,
-                    "threads": 0, "lora_rank": 0, "warmup_steps": 0}
+                    "threads": 0, "lora_rank": 0, "warmup_steps": 0, "seed": 0}
         for name, low in at_least.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name.replace('_', '-')} must be a whole number of at least {low}, not {value!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
-            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.seed >= SEEDS:
+            raise ValueError(f"seed must be a whole number from 0 to {SEEDS - 1}, not {self.seed!r}")
+        for name, rule in NUMBERS.items():
+            check_number(name, getattr(self, name), rule)
         if self.trainable_blocks is not None and (isinstance(self.trainable_blocks, bool) or self.trainable_blocks < 0):
             raise ValueError(f"trainable-blocks must be 0 or more, not {self.trainable_blocks!r}")
         if self.trainable_blocks is not None and self.lora_rank:
             raise ValueError("choose --trainable-blocks or LoRA (--lora-rank), not both: each decides what trains")
         if self.lora_save not in LORA_SAVES:
             raise ValueError(f"lora-save must be {' or '.join(LORA_SAVES)}, not {self.lora_save!r}")
-        if self.lora_rank and not (self.lora_alpha or 0) > 0:
-            raise ValueError(f"lora-alpha must be positive, not {self.lora_alpha!r}")
-        if not 0 < self.beta < math.inf:
-            raise ValueError(f"beta must be a positive number, not {self.beta!r}")
+        if self.lora_rank:
+            check_number("lora_alpha", self.lora_alpha, POSITIVE)
         self.lora  # checks the targets
         return self
 
