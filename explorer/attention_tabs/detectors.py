@@ -3,6 +3,8 @@ buttons that open the best-scoring heads in the Attention map."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import streamlit as st
 
@@ -21,7 +23,7 @@ TOP_HEADS = 4  # buttons that open the best-scoring heads
 
 
 @cached_on_checkpoint(max_entries=6, spinner="Scoring every head…")
-def detector_scores(checkpoint: Checkpoint, ids: tuple[int, ...]) -> dict[str, np.ndarray]:
+def detector_scores(checkpoint: Checkpoint, ids: tuple[int, ...]) -> Mapping[str, np.ndarray]:
     """lm.detectors.head_scores; a task's model is probed with its task's symbols."""
     model = checkpoint.model
     vocabulary = probe_vocabulary(checkpoint.training, checkpoint.tokenizer, model.config.block_size)

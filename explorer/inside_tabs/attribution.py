@@ -31,13 +31,13 @@ def weights(checkpoint: Checkpoint, ids: tuple[int, ...]) -> np.ndarray:
 
 
 @cached_on_checkpoint(max_entries=32)
-def likeliest(checkpoint: Checkpoint, ids: tuple[int, ...], position: int, n_tokens: int) -> list[int]:
+def likeliest(checkpoint: Checkpoint, ids: tuple[int, ...], position: int, n_tokens: int) -> tuple[int, ...]:
     return np.argsort(-predict(checkpoint.model, list(ids[: position + 1]), n_tokens).next_probs)[:CHOICES].tolist()
 
 
 def choose_target(view: InsideView, position: int) -> int:
     """The token whose logit is split: the model's likeliest at `position`, or the text's next token."""
-    options = likeliest(view.checkpoint, view.ids, position, view.n_tokens) or []
+    options = list(likeliest(view.checkpoint, view.ids, position, view.n_tokens) or ())  # the cached tuple is shared
     if position + 1 < len(view.ids) and view.ids[position + 1] not in options:
         options.append(view.ids[position + 1])
     if st.session_state.get("ins_target") not in options:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pandas as pd
 import streamlit as st
 
@@ -25,18 +27,18 @@ def projection(checkpoint: Checkpoint, n_tokens: int) -> EmbeddingMap:
 
 
 @cached_on_checkpoint(max_entries=4)
-def vocabulary(checkpoint: Checkpoint, n_tokens: int) -> list[str]:
+def vocabulary(checkpoint: Checkpoint, n_tokens: int) -> tuple[str, ...]:
     """Every token's label, for the search."""
     return [label_of(checkpoint.tokenizer, i) for i in range(n_tokens)]
 
 
 @cached_on_checkpoint(max_entries=64)
-def neighbours(checkpoint: Checkpoint, token: int, n_tokens: int) -> list[tuple[int, float]]:
+def neighbours(checkpoint: Checkpoint, token: int, n_tokens: int) -> tuple[tuple[int, float], ...]:
     """Cached: each call normalizes the whole embedding (about 0.1 s for GPT-2's)."""
     return nearest_tokens(checkpoint.model, token, n_tokens, NEIGHBOURS)
 
 
-def search(labels: list[str], query: str) -> list[int]:
+def search(labels: Sequence[str], query: str) -> list[int]:
     """Tokens whose text is the query, then those starting with it, then those containing it (case aside)."""
     q = query.strip().lower().replace(" ", "·")
     ranked = sorted((i for i, label in enumerate(labels) if q in label.lower()),
@@ -58,7 +60,7 @@ def render_embeddings(view: InsideView) -> None:
             st.info(f"No token contains “{query}”.")
         chosen = st.selectbox("Token", matches, key="ins_token", format_func=lambda i: f"{labels[i]}  (id {i})",
                               disabled=not matches)
-    near = (neighbours(view.checkpoint, chosen, view.n_tokens) or []) if chosen is not None else []
+    near = (neighbours(view.checkpoint, chosen, view.n_tokens) or ()) if chosen is not None else ()
     shown = list(range(min(MAX_POINTS, view.n_tokens)))
     title = f"{view.name}: {len(shown):,} of {view.n_tokens:,} token embeddings" if len(shown) < view.n_tokens else \
         f"{view.name}: all {view.n_tokens:,} token embeddings"

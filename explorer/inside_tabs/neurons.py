@@ -20,7 +20,7 @@ POLL_S = 1.0  # how often the tab looks whether the index is ready
 
 
 @cached_on_checkpoint(max_entries=32, spinner="Reading the neurons…")
-def strongest(checkpoint: Checkpoint, ids: tuple[int, ...], position: int) -> list[tuple[int, int, float]]:
+def strongest(checkpoint: Checkpoint, ids: tuple[int, ...], position: int) -> tuple[tuple[int, int, float], ...]:
     return top_neurons(checkpoint.model, list(ids), position, COUNT)
 
 
@@ -55,7 +55,7 @@ def render_neurons(view: InsideView) -> None:
     )
 
 
-def show_neurons(view: InsideView, found: list[tuple[int, int, float]], build: Build) -> None:
+def show_neurons(view: InsideView, found: tuple[tuple[int, int, float], ...], build: Build) -> None:
     """Each neuron with its value here, and its passages once the index is built."""
     if not build.finished:
         st.progress(build.done / build.total if build.total else 0.0,

@@ -3,6 +3,8 @@ one, and see which of them bring the clean answer back."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pandas as pd
 import streamlit as st
 
@@ -34,7 +36,7 @@ def patching(checkpoint: Checkpoint, clean: tuple[int, ...], corrupted: tuple[in
 
 @cached_on_checkpoint(max_entries=32, spinner="Patching the strongest cells exactly, one patched run each…")
 def checked(checkpoint: Checkpoint, clean: tuple[int, ...], corrupted: tuple[int, ...], n_tokens: int,
-            answers: tuple[int | None, int | None], cells: tuple[Cell, ...]) -> dict[Cell, float]:
+            answers: tuple[int | None, int | None], cells: tuple[Cell, ...]) -> Mapping[Cell, float]:
     residual = [(layer, where) for kind, layer, where in cells if kind == "residual"]
     heads = [(layer, where) for kind, layer, where in cells if kind == "head"]
     found = check_strongest(checkpoint.model, list(clean), list(corrupted), n_tokens, answers, residual, heads)
