@@ -8,6 +8,7 @@ import streamlit as st
 
 from explorer.attention_maps import weights_figure
 from explorer.attention_tabs.view import AttentionView
+from explorer.checkpoint_cache import frozen
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.token_view import token_label
@@ -19,10 +20,11 @@ from lm.checkpoint import Checkpoint
 from lm.run_folder import read_metrics
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner=False)
 def snapshot(stamp: FileStamp, step: int, _snapshots: Snapshots) -> np.ndarray:
-    """One step's attention, read once per version of its file."""
-    return load_snapshot(_snapshots, step)
+    """One step's attention, read once per version of its file and shared read-only by every session
+    (not unpickled again on each rerun)."""
+    return frozen(load_snapshot(_snapshots, step))
 
 
 def render_across_training(view: AttentionView) -> None:
