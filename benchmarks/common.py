@@ -1,11 +1,12 @@
-"""What the benchmark scripts share: working offline from ../shared/data, and the
-transformers GPT-2 they measure against."""
+"""What the benchmark scripts share: working offline from ../shared/data, the
+transformers GPT-2 they measure against, and how two timed sides are compared."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -44,3 +45,10 @@ def transformers_gpt2(ours):
     if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
         raise SystemExit("error: HF's head is not tied to its token embedding")
     return hf
+
+
+def paired_ratio(rounds: dict[str, list[float]], slow: str, fast: str) -> float:
+    """How many times faster `fast` ran than `slow`: the median over the rounds of their seconds'
+    ratio within a round. Both were timed in the same round (paired), so a burst of load on a
+    shared machine mostly cancels, where a ratio of the two sides' bests would keep it."""
+    return statistics.median(s / f for s, f in zip(rounds[slow], rounds[fast], strict=True))

@@ -36,8 +36,9 @@ token's bytes and text, (e) with its explanation too); HF returns them at the en
 
 Figures: wall-clock seconds (best of the rounds) and new tokens per second
 from them; the goals use the median over the rounds of the ratio of two
-variants' times within a round (paired, so a burst of load on a shared machine
-mostly cancels); beside them the process's CPU seconds (all
+variants' times within a round (common.paired_ratio: paired, so a burst of load on
+a shared machine mostly cancels; every variant makes the same number of tokens, so
+a ratio of times is one of tokens/s); beside them the process's CPU seconds (all
 threads; best of the rounds), which other processes on a shared machine
 disturb less. The 1-minute load average before and after is printed: above the
 core count, wall-clock ratios between variants swing by tens of percent from
@@ -55,7 +56,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -63,7 +63,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/generate.py`
 
-from common import offline_tiktoken_cache, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from common import offline_tiktoken_cache, paired_ratio, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 N_LAYER, N_HEAD, N_EMBD, CONTEXT = 6, 6, 384, 256
 VOCAB_SIZE = 50_257  # GPT-2's, on both sides
@@ -88,11 +88,6 @@ def best_of(repeats: int, variants: dict) -> tuple[dict, dict]:
             rounds[name].append(time.perf_counter() - start)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
     return {name: (min(rounds[name]), cpu[name], results[name]) for name in variants}, rounds
-
-
-def paired_ratio(rounds: dict, slow: str, fast: str, tokens: dict) -> float:
-    """Median over the rounds of how many times faster `fast` made its tokens than `slow` in the same round."""
-    return statistics.median((s / len(tokens[slow])) / (f / len(tokens[fast])) for s, f in zip(rounds[slow], rounds[fast]))
 
 
 def main() -> None:
@@ -172,7 +167,6 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     timed, rounds = best_of(args.repeats, variants)
-    tokens = {name: result for name, (_, _, result) in timed.items()}
     load_after = os.getloadavg()[0]
     t_cached, cpu_cached, ids_cached = timed["a"]
     t_plain, cpu_plain, ids_plain = timed.get("b", (None, None, None))
@@ -212,13 +206,13 @@ def main() -> None:
 
     speedup = vs_hf = None
     if t_plain is not None:
-        speedup = paired_ratio(rounds, "b", "a", tokens)
+        speedup = paired_ratio(rounds, "b", "a")
         print(f"cached / uncached speedup: {speedup:.2f}x (goal >= {CACHED_SPEEDUP_GOAL:g}x); explained cached / "
-              f"uncached {paired_ratio(rounds, 'b', 'e', tokens):.2f}x (median of paired ratios)")
+              f"uncached {paired_ratio(rounds, 'b', 'e'):.2f}x (median of paired ratios)")
     if t_hf is not None:
-        vs_hf = paired_ratio(rounds, "c", "a", tokens)
+        vs_hf = paired_ratio(rounds, "c", "a")
         print(f"ours cached / transformers (tokens/s): {vs_hf:.2f} (goal >= {VS_HF_GOAL:g}); explained "
-              f"{paired_ratio(rounds, 'c', 'e', tokens):.2f}; all fp32 {paired_ratio(rounds, 'c', 'f', tokens):.2f} "
+              f"{paired_ratio(rounds, 'c', 'e'):.2f}; all fp32 {paired_ratio(rounds, 'c', 'f'):.2f} "
               f"(median of paired ratios)")
 
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/hf_models.py`
 
-from gpt2 import memory_mb  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from common import paired_ratio  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from gpt2 import memory_mb  # noqa: E402
 
 SEED = 1337
 
@@ -109,10 +109,6 @@ def interleaved(repeats: int, sides: dict) -> dict[str, list[float]]:
     return seconds
 
 
-def turn_ratio(seconds: dict[str, list[float]], numerator: str, denominator: str) -> float:
-    return statistics.median(a / b for a, b in zip(seconds[numerator], seconds[denominator]))
-
-
 def main() -> None:
     from lm.open_models import OPEN_MODELS
 
@@ -175,11 +171,11 @@ def main() -> None:
         ("load, s", load["ours"]["seconds"], load["transformers"]["seconds"], None),
         ("peak memory while loading, MB", load["ours"]["after"]["peak"], load["transformers"]["after"]["peak"], None),
         (f"attention pass, {args.tokens} tokens, s", min(attention["ours"]), min(attention["transformers"]),
-         turn_ratio(attention, "ours", "transformers")),
+         paired_ratio(attention, "ours", "transformers")),
         ("  step-through's one layer, s", min(attention["one layer"]), min(attention["transformers"]),
-         turn_ratio(attention, "one layer", "transformers")),
+         paired_ratio(attention, "one layer", "transformers")),
         (f"generation, {args.new_tokens} tokens, tokens/s", args.new_tokens / min(generation["ours"]),
-         args.new_tokens / min(generation["transformers"]), turn_ratio(generation, "transformers", "ours")),
+         args.new_tokens / min(generation["transformers"]), paired_ratio(generation, "transformers", "ours")),
     ]
     for label, mine, theirs_value, ratio in rows:
         print(f"{label:34}{mine:>12.2f}{theirs_value:>14.2f}{ratio or mine / theirs_value:>13.2f}")

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so `import lm` works when run as `python benchmarks/train.py`
 
-from common import offline_tiktoken_cache, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
+from common import offline_tiktoken_cache, paired_ratio, transformers_gpt2  # noqa: E402 (benchmarks/ is on sys.path as the script folder)
 
 offline_tiktoken_cache()  # before lm.tokenizer is imported: it settles tiktoken's cache folder
 
@@ -166,7 +166,7 @@ def bench_size(size: Size, args) -> dict:
         for name, t in trainers.items():
             rounds[name].append(timed_steps(t, args.steps))
     tokens = args.steps * size.batch_size * size.block_size
-    paired = lambda fast, slow: statistics.median(s / f for f, s in zip(rounds[fast], rounds[slow]))  # noqa: E731
+    paired = lambda fast, slow: paired_ratio(rounds, slow, fast)  # noqa: E731
     result = dict(size=size, params=parameter_count(trainers["ours fp32"].model.config), first=first,
                   tps={name: tokens / min(r) for name, r in rounds.items()},
                   bf16_vs_nano=paired("ours bf16", "nanoGPT fp32"), fp32_vs_nano=paired("ours fp32", "nanoGPT fp32"),
