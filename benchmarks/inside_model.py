@@ -1,5 +1,5 @@
 """Benchmark of the Inside the model page's computations on CPU: how long each view takes
-after its inputs change (a cached view redraws from st.cache_data without computing).
+after its inputs change (a cached view redraws from the checkpoint cache without computing).
 
 Two models: the bundled demo (models/shakespeare-demo: 4 layers, 4 heads, 128 wide) and a
 GPT-2-small-shaped model (12 layers, 12 heads, 768 wide, vocabulary 50,257, GPT-2's
