@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import torch
 
+from lm.__main__ import main
 from lm.data import DataError
 from lm.finetune.data import (
     DATASETS, Example, balanced_split, fetch_dataset, format_prompt, load_classification, load_instructions,
@@ -18,7 +19,7 @@ from lm.finetune.data import (
 )
 from lm.finetune.prompts import length_batches, pad_batch
 from lm.finetune.synthetic import LENGTH, OPERATIONS, SIZE, operation, synthetic_examples
-from tests.checkpoints import shakespeare_bpe
+from tests.checkpoints import make_checkpoint, shakespeare_bpe
 from tests.conftest import SHARED_DATA
 from tests.offline import empty_caches, redirect_requests, serve_folder  # noqa: F401 (fixture)
 
@@ -95,6 +96,47 @@ def test_malformed_tables_name_the_rows(tmp_path, content, message):
     (tmp_path / "bad.csv").write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         load_classification(tmp_path / "bad.csv")
+
+
+NEVER_CLOSED = "is never closed, so the rest of the file became its text"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.csv", 'text,label\nhi,ham\n"WIN now, spam\nbye,ham\nyo,spam\n', f"row 3: the double quote opened on line 3 {NEVER_CLOSED}"),
+    ("a.csv", 'text,label\r\nhi,ham\r\n\r\n"WIN now,spam\r\nbye,ham\r\n', f"row 3: the double quote opened on line 4 {NEVER_CLOSED}"),
+    ("a.tsv", 'text\tlabel\nhi\tham\nyo\tspam\n"WIN now\tspam\n', f"row 4: the double quote opened on line 4 {NEVER_CLOSED}"),
+    ("a.csv", 'text,label\rhi,ham\r"WIN now,spam\rbye,ham\r', f"row 3: the double quote opened on line 3 {NEVER_CLOSED}"),
+    ("a.csv", 'text,label\nhi,ham\n"WIN,spam\nbye,ham\n"a, b",spam\nyo,ham\n',
+     "row 3: the double quote opened on line 3 closes only on line 5, so those lines were read as one row "
+     r"\(3 fields but the header names 2\)"),
+    ("a.csv", 'text,label\nhi,ham\n"WIN now,spam\n' + "bye,ham\n" * 20_000,
+     "row 3: the double quote opened on line 3 is not closed within 131,072 characters"),
+])
+def test_a_stray_quote_is_named_as_the_cause(tmp_path, name, content, message):
+    """An opening quote never closed swallows the rest of the file: the row was reported as having
+    no label, which is true but sends the reader to the wrong line and the wrong fix."""
+    (tmp_path / name).write_text(content, encoding="utf-8", newline="")
+    with pytest.raises(DataError, match=f"^the table cannot be used: {message}") as error:
+        load_classification(tmp_path / name)
+    assert "no label" not in str(error.value)
+
+
+def test_lm_finetune_stops_at_an_unclosed_quote_before_writing(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text('text,label\nhi,ham\n"WIN now,spam\nbye,ham\n', encoding="utf-8")
+    source, out = make_checkpoint(tmp_path / "source"), tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["finetune", "classify", "--from", str(source), "--out", str(out), "--data", str(tmp_path / "a.csv")])
+    assert capsys.readouterr().err.startswith(f"error: the table cannot be used: row 3: the double quote opened on "
+                                              f"line 3 {NEVER_CLOSED}")
+    assert not out.exists()
+
+
+def test_quoted_texts_over_several_lines_still_load(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\n"WIN\nnow, ""free""",spam\n\nhi,ham\n', encoding="utf-8", newline="")
+    assert [(e.text, e.label) for e in load_classification(tmp_path / "a.csv")] == [('WIN\nnow, "free"', "spam"),
+                                                                                      ("hi", "ham")]
+    (tmp_path / "mac.csv").write_text('text,label\r"WIN\rnow",spam\rhi,ham\r', encoding="utf-8", newline="")  # old Mac ends
+    assert [(e.text, e.label) for e in load_classification(tmp_path / "mac.csv")] == [("WIN\nnow", "spam"), ("hi", "ham")]
 
 
 def test_json_and_jsonl_uploads_with_field_errors(tmp_path):

@@ -132,32 +132,73 @@ def parse_sms(text: str) -> list[Labelled]:
 
 
 def parse_table(text: str, delimiter: str) -> list[Labelled]:
-    rows = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    # newline=None reads \r\n and an old Mac's \r as line ends (csv refuses a \r it was not told of)
+    rows = csv.DictReader(io.StringIO(text, newline=None), delimiter=delimiter)
     header = [name.strip().lower() for name in rows.fieldnames or []]
     missing = [name for name in ("text", "label") if name not in header]
     if missing:
         raise DataError(f"the first row must name the columns text and label; it has no {' and no '.join(missing)} "
                         f"(found {', '.join(header) or 'nothing'})")
     rows.fieldnames = header
-    examples, errors = [], []
+    examples, errors, lines = [], [], []  # lines: the file's lines as the reader counts them, once a row is faulty
+    number, end = 1, rows.line_num
     try:
         for number, row in enumerate(rows, 2):
-            text_value, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
-            if any(extra.strip() for extra in row.get(None, ())):  # a separator inside an unquoted text
-                errors.append(f"row {number}: {len(header) + len(row[None])} fields but the header names "
-                              f"{len(header)} (put a text holding {delimiter!r} in double quotes)")
-            elif not text_value:
-                errors.append(f"row {number}: no text")
-            elif not label:
-                errors.append(f"row {number}: no label")
+            previous, end = end, rows.line_num
+            read = _read_row(row, len(header), delimiter)
+            if isinstance(read, Labelled):
+                examples.append(read)
             else:
-                examples.append(Labelled(text_value, label))
-    except csv.Error as exc:
-        errors.append(f"row {rows.line_num}: {exc}")
+                lines = lines or io.StringIO(text, newline=None).readlines()
+                errors.append(f"row {number}: {_cause(read, lines, _first_line(lines, previous), end, delimiter)}")
+    except csv.Error as exc:  # a field over csv's limit: an unclosed quote, when its row opens one
+        lines = lines or io.StringIO(text, newline=None).readlines()
+        start = _first_line(lines, end)
+        errors.append(f"row {number + 1}: " + (f"the double quote opened on line {start} is not closed within "
+                      f"{csv.field_size_limit():,} characters ({exc})" if '"' in lines[start - 1] else str(exc)))
     _refuse(errors, "the table cannot be used")
     if not examples:
         raise DataError("the table has a header but no rows")
     return examples
+
+
+def _first_line(lines: list[str], after: int) -> int:
+    """The line (from 1) where the reader's next row starts: the first one after line `after`
+    that is not empty (the reader skips empty lines)."""
+    start = after + 1
+    while start <= len(lines) and not lines[start - 1].strip("\r\n"):
+        start += 1
+    return start
+
+
+def _read_row(row: dict, n_columns: int, delimiter: str) -> Labelled | tuple[str, str]:
+    """The row's example, or what is wrong with it and the advice for it when it is on one line."""
+    extra = row.get(None, ())
+    if any(value.strip() for value in extra):  # on one line: a separator inside an unquoted text
+        return (f"{n_columns + len(extra)} fields but the header names {n_columns}",
+                f" (put a text holding {delimiter!r} in double quotes)")
+    text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
+    if not text:
+        return "no text", ""
+    if not label:
+        return "no label", ""
+    return Labelled(text, label)
+
+
+def _cause(problem: tuple[str, str], lines: list[str], start: int, end: int, delimiter: str) -> str:
+    """A faulty row read from lines start to end, explained: a double quote that never closes (the
+    reader, not strict, makes the rest of the file its text), one that closes lines later, or the
+    row's own problem."""
+    try:
+        list(csv.reader(lines[start - 1 : end], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        if "end of data" in str(exc):
+            return (f"the double quote opened on line {start} is never closed, so the rest of the file became its "
+                    'text (close it; a quote inside a quoted text is written "")')
+    what, advice = problem
+    if end == start:
+        return what + advice
+    return f"the double quote opened on line {start} closes only on line {end}, so those lines were read as one row ({what})"
 
 
 def balanced_split(examples: list[Labelled], seed: int, fractions=(0.7, 0.1, 0.2)) -> dict[str, list[Labelled]]:
