@@ -12,12 +12,12 @@ from lm.device import default_device, describe_device
 
 
 def page_cards(pages: list[PageInfo]) -> None:
-    """Two to a row: icon and title, what the page teaches, a link to it."""
+    """Two to a row: icon and title with what the page teaches (one element: every element is
+    redrawn on each rerun), and a link to it."""
     for row_start in range(0, len(pages), 2):
         for column, page in zip(st.columns(2), pages[row_start : row_start + 2]):
             with column.container(border=True):
-                st.subheader(f"{page.icon} {page.title}")
-                st.write(page.teaches)
+                st.markdown(f"### {page.icon} {page.title}\n\n{page.teaches}")
                 st.page_link(page.path, label=f"Open {page.title}", icon="➡️")
 
 
@@ -37,3 +37,8 @@ def this_machine() -> None:
             )
         else:
             st.caption(f"No trained models yet in {runs_place()}.")
+
+
+def section(title: str, text: str) -> None:
+    """A section's heading and its opening text, as one element."""
+    st.markdown(f"### {title}\n\n{text}")

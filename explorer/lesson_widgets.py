@@ -20,12 +20,11 @@ DRAFT = "lesson_draft"  # session key: the steps collected so far by lesson_buil
 
 
 def lesson_card(lesson: Lesson, key: str) -> None:
-    """Title, what the class will see, how long it takes, and a link per step that opens its page set up."""
+    """Title, how long it takes and what the class will see (one element: every element is redrawn
+    on each rerun of Home), and a link per step that opens its page set up."""
     with st.container(border=True):
-        st.subheader(f"🎓 {lesson.title}")
-        if lesson.minutes:
-            st.caption(f"⏱ About {lesson.minutes} minutes on this machine")
-        st.write(lesson.summary)
+        minutes = f":small[⏱ About {lesson.minutes} minutes on this machine]\n\n" if lesson.minutes else ""
+        st.markdown(f"### 🎓 {lesson.title}\n\n{minutes}{lesson.summary}")
         lesson_readiness(lesson)
         for number, step in enumerate(lesson.steps, 1):
             st.page_link(step.info.path, label=f"{number}. {step.label}", icon=step.info.icon,

@@ -188,6 +188,6 @@ def test_home_opens_an_uploaded_lesson_and_refuses_a_broken_one(demo_model):
     at.file_uploader(key="lesson_upload").set_value(("mine.json", with_changes(title="My lesson"), "application/json"))
     at.run()
     assert not at.exception, at.exception
-    assert "🎓 My lesson" in [s.value for s in at.subheader]
+    assert "### 🎓 My lesson" in [m.value.splitlines()[0] for m in at.markdown]
     at.file_uploader(key="lesson_upload").set_value(("broken.toml", b"title = ", "application/toml")).run()
     assert at.error[0].value.startswith("broken.toml cannot be opened as a lesson: not valid TOML")

@@ -29,7 +29,8 @@ def test_home_lists_pages_device_and_models(app_dirs):
 
     at = open_page("app.py")  # Home is the default page
     assert at.title[0].value.endswith("LLM Explorer")
-    assert "Tokenizer" in [s.value.split(" ", 1)[1] for s in at.subheader if " " in s.value]
+    card_titles = [m.value.splitlines()[0] for m in at.markdown if m.value.startswith("### ")]
+    assert "### 🔤 Tokenizer" in card_titles
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Training would run on"] == "CPU"
     assert metrics["Models on disk"] == "1"
