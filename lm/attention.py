@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from lm.config import GPTConfig
 from lm.device import attention_written_out
 from lm.norms import RMSNorm
-from lm.rope import rotate, rotation
+from lm.rope import rotate, rotation_at
 
 
 @dataclass
@@ -49,16 +50,35 @@ def causal_mask(t_query: int, t_key: int, device=None, window: int | None = None
     return mask.triu(diagonal=offset - window + 1) if window else mask
 
 
+KEPT_MAX_NUMBERS = 1 << 20  # 4 MB in fp32: contexts up to 1,024 tokens
+
+
+def hidden_as_minus_inf(t_query: int, t_key: int, dtype: torch.dtype, device, window: int | None) -> torch.Tensor:
+    """[t_query, t_key]: 0 where causal_mask lets a query see a key, −inf where not. Outside
+    autograd every layer of a pass adds the same one, so it is made once and kept (up to
+    KEPT_MAX_NUMBERS of them: a long context's would hold memory for good)."""
+    if torch.is_grad_enabled() or t_query * t_key > KEPT_MAX_NUMBERS:
+        return _minus_inf_where_hidden(t_query, t_key, dtype, device, window)
+    return _kept_minus_inf_where_hidden(t_query, t_key, dtype, device, window)
+
+
+def _minus_inf_where_hidden(t_query: int, t_key: int, dtype: torch.dtype, device, window: int | None) -> torch.Tensor:
+    visible = causal_mask(t_query, t_key, device, window)
+    return torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
+
+
+_kept_minus_inf_where_hidden = lru_cache(maxsize=8)(_minus_inf_where_hidden)  # a pass's one or two (Gemma's windows)
+
+
 def attention_steps(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module | None = None, window: int | None = None,
     scale_size: int | None = None,
 ) -> AttentionSteps:
     """Scores are QKᵀ/√scale_size (by default the head size: GPT-2 and most models)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(scale_size or q.size(-1))
-    visible = causal_mask(q.size(-2), k.size(-2), q.device, window)
-    # −inf added where hidden: one [T, T] fill broadcast over the heads (masked_fill on every head made
+    # −inf added where hidden: one [T, T] broadcast over the heads (masked_fill on every head made
     # these steps 20% slower on a CPU)
-    masked = scores + torch.zeros(visible.shape, dtype=scores.dtype, device=q.device).masked_fill_(~visible, float("-inf"))
+    masked = scores + hidden_as_minus_inf(q.size(-2), k.size(-2), scores.dtype, q.device, window)
     weights = F.softmax(masked, dim=-1)
     output = (dropout(weights) if dropout is not None else weights) @ v
     return AttentionSteps(q, k, v, scores, masked, weights, output)
@@ -160,7 +180,7 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary_dims:
             start = probe.cache.lengths[self.layer] if probe.cache is not None else 0
-            cos, sin = rotation(torch.arange(start, start + T, device=x.device), self.rotary_dims, self.rope_base)
+            cos, sin = rotation_at(start, T, self.rotary_dims, self.rope_base, x.device)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if probe.cache is not None:
             k, v = probe.cache.extend(self.layer, k, v)

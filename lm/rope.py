@@ -10,6 +10,8 @@ With a partial rotary fraction (Pythia) only the first dimensions of each head t
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -24,6 +26,25 @@ def rotation(positions: torch.Tensor, dims: int, base: float) -> tuple[torch.Ten
     angles = positions.float()[:, None] * speeds(dims, base, positions.device)[None, :]
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
+
+
+KEPT_MAX_NUMBERS = 1 << 18  # per table (1 MB in fp32); a longer pass remakes its angles rather than hold them for good
+
+
+def rotation_at(start: int, length: int, dims: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """rotation() of positions start to start + length - 1. Outside autograd (the app's passes,
+    generation) the same angles serve every layer of a pass, so they are made once and kept
+    (remade in each layer, they cost half as much again as turning the queries and keys);
+    under autograd they are made afresh, as nothing made in inference mode may enter a
+    backward pass."""
+    if torch.is_grad_enabled() or length * dims > KEPT_MAX_NUMBERS:
+        return rotation(torch.arange(start, start + length, device=device), dims, base)
+    return _kept_rotation(start, length, dims, base, device)
+
+
+@lru_cache(maxsize=16)  # a pass's few (dims, base) pairs; generation moves start by one a step
+def _kept_rotation(start: int, length: int, dims: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return rotation(torch.arange(start, start + length, device=device), dims, base)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
