@@ -19,7 +19,9 @@ def gated(activation: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
     """h = [gate, up] side by side -> activation(gate) × up."""
     def gate_times_up(h: torch.Tensor) -> torch.Tensor:
         gate, up = h.chunk(2, dim=-1)
-        return activation(gate) * up
+        if torch.is_grad_enabled():  # autograd keeps activation(gate) for the backward pass
+            return activation(gate) * up
+        return activation(gate).mul_(up)  # outside it, into the activation's own fresh tensor
     return gate_times_up
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lm.config import GPTConfig
 
@@ -18,6 +19,8 @@ class RMSNorm(nn.RMSNorm):
     and torch's fused kernel refuses an fp32 weight."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # the common case, without two conversions that do nothing
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
         return super().forward(x.float()).to(x.dtype)
 
 
