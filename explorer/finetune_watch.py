@@ -17,7 +17,7 @@ from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
 from explorer.run_watch import reread, run_actions, state_messages
-from explorer.training_view import STATES, loss_figure
+from explorer.training_view import STATES, balance_figure, has_balance_loss, loss_figure
 from explorer.url_state import BIND
 from explorer.widgets import chart
 from lm.run_folder import METRICS_FILE, read_metrics, tokenizer_vocab_size
@@ -117,4 +117,6 @@ def live_figures(metrics_stamp: FileStamp, method: str, vocab: int | None, label
         figures["loss"].update_layout(title=LOSS_TITLES[method])
     if method == "dpo" and has(_metrics, "chosen_logp"):
         figures["log-probabilities"] = logp_figure(_metrics)
+    if has_balance_loss(_metrics):  # a mixture of experts keeps its routers balanced (lm.finetune.loop)
+        figures["balance"] = balance_figure(_metrics)
     return figures

@@ -12,6 +12,8 @@ from explorer.finetune_compare import answers, measures_text, short_prompt
 from explorer.finetune_estimate import memory_bytes, run_time, trainable_parameters, trains_everything, typical_length
 from explorer.finetune_runs import FinetuneRequest
 from explorer.finetune_template import mask_counts, mask_html
+from explorer.finetune_watch import live_figures
+from explorer.paths import FileStamp
 from explorer.token_view import describe_tokens
 from lm.finetune.data import Example, format_prompt, response_mask
 from lm.finetune.lora import apply_lora, count_trainable
@@ -48,6 +50,13 @@ def test_dpo_curves_show_the_margin_and_both_answers():
     chosen, rejected = logp_figure(DPO).data
     assert list(chosen.y) == [-39.5, -39.0, -38.5] and list(rejected.y) == [-41.0, -42.0, -43.0]
     assert chosen.name.startswith("chosen") and rejected.name.startswith("rejected")
+
+
+def test_a_mixture_of_experts_run_shows_its_balance_beside_the_methods_curves():
+    dense = live_figures(FileStamp("dense", 0, 1), "classify", None, 2, METRICS)
+    moe = live_figures(FileStamp("moe", 0, 2), "classify", None, 2, [dict(r, balance_loss=1.2) for r in METRICS])
+    assert "balance" not in dense and list(moe) == ["accuracy", "loss", "balance"]
+    assert list(moe["balance"].data[0].y) == [1.2] * 4
 
 
 def test_a_curve_without_values_draws_no_trace():
