@@ -125,7 +125,9 @@ class Probe:
     cache: KVCache | None = None  # continue from the positions it holds, and add these
     routes: list | None = None  # each mixture-of-experts layer appends its router's choices here (lm.moe.Route)
     # with explain: handed (layer, its AttentionSteps) instead of the pass keeping every layer's, so a
-    # caller that keeps a few parts holds no more memory than those (fresh pages cost a CPU more than the copy)
+    # caller that keeps a few parts holds no more memory than those (fresh pages cost a CPU more than the copy).
+    # The attention layer hands them on as soon as it has them, so a caller that has all it needs may raise
+    # and so skip the rest of the pass (lm.inspect.attention_pass: the last block's MLP, or the layers after one)
     keep_steps: Callable[[int, AttentionSteps], None] | None = None
 
 
@@ -189,6 +191,8 @@ class CausalSelfAttention(nn.Module):
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             steps = attention_steps(q, k, v, self.attn_dropout if self.training else None, self.window, self.scale_size)
+            if probe.keep_steps is not None:
+                probe.keep_steps(self.layer, steps)
             y = steps.output
         else:
             mask, is_causal = self.fused_mask(q.size(-2), k.size(-2), q.device)

@@ -66,11 +66,14 @@ def attention_pass(
     each [layers, heads, T, head size or T], or of one `layer` only, each [heads, T, …]:
     forward_pass's attention without what attention views do not show, the residuals, the
     masked scores and the logits (each a copy, and the head a matmul over the vocabulary: a
-    fifth of SmolLM2-135M's pass on 128 tokens). Each layer's parts are copied out as it ends,
-    so its other steps are freed for the next layer."""
+    fifth of SmolLM2-135M's pass on 128 tokens). Each layer's parts are copied out as its
+    attention ends, so its other steps are freed for the next layer, and the pass stops after
+    the last attention it needs: what comes after it (the last block's MLP, or every layer after
+    `layer`) changes none of these numbers."""
     if layer is not None and not 0 <= layer < model.config.n_layer:
         raise ValueError(f"the model has layers 0 to {model.config.n_layer - 1}, not {layer}")
     kept: dict[str, torch.Tensor] = {}
+    last = model.config.n_layer - 1 if layer is None else layer
 
     def keep_all(at: int, steps: AttentionSteps) -> None:
         for part in parts:
@@ -78,13 +81,23 @@ def attention_pass(
             if part not in kept:
                 kept[part] = torch.empty(model.config.n_layer, *one.shape)  # float32 on the CPU
             kept[part][at] = one
+        if at == last:
+            raise _Kept
 
     def keep_one(at: int, steps: AttentionSteps) -> None:
         if at == layer:
             kept.update({part: getattr(steps, part)[0].float().cpu().clone() for part in parts})
+            raise _Kept
 
-    model.hidden(_batch(model, ids), Probe(explain=True, keep_steps=keep_all if layer is None else keep_one))
+    try:
+        model.hidden(_batch(model, ids), Probe(explain=True, keep_steps=keep_all if layer is None else keep_one))
+    except _Kept:
+        pass
     return {part: kept[part] for part in parts}
+
+
+class _Kept(Exception):
+    """Raised by attention_pass's keep_steps once it holds every layer it asked for."""
 
 
 def _layers(per_layer: list[torch.Tensor]) -> torch.Tensor:

@@ -115,9 +115,7 @@ class GPT(nn.Module):
         attention = [] if probe.explain and probe.keep_steps is None else None
         residuals = [] if probe.residuals else None
         for layer, block in enumerate(self.transformer.h):
-            x, steps = block(x, probe)
-            if probe.keep_steps is not None:
-                probe.keep_steps(layer, steps)
+            x, steps = block(x, probe)  # a probe's keep_steps is handed them by the attention layer itself
             if attention is not None:
                 attention.append(steps)
             if residuals is not None:

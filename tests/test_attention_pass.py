@@ -44,3 +44,24 @@ def test_one_layers_pass_keeps_that_layers_numbers_of_the_whole_pass(settings):
             assert torch.equal(tensor, whole[part][layer]), (layer, part)
     with pytest.raises(ValueError, match="not -1"):
         attention_pass(model, ids, layer=-1)
+
+
+@pytest.mark.parametrize("settings", ARCHITECTURES.values(), ids=ARCHITECTURES.keys())
+def test_the_pass_stops_after_the_last_attention_it_needs(settings):
+    """Nothing after the last kept layer's attention changes the kept numbers, so the page's
+    pass skips the last block's MLP and the step-through's pass every block after its layer."""
+    model = tiny_gpt(97, seed=4, **settings)
+    ids = list(range(10))
+    ran: list[str] = []
+    for i, block in enumerate(model.transformer.h):
+        block.attn.register_forward_pre_hook(lambda *_, i=i: ran.append(f"attn {i}"))
+        block.mlp.register_forward_hook(lambda *_, i=i: ran.append(f"mlp {i}"))
+    last = model.config.n_layer - 1
+    attention_pass(model, ids, ("weights",))
+    assert ran[-2:] == [f"mlp {last - 1}", f"attn {last}"]
+    ran.clear()
+    attention_pass(model, ids, layer=0)
+    assert ran == ["attn 0"]
+    ran.clear()
+    forward_pass(model, ids)  # the whole pass still runs every block
+    assert ran[-1] == f"mlp {last}" and len(ran) == 2 * model.config.n_layer
