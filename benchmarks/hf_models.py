@@ -17,8 +17,10 @@ a word-level tokenizer.json of the model's full vocabulary, and imported by lm.h
      weights (explorer.attention_view.run_attention: lm.inspect.attention_pass of "weights");
      beside transformers' base model with output_attentions and eager attention, which keeps
      every head's weights too. Neither computes the logits, which the page does not show (the
-     head is about a fifth of a full pass here). The "Step through one head" tab's own pass,
-     one layer's queries, keys, values, scores, weights and outputs, is timed beside it.
+     head is about a fifth of a full pass here); ours also stops after the last layer's
+     attention, as the last block's MLP changes no weight (1/n_layer of the MLPs' time). The
+     "Step through one head" tab's own pass, layer 0's queries, keys, values, scores, weights
+     and outputs, is timed beside it (it stops after that layer).
   4. generation: greedy, --new-tokens after a 16-token prompt, KV cache on both sides
      (lm.generate; transformers' generate, made to run all the tokens).
 Timings 3 and 4: the best of --repeats after a warm-up, the two sides taking turns; the
@@ -149,7 +151,7 @@ def main() -> None:
         with torch.inference_mode():
             attention = interleaved(args.repeats, {
                 "ours": lambda: inspect.attention_pass(ours.model, ids[0].tolist(), ("weights",)),
-                "transformers": lambda: theirs.model(ids, output_attentions=True),
+                "transformers": lambda: theirs.base_model(ids, output_attentions=True),
                 "one layer": lambda: inspect.attention_pass(ours.model, ids[0].tolist(), layer=0),
             })
             prompt = ids[:, :16]
