@@ -9,6 +9,7 @@ whole window is recomputed, since every position embedding shifts."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -151,9 +152,35 @@ def explained(step: Step, logits: torch.Tensor, probs: torch.Tensor | None, sett
 
 
 def next_logits(model: GPT, head: Readout, ids: list[int], cache: KVCache | None) -> torch.Tensor:
-    """Logits for the token after `ids`: only the last position goes through the head."""
-    x, _, _ = model.hidden(torch.tensor([ids], device=head.weight.device), Probe(cache=cache))
+    """Logits for the token after `ids`: only the last position goes through the head. A single
+    token's pass through the blocks runs on one CPU thread (one_thread); the head, 50,257 columns
+    at GPT-2's vocabulary, splits well and keeps the caller's threads."""
+    idx = torch.tensor([ids], device=head.weight.device)
+    with one_thread() if len(ids) == 1 and idx.device.type == "cpu" else contextlib.nullcontext():
+        x, _, _ = model.hidden(idx, Probe(cache=cache))
     return head.logits(x[0, -1])
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """PyTorch's CPU operations on one thread inside, the caller's count restored after. A one-token
+    pass through the blocks is many small operations: a second thread speeds none of them (a
+    one-row product is limited by memory, not arithmetic), and handing each one's half over to
+    it and waiting for it back costs time, much more when other processes hold the cores (a
+    cached token took 150 ms instead of 21 at 2 threads on a loaded 2-core machine).
+    torch.set_num_threads sets the calling thread's OpenMP count and the count a thread takes at
+    its first parallel operation: threads already running keep theirs (tests/test_generate_lean.py
+    checks it), so other sessions of a server are untouched, except one whose thread makes its
+    very first parallel operation inside this window, which keeps one thread for its life."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def end_of_text_id(tokenizer) -> int | None:

@@ -1,13 +1,15 @@
 """generate(explain=False): the plain path gives the very tokens and texts the explained one does,
-and skips the explanation."""
+and skips the explanation; a cached step runs its blocks on one thread, touching no other thread."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
 
 from lm import generate as generation
-from lm.generate import BrokenModelError, Sampling, generate
+from lm.generate import BrokenModelError, Sampling, generate, one_thread
 from lm.tokenizer import TiktokenTokenizer
 from tests.checkpoints import tiny_gpt
 
@@ -76,3 +78,47 @@ def test_the_kept_head_follows_the_weights(tokenizer):
     assert changed is not head
     torch.testing.assert_close(changed.columns, model.lm_head.weight[: tokenizer.vocab_size].t())
     assert generation.readout(model, 100).columns.shape == (model.config.n_embd, 100)
+
+
+def test_a_cached_step_runs_its_blocks_on_one_thread_and_gives_the_caller_its_threads_back(model, tokenizer):
+    prompt = tokenizer.encode("The cat")
+    sampling = Sampling(temperature=0, max_new_tokens=6, stop_at_end_of_text=False)
+    on_one_thread = [token.token_id for token in generate(model, tokenizer, prompt, sampling, explain=False)]
+    seen = []  # (positions in the pass, threads while block 0 runs)
+
+    def count_threads(block, inputs, output):
+        seen.append((inputs[0].size(1), torch.get_num_threads()))
+
+    hook = model.transformer.h[0].register_forward_hook(count_threads)
+    torch.set_num_threads(2)  # tests/conftest.py sets 1 for each test and restores the count after
+    try:
+        ids = []
+        for step in generate(model, tokenizer, prompt, sampling, explain=False):
+            assert torch.get_num_threads() == 2  # between steps, the caller's own count
+            ids.append(step.token_id)
+    finally:
+        hook.remove()
+    assert ids == on_one_thread
+    assert seen == [(len(prompt), 2)] + [(1, 1)] * 5  # the prompt's pass on the caller's threads, each token's on one
+    assert torch.get_num_threads() == 2
+
+
+def test_one_thread_leaves_a_running_thread_its_count():
+    torch.set_num_threads(2)
+    started, go, seen = threading.Event(), threading.Event(), []
+
+    def other_session():
+        seen.append(torch.get_num_threads())  # its first parallel call: it takes the process's count, 2
+        started.set()
+        go.wait(timeout=10)
+        seen.append(torch.get_num_threads())
+
+    other = threading.Thread(target=other_session)
+    other.start()
+    started.wait(timeout=10)
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        go.set()
+        other.join(timeout=10)
+    assert seen == [2, 2]
+    assert torch.get_num_threads() == 2
