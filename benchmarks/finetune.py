@@ -53,11 +53,11 @@ def finetune(folder: Path, name: str, **settings) -> dict:
     from lm.finetune.loop import FinetuneRun
 
     run = FinetuneRun(FinetuneConfig(source=str(DEMO), out=str(folder / name), **settings))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run.train()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     evaluation = json.loads((folder / name / "evaluation.json").read_text())
-    return {"seconds": seconds, "steps": run.step, "trainable": run.trainable, "total": run.total, **evaluation}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": run.step, "trainable": run.trainable, "total": run.total, **evaluation}
 
 
 def spam(folder: Path, threads: int) -> None:
@@ -76,7 +76,7 @@ def synthetic(folder: Path, threads: int, seed: int) -> None:
     by_op = {k: f"{r['before']['by_operation'][k]:.0%} -> {v:.0%}" for k, v in r["after"]["by_operation"].items()}
     print(f"synthetic instructions: held-out exact match {r['before']['exact_match']:.1%} -> "
           f"{r['after']['exact_match']:.1%} (n={r['after']['n']}; {', '.join(f'{k} {v}' for k, v in by_op.items())}), "
-          f"{r['steps']} steps in {r['seconds']:.0f} s (incl. evaluations; load average {os.getloadavg()[0]:.1f} at the end)")
+          f"{r['steps']} steps in {r['seconds']:.0f} s, {r['cpu_seconds']:.0f} s of CPU (incl. evaluations; load average {os.getloadavg()[0]:.1f} at the end)")
     for example in r["after"]["examples"][:3]:
         prompt = example["prompt"].split("### Instruction:\n")[1].split("\n")[0]
         print(f"    {prompt!r} -> {example['response']!r} (expected {example['expected']!r})")

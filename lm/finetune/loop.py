@@ -61,6 +61,16 @@ def choose_trainable(model: GPT, cfg) -> None:
             module.requires_grad_(True)
 
 
+def set_dropout(model: GPT, p: float) -> None:
+    """Every dropout in `model` (its layers and attention's own probability) set to p, as its config says."""
+    model.config.dropout = p
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = p
+
+
 @contextmanager
 def recorded_routes(model: GPT):
     """Yields a list that gets every MoE layer's Route as `model` runs inside the block: a method
@@ -88,6 +98,8 @@ class FinetuneRun:
         self.device = distributed.process_device(resolve_device(cfg.device), world)
         distributed.start(self.device, world)
         source = load_checkpoint(cfg.source)
+        if cfg.dropout is not None:
+            set_dropout(source.model, cfg.dropout)
         self.tokenizer = source.tokenizer
         torch.manual_seed(cfg.seed)  # a new head and LoRA's A matrices start the same for the same seed
         self.method = build_method(cfg, source.model, self.tokenizer)  # reads the data: bad data stops here

@@ -1,10 +1,10 @@
 """A synthetic instruction set the project generates, with answers that can be checked exactly:
 
-    Reverse the letters.            q-h-z  ->  z-h-q
-    Write the letters in capitals.  q-h-z  ->  Q-H-Z
-    Copy the letters.               q-h-z  ->  q-h-z
-    Give the first letter.          q-h-z  ->  q
-    Give the last letter.           q-h-z  ->  z
+    Write the letters the other way round.  q-h-z  ->  z-h-q
+    Write the letters in capitals.          q-h-z  ->  Q-H-Z
+    Write the letters again.                q-h-z  ->  q-h-z
+    Give the first letter.                  q-h-z  ->  q
+    Give the last letter.                   q-h-z  ->  z
 
 The letters are the example's input, joined by hyphens, so each is a token of its own, the
 same token in the input and in the answer (written together, a subword vocabulary would hide
@@ -16,12 +16,14 @@ after 600 (benchmarks/finetune.py). The held-out examples differ from the traini
 in their letters. Before fine-tuning a model answers almost none; after, most, so exact match
 measures what instruction tuning taught: to read the instruction and do what it says.
 
-Copying's instruction begins with a word of its own ("Copy"; "Repeat" began with Reverse's
-first token, R): with it, seed 2 went from 68% to 100% held-out exact match at the defaults.
-Seed 1 still ends near 60%: copying and reversing both miss, their third answer letter
-repeating the answer's first (w-d-e reversed as e-d-e, q-b-c copied as q-b-q) while the first
-two are right. Neither twice the share of those two operations (seed 1 49%, seed 2 60%) nor a
-150-step warmup (seed 1 78%, seed 2 65%) brought every seed to 100%."""
+Copying and reversing answer with the same letters, so only the instruction tells the order,
+and the words that tell it are whole-word tokens (" again"; " other", " way"). Written "Copy"
+and "Reverse", the demo model's vocabulary spells them C-o-p-y and R-e-ver-se: the telling
+tokens were the puzzles' own letter tokens, and with seed 1 the model mixed the two up to the
+end (held-out exact match 64%: copying 8%, reversing 9%, every other operation 100%). The set
+also trains without dropout (lm.finetune.config; Raschka fine-tunes with none too): a tiny
+model that must point at one input letter learns it sooner when its attention is not dropped
+(seed 1 with the old words: 64% -> 82%)."""
 
 from __future__ import annotations
 
@@ -35,9 +37,9 @@ SIZE = 4000  # 3,400 to train on: a few epochs at the default settings, so it ge
 LENGTH = 3  # letters per input
 
 OPERATIONS = {  # name: (instruction, answer)
-    "reverse": ("Reverse the letters.", lambda letters: letters[::-1]),
+    "reverse": ("Write the letters the other way round.", lambda letters: letters[::-1]),
     "uppercase": ("Write the letters in capitals.", lambda letters: [c.upper() for c in letters]),
-    "repeat": ("Copy the letters.", lambda letters: letters),
+    "repeat": ("Write the letters again.", lambda letters: letters),
     "first": ("Give the first letter.", lambda letters: letters[:1]),
     "last": ("Give the last letter.", lambda letters: letters[-1:]),
 }
