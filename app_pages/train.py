@@ -3,11 +3,9 @@
 import streamlit as st
 
 from explorer import presenter, runs
-from explorer.run_list import import_section, runs_section
-from explorer.run_start import start_section
+from explorer.run_list import Listing, import_section, runs_section
+from explorer.run_start import new_run_section
 from explorer.run_watch import live_view, watched_run
-from explorer.train_form import run_form
-from lm.plan import plan_run
 
 presenter.page_title(
     "📈 Train",
@@ -17,14 +15,8 @@ presenter.page_title(
 watched = watched_run()
 if watched is not None:
     st.fragment(live_view, run_every=1.0 if watched.active else None)(watched.name, watched.active)
-with st.expander("➕ Start a new run", expanded=watched is None):
-    chosen = run_form()  # the inputs, then the run they plan, checked once
-    if chosen is None:
-        start_section(None)
-    else:
-        choice, name_base = chosen
-        start_section(plan_run(choice), name_base)
-any_active = any(info.active for info in runs.list_runs())
+listed = runs.list_runs()  # once per rerun: the form's limits and the table below share it
+new_run_section(watched is not None, listed)
 with st.expander("📥 Import a run"):  # before the table, so an imported run is in it at once
-    import_section()
-st.fragment(runs_section, run_every=3.0 if any_active else None)()
+    imported = import_section()
+st.fragment(runs_section, run_every=3.0 if any(info.active for info in listed) else None)(Listing(None if imported else listed))

@@ -3,6 +3,8 @@ run watch, export (a zip) or delete (after asking); and importing a run exported
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -18,14 +20,52 @@ from explorer.training_view import overlay_figure, runs_table
 from explorer.widgets import chart
 
 
-def runs_section() -> None:
+SHOWN = "train_runs_shown"  # session key: the runs as the table last showed them
+FRESH_S = 2.5  # under the table's 3-second refresh, so each refresh reads the runs again
+
+
+class Listing:
+    """Every run as the page listed them for this rerun, handed to the runs section once. The
+    section is a fragment: its own timer calls it again with the same arguments, and then it
+    lists the runs afresh."""
+
+    def __init__(self, infos: list[runs.RunInfo] | None):
+        self._infos = infos
+
+    def take(self) -> list[runs.RunInfo]:
+        infos, self._infos = self._infos, None
+        return runs.list_runs() if infos is None else infos
+
+
+@dataclass
+class Shown:
+    kinds: tuple  # each run's name, state and whether it was asked to stop
+    at: float  # time.monotonic() when read
+    infos: list[runs.RunInfo]
+    curves: dict = field(default_factory=dict)  # run name: (FileStamp, metrics), read when first compared
+
+
+def shown_runs(infos: list[runs.RunInfo]) -> Shown:
+    """The runs as the table shows them: while only their progress (steps, losses, curves) has
+    changed, as the table's last refresh read them, for up to FRESH_S; so a rerun of the page in
+    between (a click in the form above it) sends the table and the chart unchanged, and the browser
+    has nothing to redraw. A run started, ended, stopped, imported or deleted shows at once."""
+    kinds = tuple((info.name, info.state, info.stop_requested) for info in infos)
+    shown = st.session_state.get(SHOWN)
+    if shown is None or shown.kinds != kinds or time.monotonic() - shown.at >= FRESH_S:
+        shown = st.session_state[SHOWN] = Shown(kinds, time.monotonic(), infos)
+    return shown
+
+
+def runs_section(listing: Listing) -> None:
     st.header("All runs")
-    infos = runs.list_runs()
+    shown = shown_runs(listing.take())
+    infos = shown.infos
     if not infos:
         st.caption(f"No training runs yet in {runs_place()}.")
         return
     st.dataframe(runs_table(infos), hide_index=True, width="stretch")
-    compare_curves(infos)
+    compare_curves(shown)
     pick_column, watch_column, export_column, delete_column = st.columns([3, 1, 1, 1.2], vertical_alignment="bottom")  # "🗑 Delete…" was cut at 1280 px
     pick = pick_column.selectbox("Run", [info.name for info in infos], key="train_pick")
     picked = next(info for info in infos if info.name == pick)
@@ -43,8 +83,9 @@ def runs_section() -> None:
         confirm_delete(picked)
 
 
-def compare_curves(infos: list[runs.RunInfo]) -> None:
+def compare_curves(shown: Shown) -> None:
     """The chosen runs' losses on one chart: the three newest until someone chooses."""
+    infos = shown.infos
     with_metrics = [info.name for info in infos if has_metrics(info.folder)]
     chosen = st.session_state.get("train_compare_chosen")  # else a lesson's link may name the runs
     previous = st.session_state.get("train_compare") if chosen else st.query_params.get_all("train_compare")
@@ -55,7 +96,10 @@ def compare_curves(infos: list[runs.RunInfo]) -> None:
     )
     if compare:
         by_name = {info.name: info for info in infos}
-        looks = {n: run_metrics(by_name[n].folder, by_name[n].active) for n in compare}
+        for n in compare:
+            if n not in shown.curves:
+                shown.curves[n] = run_metrics(by_name[n].folder, by_name[n].active)
+        looks = {n: shown.curves[n] for n in compare}
         versions = tuple((n, stamp) for n, (stamp, _) in looks.items())
         chart(overlay_of(versions, {n: metrics for n, (_, metrics) in looks.items()}), "train_overlay", "loss-curves")
         settings = {info.name: run_settings(info.options, info.folder) for info in infos if info.name in compare}
@@ -69,19 +113,22 @@ def overlay_of(versions: tuple, _curves: dict[str, list[dict]]) -> go.Figure:
     return overlay_figure(_curves)
 
 
-def import_section() -> None:
-    """Bring in a run exported elsewhere (a classmate's), to watch it and overlay its curve."""
+def import_section() -> bool:
+    """Bring in a run exported elsewhere (a classmate's), to watch it and overlay its curve. True
+    when a run was imported in this rerun."""
     upload = st.file_uploader("A run exported from the Train page (.zip)", type="zip", key="train_import_file")
     if upload is None:
-        return
+        return False
     name = st.text_input("Name it", value=runs.free_name(Path(upload.name).stem[:50] or "imported"), key="train_import_name")
-    if st.button("Import", key="train_import", type="primary"):
-        try:
-            folder = import_run(upload.getvalue(), name.strip())
-        except runs.RunError as exc:
-            st.error(plain(exc))
-            return
-        st.success(f"Imported as **{folder.name}**: it is in the table above, and its curve can be compared.")
+    if not st.button("Import", key="train_import", type="primary"):
+        return False
+    try:
+        folder = import_run(upload.getvalue(), name.strip())
+    except runs.RunError as exc:
+        st.error(plain(exc))
+        return False
+    st.success(f"Imported as **{folder.name}**: it is in the table below, and its curve can be compared.")
+    return True
 
 
 def confirm_delete(info: runs.RunInfo) -> None:

@@ -1,5 +1,6 @@
-"""Starting a planned run from the Train page: what it will cost (parameters, memory, time
-per step), why it cannot train if it cannot, its name, and the start button."""
+"""Starting a new run from the Train page: the form in its expander, what the planned run will
+cost (parameters, memory, time per step), why it cannot train if it cannot, its name, and the
+start button."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import streamlit as st
 
 from explorer import runs, workspace
 from explorer.plain_text import plain
+from explorer.train_form import run_form
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
 from lm.device import device_precision, resolve_device
 from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds
 from lm.model import GPTConfig
-from lm.plan import RunPlan
+from lm.plan import RunPlan, plan_run
 from lm.sizing import parameter_count, training_memory_bytes
 from lm.train_config import TrainConfig
 
@@ -60,9 +62,32 @@ def show_estimates(plan: RunPlan) -> None:
     st.caption(f"Number format: {device_precision(cfg.precision, resolve_device(cfg.device)).describe()}.")
 
 
-def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
+NOT_THE_FORM = ("train_compare",)  # the runs table's address parameter, not an input of the form
+
+
+def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
+    """The form for a new run in an expander, open at first while no run is watched and either there
+    is no run yet or the address sets the form up (a lesson's step, a shared link). Closed, the form
+    is not drawn at all: its seventy-odd elements would be redrawn on every rerun of the page. Its
+    settings are kept meanwhile (Streamlit keeps a bound widget's value while it is not drawn)."""
+    linked = any(key.startswith("train_") and key not in NOT_THE_FORM for key in st.query_params)
+    opens = not watching and (not listed or linked)
+    expander = st.expander("➕ Start a new run", expanded=opens, key="train_new_run", on_change="rerun")
+    if not expander.open:
+        return
+    with expander:
+        chosen = run_form()  # the inputs, then the run they plan, checked once
+        if chosen is None:
+            start_section(None, listed)
+        else:
+            choice, name_base = chosen
+            start_section(plan_run(choice), listed, name_base)
+
+
+def start_section(plan: RunPlan | None, listed: list[runs.RunInfo], name_base: str = "run") -> None:
     """The plan's estimates and problem, the run's name and the start button (disabled
-    while there is no plan yet: a text or a tokenizer missing)."""
+    while there is no plan yet: a text or a tokenizer missing); `listed`: every run, as the page
+    listed them for this rerun."""
     if plan is None:
         st.button("▶ Start training", type="primary", disabled=True, key="train_start")
         return
@@ -79,7 +104,7 @@ def start_section(plan: RunPlan | None, name_base: str = "run") -> None:
     bad_name = runs.name_problem(name)
     if bad_name:
         name_column.error(plain(bad_name))
-    limit = run_limit_problem(runs.list_runs())
+    limit = run_limit_problem(listed)
     if limit:
         st.warning(f"Not now: {limit}.", icon="⏳")
     elif training_slots():

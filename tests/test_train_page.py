@@ -267,3 +267,47 @@ def test_the_blind_guess_spreads_over_the_tokenizers_tokens_not_the_padding(app_
     at = open_through_app(run="padded")  # a run with a checkpoint links to the other pages
     loss_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert loss_chart["layout"]["shapes"][0]["y0"] == pytest.approx(math.log(tokenizer.vocab_size))
+
+
+def test_the_form_is_closed_and_not_drawn_while_runs_exist_unless_a_link_sets_it_up(app_dirs):
+    """A closed form costs nothing per rerun: its widgets are not drawn. A lesson's step or a shared
+    link (train_* settings in the address) opens it; settings made before closing it are kept."""
+    def drawn(at: AppTest) -> set[str]:
+        return {widget.key for widget in [*at.button, *at.number_input]}
+
+    assert "train_start" in drawn(open_train())  # no run yet: the form is open
+    fake_run(app_dirs / "runs", "old", state="finished")
+    at = open_train()
+    assert not {"train_start", "train_max_steps"} & drawn(at)
+    assert at.expander[0].label == "➕ Start a new run" and at.dataframe[0].value["run"].tolist() == ["old"]
+    linked = open_train(train_max_steps=123)
+    assert linked.number_input(key="train_max_steps").value == 123 and "train_start" in drawn(linked)
+
+    at.session_state["train_new_run"] = True  # the student opens it
+    at.run()
+    at.number_input(key="train_max_steps").set_value(77).run()
+    at.session_state["train_new_run"] = False
+    at.run()
+    assert not at.exception and "train_max_steps" not in drawn(at)
+    at.session_state["train_new_run"] = True
+    at.run()
+    assert at.number_input(key="train_max_steps").value == 77
+
+
+def test_the_table_shows_progress_as_of_its_last_refresh_and_a_new_state_at_once(app_dirs, monkeypatch):
+    """A rerun within the table's refresh interval sends the same table (the browser redraws nothing);
+    after it, or when a run's state changes, the table reads the runs again."""
+    clock = [1000.0]
+    monkeypatch.setattr("explorer.run_list.time.monotonic", lambda: clock[0])
+    folder = fake_run(app_dirs / "runs", "old", state="stopped", step=5)
+    at = open_train()
+    status = json.loads((folder / run_folder.STATUS_FILE).read_text())
+    (folder / run_folder.STATUS_FILE).write_text(json.dumps({**status, "step": 7}))
+    at.run()
+    assert at.dataframe[0].value["step"].tolist() == ["5 / 10"]
+    clock[0] += 3.0
+    at.run()
+    assert at.dataframe[0].value["step"].tolist() == ["7 / 10"]
+    (folder / run_folder.STATUS_FILE).write_text(json.dumps({**status, "step": 8, "state": "finished"}))
+    at.run()
+    assert at.dataframe[0].value[["status", "step"]].values.tolist() == [["✅ finished", "8 / 10"]]
