@@ -2,7 +2,8 @@
 time from the rerun's start (Streamlit's R key, as a widget press would start it) to the
 script done and the browser's next two frames painted, measured inside the page (no
 Playwright round trips). Median of several reruns per page, on a quiet server and while two
-runs train beside it.
+runs train beside it, with the number of elements in the page's main area: the browser
+redraws every one of them on every rerun, so that count is most of a rerun's cost.
 
     .venv/bin/python benchmarks/rerun_cost.py [--rounds 7]
 
@@ -50,12 +51,17 @@ def rerun(page) -> float:
     return page.evaluate("window.rerunMs") / 1000
 
 
+# The elements the browser redraws on every rerun, each in an element container.
+ELEMENTS = """() => document.querySelectorAll('[data-testid="stMain"] [data-testid="stElementContainer"]').length"""
+
+
 def rerun_seconds(page, rounds: int) -> list[float]:
     rerun(page)  # the first rerun after opening may still fill caches: not counted
     return [rerun(page) for _ in range(rounds)]
 
 
-def measure(url: str, browser, rounds: int) -> dict[str, list[float]]:
+def measure(url: str, browser, rounds: int) -> dict[str, tuple[list[float], int]]:
+    """Each page's rerun times and the elements in its main area."""
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     times = {}
     for name in PAGES:
@@ -64,16 +70,16 @@ def measure(url: str, browser, rounds: int) -> dict[str, list[float]]:
         drawn(page, path, path in CHARTED)
         page.wait_for_timeout(500)  # a page's second run (Attention's tab) and the warm-up thread settle
         page.mouse.click(1275, 360)  # the window takes keys once clicked (here: the main area's empty right margin)
-        times[name] = rerun_seconds(page, rounds)
+        times[name] = rerun_seconds(page, rounds), page.evaluate(ELEMENTS)
     page.close()
     return times
 
 
-def print_times(label: str, times: dict[str, list[float]]) -> None:
+def print_times(label: str, times: dict[str, tuple[list[float], int]]) -> None:
     print(label, flush=True)
-    for name, values in times.items():
+    for name, (values, elements) in times.items():
         print(f"  {name:<10} {statistics.median(values):6.3f} s  (min {min(values):.3f}, max {max(values):.3f}, "
-              f"n={len(values)})", flush=True)
+              f"n={len(values)}; {elements} elements)", flush=True)
 
 
 def main() -> None:
