@@ -12,7 +12,8 @@ the machine's load hits each alike); each one's fastest run is kept.
   a. ours, `lm.generate.generate(..., use_cache=True, explain=False)` (KV cache; the
      plain path the CLI and training samples take: a token and its text per step), as
      it runs here: on a CPU with native bf16 its output head is read in bf16, with the
-     most likely tokens' logits in fp32 (lm.readout);
+     most likely tokens' logits in fp32 (lm.readout); each cached token's pass through
+     the blocks on one thread, the head on all of --threads (lm.generate.one_thread);
   f. ours, the same with LM_CPU_BF16=0: every number fp32 (what a CPU without bf16 runs;
      the same as (a) on one);
   e. ours, the same with explain=True (what the Generate page runs: each step also
@@ -40,9 +41,11 @@ variants' times within a round (common.paired_ratio: paired, so a burst of load 
 a shared machine mostly cancels; every variant makes the same number of tokens, so
 a ratio of times is one of tokens/s); beside them the process's CPU seconds (all
 threads; best of the rounds), which other processes on a shared machine
-disturb less. The 1-minute load average before and after is printed: above the
-core count, wall-clock ratios between variants swing by tens of percent from
-run to run; compare at --threads 1 and on a quiet machine.
+disturb less, and the goals' ratios by CPU seconds too. The 1-minute load average
+before and after is printed: above the core count, wall-clock ratios between
+variants swing by tens of percent from run to run, most at --threads 2 and more,
+where every parallel operation waits for a thread another process holds; compare
+on a quiet machine.
 
 Also checked (printed OK/MISMATCH): (a) and (b) choose the same ids; (a) and the
 all-fp32 (f) choose the same ids; HF with our weights chooses the same ids as (a); and
@@ -73,21 +76,22 @@ CACHED_SPEEDUP_GOAL = 5.0  # (a) over (b)
 VS_HF_GOAL = 2.0  # (a) tokens/s over (c) tokens/s
 
 
-def best_of(repeats: int, variants: dict) -> tuple[dict, dict]:
+def best_of(repeats: int, variants: dict) -> tuple[dict, dict, dict]:
     """Warm up every fn in `variants` once, then time them in turns (a, e, c, b, a, e, ...)
     `repeats` times, so a change in the machine's load hits all of them alike.
-    Returns {name: (fastest wall seconds, fastest CPU seconds of the process, last result)}
-    and {name: [wall seconds of each round]}."""
+    Returns {name: (fastest wall seconds, fastest CPU seconds of the process, last result)},
+    then {name: [wall seconds of each round]} and {name: [CPU seconds of each round]}."""
     results = {name: fn() for name, fn in variants.items()}
     rounds = {name: [] for name in variants}
-    cpu = dict.fromkeys(variants, float("inf"))
+    cpu_rounds = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             results[name] = fn()
             rounds[name].append(time.perf_counter() - start)
-            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
-    return {name: (min(rounds[name]), cpu[name], results[name]) for name in variants}, rounds
+            cpu_rounds[name].append(time.process_time() - start_cpu)
+    timed = {name: (min(rounds[name]), min(cpu_rounds[name]), results[name]) for name in variants}
+    return timed, rounds, cpu_rounds
 
 
 def main() -> None:
@@ -166,7 +170,7 @@ def main() -> None:
         variants["b"] = run_ours(False)
 
     load_before = os.getloadavg()[0]
-    timed, rounds = best_of(args.repeats, variants)
+    timed, rounds, cpu_rounds = best_of(args.repeats, variants)
     load_after = os.getloadavg()[0]
     t_cached, cpu_cached, ids_cached = timed["a"]
     t_plain, cpu_plain, ids_plain = timed.get("b", (None, None, None))
@@ -214,6 +218,9 @@ def main() -> None:
         print(f"ours cached / transformers (tokens/s): {vs_hf:.2f} (goal >= {VS_HF_GOAL:g}); explained "
               f"{paired_ratio(rounds, 'c', 'e'):.2f}; all fp32 {paired_ratio(rounds, 'c', 'f'):.2f} "
               f"(median of paired ratios)")
+    if t_plain is not None and t_hf is not None:
+        print(f"the same by CPU seconds (all threads; median of paired ratios): cached / uncached "
+              f"{paired_ratio(cpu_rounds, 'b', 'a'):.2f}x, ours cached / transformers {paired_ratio(cpu_rounds, 'c', 'a'):.2f}")
 
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     same = lambda a, b: "OK" if a == b else f"MISMATCH (first difference at new token {first_diff(a, b)})"  # noqa: E731

@@ -164,10 +164,11 @@ def next_logits(model: GPT, head: Readout, ids: list[int], cache: KVCache | None
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """PyTorch's CPU operations on one thread inside, the caller's count restored after. A one-token
-    pass through the blocks is many small operations: a second thread speeds none of them (a
-    one-row product is limited by memory, not arithmetic), and handing each one's half over to
-    it and waiting for it back costs time, much more when other processes hold the cores (a
-    cached token took 150 ms instead of 21 at 2 threads on a loaded 2-core machine).
+    pass through the blocks is many small operations: a second thread speeds none of them (the
+    blocks' pass took 2.7 ms at 1 or 2 threads at GPT-2-tiny's shape), and handing each one's half
+    over to it and waiting for it back costs time, much more when other processes hold the cores
+    (on a loaded 2-core machine a cached token took 47 ms at 2 threads, 86 ms without this, median).
+    The head's one product is big enough to split: 0.4 ms at 2 threads against 1.0 at 1.
     torch.set_num_threads sets the calling thread's OpenMP count and the count a thread takes at
     its first parallel operation: threads already running keep theirs (tests/test_generate_lean.py
     checks it), so other sessions of a server are untouched, except one whose thread makes its
