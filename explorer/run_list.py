@@ -3,7 +3,6 @@ run watch, export (a zip) or delete (after asking); and importing a run exported
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import runs
+from explorer.as_shown import as_last_shown
 from explorer.live_files import has_metrics, run_metrics
 from explorer.plain_text import plain
 from explorer.run_differences import differences_sentence, run_settings
@@ -20,8 +20,7 @@ from explorer.training_view import overlay_figure, runs_table
 from explorer.widgets import chart
 
 
-SHOWN = "train_runs_shown"  # session key: the runs as the table last showed them
-FRESH_S = 2.5  # under the table's 3-second refresh, so each refresh reads the runs again
+FRESH_S = 2.5  # under the table's 3-second refresh
 
 
 class Listing:
@@ -39,22 +38,16 @@ class Listing:
 
 @dataclass
 class Shown:
-    kinds: tuple  # each run's name, state and whether it was asked to stop
-    at: float  # time.monotonic() when read
     infos: list[runs.RunInfo]
     curves: dict = field(default_factory=dict)  # run name: (FileStamp, metrics), read when first compared
 
 
 def shown_runs(infos: list[runs.RunInfo]) -> Shown:
     """The runs as the table shows them: while only their progress (steps, losses, curves) has
-    changed, as the table's last refresh read them, for up to FRESH_S; so a rerun of the page in
-    between (a click in the form above it) sends the table and the chart unchanged, and the browser
-    has nothing to redraw. A run started, ended, stopped, imported or deleted shows at once."""
+    changed, as the table's last refresh read them (explorer.as_shown). A run started, ended,
+    stopped, imported or deleted shows at once."""
     kinds = tuple((info.name, info.state, info.stop_requested) for info in infos)
-    shown = st.session_state.get(SHOWN)
-    if shown is None or shown.kinds != kinds or time.monotonic() - shown.at >= FRESH_S:
-        shown = st.session_state[SHOWN] = Shown(kinds, time.monotonic(), infos)
-    return shown
+    return as_last_shown("train_runs_shown", kinds, FRESH_S, lambda: Shown(infos))
 
 
 def runs_section(listing: Listing) -> None:

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import runs
+from explorer.as_shown import as_last_shown
 from explorer.navigation import PAGES
 from explorer.paths import FileStamp
 from explorer.live_files import run_metrics
@@ -26,6 +27,7 @@ from lm.device import resolve_device
 from lm.run_folder import read_samples, tokenizer_vocab_size
 
 REPO = Path(__file__).resolve().parents[1]
+FRESH_S = 0.8  # under the view's 1-second refresh
 LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
 
 
@@ -51,13 +53,16 @@ def model_links(name: str) -> None:
 
 
 def live_view(name: str, was_active: bool) -> None:
-    """Run as a fragment every second while the run trains: it rereads the folder the trainer writes."""
-    info = reread(name, was_active)
-    if info is None:
+    """Run as a fragment every second while the run trains: it rereads the folder the trainer writes
+    (a rerun of the whole page in between shows what the last refresh read: explorer.as_shown)."""
+    fresh = reread(name, was_active)
+    if fresh is None:
         return
+    kinds = (fresh.name, fresh.state, fresh.stop_requested)
+    info, stamp, metrics, samples = as_last_shown(
+        "train_watch_shown", kinds, FRESH_S, lambda: (fresh, *run_metrics(fresh.folder, fresh.active), read_samples(fresh.folder)),
+    )
     title_bar(info)
-    stamp, metrics = run_metrics(info.folder, info.active)
-    samples = read_samples(info.folder)
     state_messages(info, metrics, "Starting: loading the text, training the tokenizer and building the model…")
     device = resolve_device(info.options.get("device", "auto"))
     for flag in diagnose(metrics, samples, info.options, info.state, info.error, device, tokenizer_vocab_size(info.folder)):

@@ -298,7 +298,7 @@ def test_the_table_shows_progress_as_of_its_last_refresh_and_a_new_state_at_once
     """A rerun within the table's refresh interval sends the same table (the browser redraws nothing);
     after it, or when a run's state changes, the table reads the runs again."""
     clock = [1000.0]
-    monkeypatch.setattr("explorer.run_list.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("explorer.as_shown.time.monotonic", lambda: clock[0])
     folder = fake_run(app_dirs / "runs", "old", state="stopped", step=5)
     at = open_train()
     status = json.loads((folder / run_folder.STATUS_FILE).read_text())
@@ -311,3 +311,22 @@ def test_the_table_shows_progress_as_of_its_last_refresh_and_a_new_state_at_once
     (folder / run_folder.STATUS_FILE).write_text(json.dumps({**status, "step": 8, "state": "finished"}))
     at.run()
     assert at.dataframe[0].value[["status", "step"]].values.tolist() == [["✅ finished", "8 / 10"]]
+
+
+def test_the_watched_run_shows_its_last_refresh_until_the_next(app_dirs, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("explorer.as_shown.time.monotonic", lambda: clock[0])
+    folder = fake_run(app_dirs / "runs", "old", state="stopped")
+
+    def loss_points(at: AppTest) -> int:
+        return len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["x"])
+
+    at = open_train(run="old")
+    assert loss_points(at) == 5
+    with open(folder / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"step": 6, "train_loss": 4.4, "elapsed": 6}) + "\n")
+    at.run()
+    assert loss_points(at) == 5  # a rerun within the view's refresh interval
+    clock[0] += 1.0
+    at.run()
+    assert loss_points(at) == 6
