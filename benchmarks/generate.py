@@ -18,6 +18,9 @@ the machine's load hits each alike); each one's fastest run is kept.
      the same as (a) on one);
   e. ours, the same with explain=True (what the Generate page runs: each step also
      carries both softmaxes' probabilities of the token and the top 10 alternatives);
+  g. at --threads 2 and more: ours, (a) with each cached token's head on one thread too
+     (not a goal's row: beside (a) it shows what a parallel head gains on this machine;
+     on a loaded one it loses, its threads waiting for cores other processes hold);
   b. ours, `use_cache=False, explain=False` (the whole prefix recomputed for every token);
   c. transformers `GPT2LMHeadModel.generate(do_sample=False, use_cache=True)`, fp32,
      with min_new_tokens = max_new_tokens and no end-of-text token, so it never
@@ -135,15 +138,17 @@ def main() -> None:
                          dropout=0.0)).eval()
     settings = Sampling(temperature=0.0, max_new_tokens=new_tokens, stop_at_end_of_text=False)
 
-    def run_ours(use_cache: bool, explain: bool = False, fp32: bool = False):
+    def run_ours(use_cache: bool, explain: bool = False, fp32: bool = False, whole_step_one_thread: bool = False):
         def fn():
-            with torch.inference_mode(), all_fp32(fp32):
+            with torch.inference_mode(), all_fp32(fp32), head_on_one_thread(whole_step_one_thread):
                 steps = generate(ours, tokenizer, prompt_ids, settings, use_cache=use_cache, explain=explain)
                 return [step.token_id for step in steps]
         return fn
 
     head = "bf16 (lm.readout)" if bf16_head_helps(ours.lm_head.weight) else "fp32"
     variants = {"a": run_ours(True), "f": run_ours(True, fp32=True), "e": run_ours(True, explain=True)}
+    if torch.get_num_threads() > 1:
+        variants["g"] = run_ours(True, whole_step_one_thread=True)
 
     hf_note = None
     try:
@@ -177,11 +182,15 @@ def main() -> None:
     t_hf, cpu_hf, ids_hf = timed.get("c", (None, None, None))
     t_explained, cpu_explained, ids_explained = timed["e"]
     t_fp32, cpu_fp32, ids_fp32 = timed["f"]
+    t_one, cpu_one, ids_one = timed.get("g", (None, None, None))
     rows = [("a. ours, KV cache", t_cached, cpu_cached, len(ids_cached) / t_cached,
              f"generate(use_cache=True, explain=False); output head {head}"),
             ("f. ours, KV cache, all fp32", t_fp32, cpu_fp32, len(ids_fp32) / t_fp32, "the same with LM_CPU_BF16=0"),
             ("e. ours, KV cache, explained", t_explained, cpu_explained, len(ids_explained) / t_explained,
              "explain=True: probabilities and top 10 per step")]
+    if t_one is not None:
+        rows.append(("g. ours, KV cache, 1 thread", t_one, cpu_one, len(ids_one) / t_one,
+                     "(a) with each cached token's head on one thread too, not only its blocks"))
     if t_plain is not None:
         rows.append(("b. ours, no cache", t_plain, cpu_plain, len(ids_plain) / t_plain,
                      "use_cache=False: whole prefix every token"))
@@ -235,6 +244,10 @@ def main() -> None:
             diff = (ours(sequence).logits - hf(sequence).logits).abs().max().item()
         print(f"logits on the generated sequence ({sequence.size(1)} positions), max |ours - transformers|: "
               f"{diff:.2e} ({'OK' if diff < 1e-3 else 'MISMATCH'})")
+    if ids_one is not None:
+        vs_hf_one = f", (g) / transformers {paired_ratio(rounds, 'c', 'g'):.2f}" if ids_hf is not None else ""
+        print(f"greedy ids, (a) == (g) head on one thread: {same(ids_cached, ids_one)}; (g) / (a) tokens/s "
+              f"{paired_ratio(rounds, 'a', 'g'):.2f}{vs_hf_one} (median of paired ratios)")
     print(f"first new ids (a): {ids_cached[:8]}")
     goals = [f"cache speedup >={CACHED_SPEEDUP_GOAL:g}x: {verdict(speedup >= CACHED_SPEEDUP_GOAL) if speedup else 'not run'}",
              f"ours cached vs transformers >={VS_HF_GOAL:g}: {verdict(vs_hf >= VS_HF_GOAL) if vs_hf else 'not run'}"]
@@ -256,6 +269,26 @@ def all_fp32(on: bool):
             os.environ.pop(CPU_BF16_ENV, None)
         else:
             os.environ[CPU_BF16_ENV] = before
+
+
+@contextlib.contextmanager
+def head_on_one_thread(on: bool):
+    """While on, a cached token's head runs inside lm.generate.one_thread as its blocks do: row (g),
+    what a loaded machine favours (no parallel operation waits for a thread another process holds)
+    and a quiet one with several cores does not (the head's product splits well)."""
+    from lm import generate as generation
+
+    plain = generation.next_logits
+
+    def whole_step(model, head, ids, cache):
+        with generation.one_thread() if len(ids) == 1 else contextlib.nullcontext():
+            return plain(model, head, ids, cache)
+
+    generation.next_logits = whole_step if on else plain
+    try:
+        yield
+    finally:
+        generation.next_logits = plain
 
 
 def first_diff(a: list[int], b: list[int]) -> int:
