@@ -24,7 +24,8 @@ METHOD_DEFAULTS = {
 }
 DATA_DEFAULTS = {  # (method, data): settings of data that needs other ones than its method's
     # The synthetic puzzles are a new skill for the demo model, not an adjustment: a high rate,
-    # many steps and no dropout (lm.finetune.synthetic says why; benchmarks/finetune.py measures it).
+    # many steps and no dropout: held-out exact match 0% -> 91-100% with seeds 1337, 1, 2 and 3
+    # (lm.finetune.synthetic says why; benchmarks/finetune.py measures it).
     ("instruct", "synthetic"): dict(lr=3e-3, max_steps=1500, batch_size=16, dropout=0.0),
 }
 

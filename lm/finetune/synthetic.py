@@ -23,7 +23,10 @@ tokens were the puzzles' own letter tokens, and with seed 1 the model mixed the 
 end (held-out exact match 64%: copying 8%, reversing 9%, every other operation 100%). The set
 also trains without dropout (lm.finetune.config; Raschka fine-tunes with none too): a tiny
 model that must point at one input letter learns it sooner when its attention is not dropped
-(seed 1 with the old words: 64% -> 82%)."""
+(seed 1 with the old words: 64% -> 82%). With both, at the defaults (1500 steps, about 200 s of
+one CPU core), held-out exact match goes from 0% to 100% with seeds 1337 and 2 (100% already at
+step 500), 97.0% with seed 3 and 90.8% with seed 1, whose last operation learned is "Give the
+first letter." (3% at step 750, 62% at the end; seed 3: 86%)."""
 
 from __future__ import annotations
 
