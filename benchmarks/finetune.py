@@ -5,7 +5,7 @@ LoRA saves. Prints figures; checks nothing (it is not a test).
             on the SMS Spam Collection: test accuracy on the balanced split (chance 50%)
             before and after, steps and seconds; with full fine-tuning and with LoRA.
   synthetic instruct (SFT) from the demo model on the project's synthetic instructions
-            ("Write the letters the other way round." q-h-z -> z-h-q, ...) at lm finetune's defaults,
+            ("Turn the letters around." q-h-z -> z-h-q, ...) at lm finetune's defaults,
             once per seed (--seeds): held-out exact match before and after, by operation, the steps,
             the seconds (wall and CPU) and the load average.
   gpt2      a GPT-2-small-shaped model (124M parameters) with random weights (real ones cannot be

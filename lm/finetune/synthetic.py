@@ -1,10 +1,10 @@
 """A synthetic instruction set the project generates, with answers that can be checked exactly:
 
-    Write the letters the other way round.  q-h-z  ->  z-h-q
-    Write the letters in capitals.          q-h-z  ->  Q-H-Z
-    Write the letters again.                q-h-z  ->  q-h-z
-    Give the first letter.                  q-h-z  ->  q
-    Give the last letter.                   q-h-z  ->  z
+    Turn the letters around.        q-h-z  ->  z-h-q
+    Write the letters in capitals.  q-h-z  ->  Q-H-Z
+    Say the letters again.          q-h-z  ->  q-h-z
+    Give the first letter.          q-h-z  ->  q
+    Give the last letter.           q-h-z  ->  z
 
 The letters are the example's input, joined by hyphens, so each is a token of its own, the
 same token in the input and in the answer (written together, a subword vocabulary would hide
@@ -17,16 +17,17 @@ in their letters. Before fine-tuning a model answers almost none; after, most, s
 measures what instruction tuning taught: to read the instruction and do what it says.
 
 Copying and reversing answer with the same letters, so only the instruction tells the order,
-and the words that tell it are whole-word tokens (" again"; " other", " way"). Written "Copy"
-and "Reverse", the demo model's vocabulary spells them C-o-p-y and R-e-ver-se: the telling
-tokens were the puzzles' own letter tokens, and with seed 1 the model mixed the two up to the
-end (held-out exact match 64%: copying 8%, reversing 9%, every other operation 100%). The set
-also trains without dropout (lm.finetune.config; Raschka fine-tunes with none too): a tiny
-model that must point at one input letter learns it sooner when its attention is not dropped
-(seed 1 with the old words: 64% -> 82%). With both, at the defaults (1500 steps, about 200 s of
-one CPU core), held-out exact match goes from 0% to 100% with seeds 1337 and 2 (100% already at
-step 500), 97.0% with seed 3 and 90.8% with seed 1, whose last operation learned is "Give the
-first letter." (3% at step 750, 62% at the end; seed 3: 86%)."""
+and the words that tell it are whole-word tokens (" again"; " ar", "ound"), each instruction
+with a first word of its own. Written "Copy" and "Reverse", the demo model's vocabulary spells
+them C-o-p-y and R-e-ver-se: the telling tokens were the puzzles' own letter tokens, and with
+seed 1 the model mixed the two up to the end (held-out exact match 64%: copying 8%, reversing
+9%, every other operation 100%). The set also trains without dropout (lm.finetune.config;
+Raschka fine-tunes with none too): a tiny model that must point at one input letter learns it
+sooner when its attention is not dropped (seed 1 with the old words: 64% -> 82%). With both,
+at the defaults (1500 steps, about 200 s of one CPU core), held-out exact match goes from 0%
+to 100% with seeds 1337, 2 and 3 and 97.8% with seed 1 (benchmarks/finetune.py). Worded
+"Write the letters again." / "... the other way round.", all sharing their first words, seed 1
+reached only 90.8%, its "Give the first letter." learned last (62%)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ SIZE = 4000  # 3,400 to train on: a few epochs at the default settings, so it ge
 LENGTH = 3  # letters per input
 
 OPERATIONS = {  # name: (instruction, answer)
-    "reverse": ("Write the letters the other way round.", lambda letters: letters[::-1]),
+    "reverse": ("Turn the letters around.", lambda letters: letters[::-1]),
     "uppercase": ("Write the letters in capitals.", lambda letters: [c.upper() for c in letters]),
-    "repeat": ("Write the letters again.", lambda letters: letters),
+    "repeat": ("Say the letters again.", lambda letters: letters),
     "first": ("Give the first letter.", lambda letters: letters[:1]),
     "last": ("Give the last letter.", lambda letters: letters[-1:]),
 }
