@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from lm import distributed
 from lm.atomic import write_json
+from lm.attention import CausalSelfAttention
 from lm.checkpoint import CONFIG_FILE, TIED, WEIGHTS_FILE, load_checkpoint, read_config
 from lm.data import DataError
 from lm.device import resolve_device
@@ -62,12 +63,13 @@ def choose_trainable(model: GPT, cfg) -> None:
 
 
 def set_dropout(model: GPT, p: float) -> None:
-    """Every dropout in `model` (its layers and attention's own probability) set to p, as its config says."""
+    """Every dropout in `model` set to p (its layers, and attention's own probability for the fused
+    kernel), and its config: the saved checkpoint says how it trained."""
     model.config.dropout = p
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
-        elif isinstance(getattr(module, "dropout", None), float):
+        elif isinstance(module, CausalSelfAttention):
             module.dropout = p
 
 
