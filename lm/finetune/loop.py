@@ -297,9 +297,11 @@ def check_out_folder(folder: Path, resume: bool) -> None:
 
 
 def resume_settings(folder: str, **overrides) -> FinetuneConfig:
-    """The settings a fine-tuning run was started with, with e.g. max_steps raised."""
-    _, training = read_config(folder)
+    """The settings a fine-tuning run was started with, with e.g. max_steps raised. A run from
+    before --dropout resumes with the dropout it trained with, which its model config holds
+    (left None, the synthetic set's default of none would switch it off halfway)."""
+    config, training = read_config(folder)
     settings = (training.get("finetune") or {}).get("settings")
     if not isinstance(settings, dict):
         raise DataError(f"{folder} is not a fine-tuning run: there is nothing to resume with `lm finetune`")
-    return FinetuneConfig.from_dict({**settings, **overrides, "out": str(folder)})
+    return FinetuneConfig.from_dict({"dropout": config.dropout, **settings, **overrides, "out": str(folder)})
