@@ -121,6 +121,15 @@ def test_a_stray_quote_is_named_as_the_cause(tmp_path, name, content, message):
     assert "no label" not in str(error.value)
 
 
+@pytest.mark.parametrize("rows", [2, 20_000])  # the rest of the file within csv's field limit, and over it
+def test_a_stray_quote_in_the_header_is_named_as_the_cause(tmp_path, rows):
+    """It made the whole file one column name (listed in the message), or a csv.Error the page did not catch."""
+    (tmp_path / "a.csv").write_text('"text,label\n' + "bye,ham\n" * rows, encoding="utf-8")
+    with pytest.raises(DataError, match="^the first row opens a double quote that it never closes") as error:
+        load_classification(tmp_path / "a.csv")
+    assert "bye" not in str(error.value)
+
+
 def test_lm_finetune_stops_at_an_unclosed_quote_before_writing(tmp_path, capsys):
     (tmp_path / "a.csv").write_text('text,label\nhi,ham\n"WIN now,spam\nbye,ham\n', encoding="utf-8")
     source, out = make_checkpoint(tmp_path / "source"), tmp_path / "run"

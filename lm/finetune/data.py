@@ -134,12 +134,7 @@ def parse_sms(text: str) -> list[Labelled]:
 def parse_table(text: str, delimiter: str) -> list[Labelled]:
     # newline=None reads \r\n and an old Mac's \r as line ends (csv refuses a \r it was not told of)
     rows = csv.DictReader(io.StringIO(text, newline=None), delimiter=delimiter)
-    header = [name.strip().lower() for name in rows.fieldnames or []]
-    missing = [name for name in ("text", "label") if name not in header]
-    if missing:
-        raise DataError(f"the first row must name the columns text and label; it has no {' and no '.join(missing)} "
-                        f"(found {', '.join(header) or 'nothing'})")
-    rows.fieldnames = header
+    rows.fieldnames = header = _header(rows)
     examples, errors, lines = [], [], []  # lines: the file's lines as the reader counts them, once a row is faulty
     number, end = 1, rows.line_num
     try:
@@ -160,6 +155,24 @@ def parse_table(text: str, delimiter: str) -> list[Labelled]:
     if not examples:
         raise DataError("the table has a header but no rows")
     return examples
+
+
+def _header(rows: csv.DictReader) -> list[str]:
+    """The column names (lower case), which must include text and label. A double quote the
+    first row opens and never closes makes the lines after it one name, or a field over csv's
+    limit: said as such, instead of listing the file as a column name or a csv.Error."""
+    try:
+        header = [name.strip().lower() for name in rows.fieldnames or []]
+    except csv.Error:
+        header = None
+    missing = [name for name in ("text", "label") if name not in (header or [])]
+    if header is None or (missing and any("\n" in name for name in header)):
+        raise DataError("the first row opens a double quote that it never closes, so the lines after it were read "
+                        "as a column name (the first row needs only text and label, without quotes)")
+    if missing:
+        raise DataError(f"the first row must name the columns text and label; it has no {' and no '.join(missing)} "
+                        f"(found {', '.join(header) or 'nothing'})")
+    return header
 
 
 def _first_line(lines: list[str], after: int) -> int:
