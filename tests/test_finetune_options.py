@@ -26,6 +26,7 @@ from tests.checkpoints import make_checkpoint
     (["--lora-rank", "2", "--lora-alpha", "-4"], "lora-alpha must be a positive number, not -4.0"),
     (["--seed", "-1"], "seed must be a whole number of at least 0, not -1"),
     (["--seed", str(2**31)], "seed must be a whole number from 0 to 2147483647, not 2147483648"),
+    (["--trainable-blocks", "-1"], "trainable-blocks must be a whole number of at least 0, not -1"),
 ])
 def test_impossible_numbers_are_refused_before_anything_is_written(tmp_path, flags, message, capsys):
     source = make_checkpoint(tmp_path / "source")
@@ -49,3 +50,5 @@ def test_a_resumed_runs_settings_are_checked_too():
     """Settings read back from a run (JSON) may hold anything: a string is refused by name."""
     with pytest.raises(ValueError, match="weight-decay must be a number, 0 or more, not '0.1'"):
         FinetuneConfig.from_dict({"method": "classify", "source": "m", "weight_decay": "0.1"}).resolved()
+    with pytest.raises(ValueError, match="trainable-blocks must be a whole number of at least 0, not '2'"):
+        FinetuneConfig.from_dict({"method": "classify", "source": "m", "trainable_blocks": "2"}).resolved()

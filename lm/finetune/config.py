@@ -107,7 +107,8 @@ class FinetuneConfig:
         if not self.source:
             raise ValueError("--from names the checkpoint to start from")
         at_least = {"max_steps": 1, "batch_size": 1, "eval_interval": 1, "log_every": 1, "eval_batches": 1,
-                    "threads": 0, "lora_rank": 0, "warmup_steps": 0, "seed": 0}
+                    "threads": 0, "lora_rank": 0, "warmup_steps": 0, "seed": 0,
+                    **({} if self.trainable_blocks is None else {"trainable_blocks": 0})}
         for name, low in at_least.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -116,8 +117,6 @@ class FinetuneConfig:
             raise ValueError(f"seed must be a whole number from 0 to {SEEDS - 1}, not {self.seed!r}")
         for name, rule in NUMBERS.items():
             check_number(name, getattr(self, name), rule)
-        if self.trainable_blocks is not None and (isinstance(self.trainable_blocks, bool) or self.trainable_blocks < 0):
-            raise ValueError(f"trainable-blocks must be 0 or more, not {self.trainable_blocks!r}")
         if self.trainable_blocks is not None and self.lora_rank:
             raise ValueError("choose --trainable-blocks or LoRA (--lora-rank), not both: each decides what trains")
         if self.lora_save not in LORA_SAVES:
