@@ -13,10 +13,12 @@ import torch
 from lm.attention import Probe
 from lm.checkpoint import load_checkpoint
 from lm.data import random_batch
+from lm.finetune import loop
 from lm.finetune.config import FinetuneConfig
-from lm.finetune.loop import FinetuneRun
+from lm.finetune.loop import FinetuneRun, recorded_routes
 from lm.finetune.lora import apply_lora, count_trainable, lora_layers, lora_parameters, merge_lora
 from lm.finetune.methods import step_generator
+from lm.moe import balance_loss
 from tests.checkpoints import make_checkpoint, tiny_gpt
 
 MOE = dict(n_experts=4, experts_top_k=2)
@@ -97,6 +99,27 @@ def test_every_method_adds_the_balance_loss(tmp_path, data, method):
     for name, grad in grads[1.0].items():
         torch.testing.assert_close(grad - grads[0.0][name], 2 * (grads[0.5][name] - grads[0.0][name]),
                                    atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_dpo_balances_the_policys_routers_only(tmp_path, data, monkeypatch):
+    counted = []
+    monkeypatch.setattr(loop, "balance_loss", lambda routes: counted.append(len(routes)) or balance_loss(routes))
+    first_step(tmp_path, data, "dpo", 0.5)
+    assert counted == [2]  # the policy's one pass (chosen and rejected together) through 2 MoE layers, not the reference's
+
+
+def test_recorded_routes_are_the_models_own_and_stop_with_the_block_even_after_an_error():
+    model = tiny_gpt(64, **MOE).train()
+    x = torch.randint(0, 64, (2, 12))
+    own = []
+    with pytest.raises(RuntimeError), recorded_routes(model) as routes:
+        model.hidden(x, Probe(routes=own))
+        raise RuntimeError("a method failed")
+    assert len(routes) == len(own) == 2
+    for recorded, taken in zip(routes, own):
+        assert torch.equal(recorded.experts, taken.experts) and torch.equal(recorded.probs, taken.probs)
+    model(x)
+    assert len(routes) == 2  # the hooks are gone
 
 
 def test_a_dense_model_logs_no_balance_loss(tmp_path, data):
