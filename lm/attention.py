@@ -136,7 +136,7 @@ class Linear(nn.Module):
     "Conv1D"), so those weights load as they are. On a CPU a one-token generation step also
     reads W about 10% faster in this order than in nn.Linear's [out, in]."""
 
-    COLUMN_BLOCK = 1536  # outputs per matmul of a wide W in a multi-token pass without autograd
+    COLUMN_BLOCK = 1536  # outputs per matmul of a wide W in a multi-token pass on a CPU, outside autograd and autocast
 
     def __init__(self, n_in: int, n_out: int, bias: bool = True):
         super().__init__()
@@ -145,10 +145,16 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.size(-1))
-        if self.weight.size(1) > self.COLUMN_BLOCK and flat.size(0) > 1 and not torch.is_grad_enabled():
+        if self.weight.size(1) > self.COLUMN_BLOCK and flat.size(0) > 1 and self.blocks_pay(flat):
             return self.by_column_blocks(flat).view(*x.shape[:-1], -1)
         y = torch.addmm(self.bias, flat, self.weight) if self.bias is not None else flat @ self.weight
         return y.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    def blocks_pay(flat: torch.Tensor) -> bool:
+        """Blocks were measured on a CPU only, and autocast passes by a matmul given out=: under it
+        they would multiply in fp32, or fail on a bf16 input (a training run's evaluation)."""
+        return flat.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
 
     def by_column_blocks(self, flat: torch.Tensor) -> torch.Tensor:
         """flat·W + b a block of columns at a time, each written into its place in y: the same

@@ -24,3 +24,19 @@ def test_column_blocks_give_the_one_matmuls_numbers(bias):
         assert torch.allclose(blocked, whole, atol=1e-5, rtol=0)
         assert torch.equal(blocked, layer.by_column_blocks(x.reshape(-1, 24)).view(3, 9, -1))
         assert blocked.shape == (3, 9, layer.weight.size(1))
+
+
+def test_under_autocast_the_one_matmul_runs_as_autocast_says():
+    """Autocast passes by a matmul given out=, so blocks would multiply in fp32, or fail on a
+    bf16 input (a bf16 training run's evaluation under no_grad): there Linear keeps its one matmul."""
+    torch.manual_seed(0)
+    layer = Linear(24, 2 * Linear.COLUMN_BLOCK + 5)
+    torch.nn.init.normal_(layer.weight)
+    x = torch.randn(3, 9, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        whole = layer(x)  # under autograd: one matmul, in bf16
+        with torch.no_grad():
+            for given in (x, x.bfloat16()):
+                out = layer(given)
+                assert out.dtype == torch.bfloat16
+                assert torch.equal(out, whole)
