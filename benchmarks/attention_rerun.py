@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import paired_ratio  # benchmarks/ is on sys.path as the script folder
+
 REPO = Path(__file__).resolve().parents[1]
 LENGTHS = (128, 256)
 MODEL = "smollm2-135m"
@@ -115,8 +117,7 @@ def main() -> None:
             line = f"{read:>4} tokens: " + ", ".join(f"{name} {statistics.median(t) * 1000:.1f} ms" for name, t in
                                                      times.items())
             if args.compare:
-                ratio = statistics.median(c / t for t, c in zip(times["this"], times["compare"]))
-                line += f"; compare / this {ratio:.2f}x (median of the paired ratios)"
+                line += f"; compare / this {paired_ratio(times, 'compare', 'this'):.2f}x (median of the paired ratios)"
             print(line, flush=True)
         for process in workers.values():
             process.stdin.close()
