@@ -73,7 +73,6 @@ def attention_pass(
     if layer is not None and not 0 <= layer < model.config.n_layer:
         raise ValueError(f"the model has layers 0 to {model.config.n_layer - 1}, not {layer}")
     kept: dict[str, torch.Tensor] = {}
-    last = model.config.n_layer - 1 if layer is None else layer
 
     def keep_all(at: int, steps: AttentionSteps) -> None:
         for part in parts:
@@ -81,7 +80,7 @@ def attention_pass(
             if part not in kept:
                 kept[part] = torch.empty(model.config.n_layer, *one.shape)  # float32 on the CPU
             kept[part][at] = one
-        if at == last:
+        if at == model.config.n_layer - 1:
             raise _Kept
 
     def keep_one(at: int, steps: AttentionSteps) -> None:

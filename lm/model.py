@@ -114,7 +114,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.embed(idx, start))
         attention = [] if probe.explain and probe.keep_steps is None else None
         residuals = [] if probe.residuals else None
-        for layer, block in enumerate(self.transformer.h):
+        for block in self.transformer.h:
             x, steps = block(x, probe)  # a probe's keep_steps is handed them by the attention layer itself
             if attention is not None:
                 attention.append(steps)
