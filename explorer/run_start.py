@@ -14,6 +14,7 @@ from explorer.train_form import run_form
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
+from lm.data import CORPORA
 from lm.device import device_precision, resolve_device
 from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds
 from lm.model import GPTConfig
@@ -68,12 +69,13 @@ NOT_THE_FORM = ("train_compare",)  # the runs table's address parameter, not an 
 def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
     """The form for a new run in an expander, open at first while no run is watched and either there
     is no run yet or the address sets the form up (a lesson's step, a shared link). Closed, the form
-    is not drawn at all: its seventy-odd elements would be redrawn on every rerun of the page. Its
-    settings are kept meanwhile (Streamlit keeps a bound widget's value while it is not drawn)."""
+    is not drawn: its seventy-odd elements would be redrawn on every rerun of the page. Its settings
+    are kept meanwhile (Streamlit keeps a bound widget's value while it is not drawn), but not an
+    uploaded file or a text too long for the address: while the text is one of those, it is drawn."""
     linked = any(key.startswith("train_") and key not in NOT_THE_FORM for key in st.query_params)
     opens = not watching and (not listed or linked)
     expander = st.expander("➕ Start a new run", expanded=opens, key="train_new_run", on_change="rerun")
-    if not expander.open:
+    if not expander.open and not holds_its_own_text():
         return
     with expander:
         chosen = run_form()  # the inputs, then the run they plan, checked once
@@ -82,6 +84,12 @@ def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
         else:
             choice, name_base = chosen
             start_section(plan_run(choice), listed, name_base)
+
+
+def holds_its_own_text() -> bool:
+    """Whether the form's text is an upload or a paste rather than a corpus of the app's."""
+    source = st.session_state.get("train_source")  # explorer.widgets.corpus_input("train")'s choice
+    return source is not None and all(source != corpus.title for corpus in CORPORA.values())
 
 
 def start_section(plan: RunPlan | None, listed: list[runs.RunInfo], name_base: str = "run") -> None:

@@ -294,6 +294,28 @@ def test_the_form_is_closed_and_not_drawn_while_runs_exist_unless_a_link_sets_it
     assert at.number_input(key="train_max_steps").value == 77
 
 
+def test_a_closed_form_keeps_an_uploaded_or_a_long_pasted_text(app_dirs):
+    """Streamlit forgets an upload, and a paste too long for the address, whose widget is not drawn:
+    while the form's text is one of those, the closed form is still drawn."""
+    fake_run(app_dirs / "runs", "old", state="finished")
+    text = "To be, or not to be: that is the question. " * 200  # far more than a link keeps
+    at = open_train()
+    at.session_state["train_new_run"] = True
+    at.run()
+    at.radio(key="train_source").set_value("Paste text").run()
+    at.text_area(key="train_paste").set_value(text).run()
+    for is_open in (False, True):
+        at.session_state["train_new_run"] = is_open
+        at.run()
+    assert at.text_area(key="train_paste").value == text
+    at.radio(key="train_source").set_value("Upload a file").run()
+    at.file_uploader(key="train_upload").set_value(("mine.txt", text.encode(), "text/plain")).run()
+    for is_open in (False, True):
+        at.session_state["train_new_run"] = is_open
+        at.run()
+    assert not at.exception and at.file_uploader(key="train_upload").value.name == "mine.txt"
+
+
 def test_the_table_shows_progress_as_of_its_last_refresh_and_a_new_state_at_once(app_dirs, monkeypatch):
     """A rerun within the table's refresh interval sends the same table (the browser redraws nothing);
     after it, or when a run's state changes, the table reads the runs again."""
