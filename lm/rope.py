@@ -38,13 +38,15 @@ def rotation_at(start: int, length: int, dims: int, base: float, device: torch.d
     under autograd they are made afresh, as nothing made in inference mode may enter a
     backward pass."""
     if torch.is_grad_enabled() or length * dims > KEPT_MAX_NUMBERS:
-        return rotation(torch.arange(start, start + length, device=device), dims, base)
+        return _rotation_from(start, length, dims, base, device)
     return _kept_rotation(start, length, dims, base, device)
 
 
-@lru_cache(maxsize=16)  # a pass's few (dims, base) pairs; generation moves start by one a step
-def _kept_rotation(start: int, length: int, dims: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotation_from(start: int, length: int, dims: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return rotation(torch.arange(start, start + length, device=device), dims, base)
+
+
+_kept_rotation = lru_cache(maxsize=16)(_rotation_from)  # a pass's few (dims, base) pairs; generation moves start by one a step
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
