@@ -122,3 +122,12 @@ def test_one_thread_leaves_a_running_thread_its_count():
         other.join(timeout=10)
     assert seen == [2, 2]
     assert torch.get_num_threads() == 2
+
+
+def test_one_thread_gives_the_count_back_when_the_pass_fails():
+    """A step that raises (a context overrun, a broken model) must not leave its thread on one."""
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="broken"), one_thread():
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("broken")
+    assert torch.get_num_threads() == 2
