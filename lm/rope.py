@@ -46,7 +46,8 @@ def _rotation_from(start: int, length: int, dims: int, base: float, device: torc
     return rotation(torch.arange(start, start + length, device=device), dims, base)
 
 
-_kept_rotation = lru_cache(maxsize=16)(_rotation_from)  # a pass's few (dims, base) pairs; generation moves start by one a step
+# a pass's few (dims, base) pairs; generation moves start by one a step
+_kept_rotation = lru_cache(maxsize=16)(_rotation_from)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
