@@ -89,9 +89,10 @@ def startup_seconds() -> float:
 
 
 def measure_costs(cfg: TrainConfig, model_config: GPTConfig, budget: float = BUDGET_S) -> StepCosts:
-    """Time the run's pieces with its own threads (the server's are restored afterwards). The
-    thread count is the whole process's: one timing at a time, or two sessions timing at once
-    would leave the server with the other's count (and each slow the other's figures)."""
+    """Time the run's pieces with its own threads (the server's are restored afterwards). A thread
+    count set here is this thread's and the one new threads start with (lm.generate.one_thread):
+    one timing at a time, or two sessions timing at once would each slow the other's figures and
+    could leave new threads the other's count."""
     with timing_threads(cfg.threads):
         return _Timing(cfg, model_config).costs(budget)
 
