@@ -64,16 +64,21 @@ def show_estimates(plan: RunPlan) -> None:
 
 
 NOT_THE_FORM = ("train_compare",)  # the runs table's address parameter, not an input of the form
+OPENS = "train_new_run_opens"  # session key: whether the form opens on this visit to the page, while no run is watched
 
 
 def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
     """The form for a new run in an expander, open at first while no run is watched and either there
-    is no run yet or the address sets the form up (a lesson's step, a shared link). Closed, the form
-    is not drawn: its seventy-odd elements would be redrawn on every rerun of the page. Its settings
-    are kept meanwhile (Streamlit keeps a bound widget's value while it is not drawn), but not an
-    uploaded file or a text too long for the address: while the text is one of those, it is drawn."""
-    linked = any(key.startswith("train_") and key not in NOT_THE_FORM for key in st.query_params)
-    opens = not watching and (not listed or linked)
+    is no run yet or the address sets the form up (a lesson's step, a shared link): decided once a
+    visit, since the address changes with the form's settings (one put back to its default closed
+    the form under the user's hands). Closed, the form is not drawn: its seventy-odd elements would
+    be redrawn on every rerun of the page. Its settings are kept meanwhile (Streamlit keeps a bound
+    widget's value while it is not drawn), but not an uploaded file or a text too long for the
+    address: while the text is one of those, it is drawn."""
+    if "train_new_run" not in st.session_state:  # the expander's first draw on this visit
+        linked = any(key.startswith("train_") and key not in NOT_THE_FORM for key in st.query_params)
+        st.session_state[OPENS] = not listed or linked
+    opens = not watching and st.session_state[OPENS]
     expander = st.expander("➕ Start a new run", expanded=opens, key="train_new_run", on_change="rerun")
     if not expander.open and not holds_its_own_text():
         return

@@ -294,6 +294,17 @@ def test_the_form_is_closed_and_not_drawn_while_runs_exist_unless_a_link_sets_it
     assert at.number_input(key="train_max_steps").value == 77
 
 
+def test_whether_the_form_opens_is_decided_once_a_visit(app_dirs):
+    """The address changes with the form's settings: a setting put back to its default leaves it,
+    and the form must not close under the user's hands then."""
+    fake_run(app_dirs / "runs", "old", state="finished")
+    at = open_train(train_seed=7)  # a shared link sets the form up: it opens
+    assert any(widget.key == "train_start" for widget in at.button)
+    del at.query_params["train_seed"]  # as when the seed is put back to its default
+    at.run()
+    assert not at.exception and any(widget.key == "train_start" for widget in at.button)
+
+
 def test_a_closed_form_keeps_an_uploaded_or_a_long_pasted_text(app_dirs):
     """Streamlit forgets an upload, and a paste too long for the address, whose widget is not drawn:
     while the form's text is one of those, the closed form is still drawn."""
