@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import presenter, runs
+from explorer import presenter, run_list, run_watch, runs
 from explorer.run_list import Listing, import_section, runs_section
 from explorer.run_start import new_run_section
 from explorer.run_watch import live_view, watched_run
@@ -14,9 +14,11 @@ presenter.page_title(
 )
 watched = watched_run()
 if watched is not None:
-    st.fragment(live_view, run_every=1.0 if watched.active else None)(watched.name, watched.active)
+    st.fragment(live_view, run_every=run_watch.REFRESH_S if watched.active else None)(watched.name, watched.active)
 listed = runs.list_runs()  # once per rerun: the form's limits and the table below share it
 new_run_section(watched is not None, listed)
 with st.expander("📥 Import a run"):  # before the table, so an imported run is in it at once
     imported = import_section()
-st.fragment(runs_section, run_every=3.0 if any(info.active for info in listed) else None)(Listing(None if imported else listed))
+st.fragment(runs_section, run_every=run_list.REFRESH_S if any(info.active for info in listed) else None)(
+    Listing(None if imported else listed)
+)

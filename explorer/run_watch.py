@@ -27,7 +27,8 @@ from lm.device import resolve_device
 from lm.run_folder import read_samples, tokenizer_vocab_size
 
 REPO = Path(__file__).resolve().parents[1]
-FRESH_S = 0.8  # under the view's 1-second refresh
+REFRESH_S = 1.0  # how often the watched run's view rereads its folder while it trains
+FRESH_S = REFRESH_S - 0.2  # under it, so that every refresh reads
 LINKED_PAGES = {"app_pages/attention.py": "Look at its attention", "app_pages/generate.py": "Generate text with it"}
 
 
