@@ -24,7 +24,7 @@ METHODS = {  # the CLI's method: (title on the page, what it teaches)
     "instruct": ("Follow instructions", "answers to instructions in the Alpaca template, the loss on the answers only"),
     "dpo": ("Prefer answers (DPO)", "of two answers to each prompt, make the chosen one likelier than the rejected"),
 }
-LORA_TARGETS = {"attn": "attention (q, k, v and output)", "mlp": "MLP (both layers, in every expert)"}
+LORA_TARGETS = {"attn": "attention (q, k, v and output)", "mlp": "MLP (both layers)"}
 
 
 @dataclass(frozen=True)
