@@ -95,6 +95,24 @@ def test_cached_logits_equal_a_full_pass(switches):
     torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_outside_autograd_on_two_threads_every_path_gives_the_same_numbers(switches):
+    """There lm.attention.Linear hands on its products as transposed views: every part after
+    it (norms, heads, rotary, windows, the MLPs) must take them as they come."""
+    model, x = build(**switches), ids(20)
+    fused, explained = model(x).logits, model(x, probe=Probe(explain=True))
+    pass_weights = explained.attention[0].weights
+    torch.set_num_threads(2)  # the one_thread fixture puts 1 back
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x).logits, fused, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x, probe=Probe(explain=True)).logits, fused, atol=1e-5, rtol=1e-5)
+        page = inspect.attention_pass(model, x[0].tolist(), ("weights",))
+        torch.testing.assert_close(page["weights"][0], pass_weights[0], atol=1e-5, rtol=1e-5)
+        cache = KVCache(model.config.n_layer, model.config.block_size)
+        first = model(x[:, :11], probe=Probe(cache=cache)).logits
+        rest = [model(x[:, t : t + 1], probe=Probe(cache=cache)).logits for t in range(11, 20)]
+        torch.testing.assert_close(torch.cat([first, *rest], dim=1), fused, atol=1e-5, rtol=1e-5)
+
+
 def test_head_ablation_on_both_paths(switches):
     model, x = build(**switches), ids(12)
     ones = torch.ones(model.config.n_layer, model.config.n_head)

@@ -1,5 +1,6 @@
-"""lm.attention.Linear multiplies a wide W in blocks of columns when it runs on many tokens
-outside autograd (faster on a CPU); the numbers must be those of the one matmul."""
+"""lm.attention.Linear, on many tokens outside autograd on a CPU, multiplies in the order that
+was faster there: transposed on several threads, a wide W in blocks of columns on one. The
+numbers must be those of the one matmul."""
 
 from __future__ import annotations
 
@@ -26,6 +27,25 @@ def test_column_blocks_give_the_one_matmuls_numbers(bias):
         assert blocked.shape == (3, 9, layer.weight.size(1))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_on_several_threads_the_transposed_product_gives_the_one_matmuls_numbers(bias):
+    torch.manual_seed(0)
+    layer = Linear(24, 40, bias=bias)
+    torch.nn.init.normal_(layer.weight)
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    x = torch.randn(3, 9, 24)
+    whole = layer(x)
+    torch.set_num_threads(2)  # the one_thread fixture puts 1 back
+    with torch.inference_mode():
+        out = layer(x)
+    assert out.shape == (3, 9, 40) and out.stride(-1) == 27  # the transposed view: tokens side by side
+    assert torch.allclose(out, whole, atol=1e-5, rtol=0)
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        assert layer(x).is_contiguous()  # one thread, narrow W: the one matmul
+
+
 def test_under_autocast_the_one_matmul_runs_as_autocast_says():
     """Autocast passes by a matmul given out=, so blocks would multiply in fp32, or fail on a
     bf16 input (a bf16 training run's evaluation under no_grad): there Linear keeps its one matmul."""
@@ -33,6 +53,7 @@ def test_under_autocast_the_one_matmul_runs_as_autocast_says():
     layer = Linear(24, 2 * Linear.COLUMN_BLOCK + 5)
     torch.nn.init.normal_(layer.weight)
     x = torch.randn(3, 9, 24)
+    torch.set_num_threads(2)  # neither order runs under autocast, on any number of threads
     with torch.autocast("cpu", dtype=torch.bfloat16):
         whole = layer(x)  # under autograd: one matmul, in bf16
         with torch.no_grad():

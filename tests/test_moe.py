@@ -203,3 +203,15 @@ def test_a_tiny_moe_model_trains_and_logs_its_balance_loss(tmp_path, shakespeare
     assert lines[-1]["train_loss"] < lines[0]["train_loss"] - 0.5
     assert all(1.0 <= line["balance_loss"] <= 4.0 and math.isfinite(line["balance_loss"]) for line in lines)
     assert load_checkpoint(tmp_path / "run").model.config.n_experts == 4
+
+
+def test_outside_autograd_on_two_threads_the_experts_give_the_same_numbers():
+    """lm.attention.Linear's transposed products there reach the router and each expert's rows."""
+    model, x = build(), torch.randint(61, (2, 20), generator=torch.Generator().manual_seed(1))
+    routes = []
+    reference = model(x, probe=Probe(routes=routes)).logits
+    torch.set_num_threads(2)  # the one_thread fixture puts 1 back
+    with torch.inference_mode():
+        again = []
+        torch.testing.assert_close(model(x, probe=Probe(routes=again)).logits, reference, atol=1e-5, rtol=1e-5)
+    assert [torch.equal(a.experts, b.experts) for a, b in zip(again, routes)] == [True] * len(routes)
