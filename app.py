@@ -23,5 +23,5 @@ page.run()
 warm_up.start_once()  # once the first page is drawn: the other pages' imports, in the background
 # After the page (a page that stops early has nothing to share): the link then has its last changes.
 with st.sidebar:
-    url_state.copy_link()
+    url_state.copy_link(page.title)
     lesson_builder(page.title)

@@ -13,10 +13,11 @@ from explorer.lessons import BY_TITLE, MAX_LESSON_BYTES, Lesson, LessonError, St
 from explorer.lesson_steps import UPLOADED, step_link
 from explorer.plain_text import plain
 from explorer.prepare import lesson_readiness
-from explorer.url_state import current_params
+from explorer.url_state import page_params
 from explorer.widgets import file_stem
 
 DRAFT = "lesson_draft"  # session key: the steps collected so far by lesson_builder
+HIDEABLE = "lesson_hideable"  # session key: {page title: the controls it has drawn in this session}
 
 
 def lesson_card(lesson: Lesson, key: str) -> None:
@@ -62,7 +63,7 @@ def lesson_builder(page_title: str) -> None:
                    "Open the downloaded file on the Home page.")
         if page_title.lower() in BY_TITLE:
             st.text_input("This step's label", key="lesson_step_label", placeholder=page_title)
-            choices = presenter.drawn_controls()
+            choices = hideable(page_title)
             st.session_state["lesson_hide"] = [n for n in st.session_state.get("lesson_hide", presenter.hidden()) if n in choices]
             st.multiselect("Hide from the students", choices, key="lesson_hide", format_func=control_label,
                            help="These controls keep the values you set, but students following the lesson do not see them.")
@@ -86,12 +87,20 @@ def lesson_builder(page_title: str) -> None:
 
 def _add_step(page_title: str) -> None:
     """The add button's callback (it runs before the page, so the count above is already right)."""
-    params = current_params()
+    params = page_params(page_title)
     params.pop(presenter.HIDE, None)
     params.pop(presenter.PARAM, None)
     label = st.session_state.get("lesson_step_label", "").strip() or page_title
     hide = tuple(st.session_state.get("lesson_hide", presenter.hidden()))
     st.session_state[DRAFT].append(Step(page_title, label, params, hide))
+
+
+def hideable(page_title: str) -> list[str]:
+    """The controls a step of this page can hide: those it drew in this run and before, so the
+    controls of a form folded now (the Train page's) can still be chosen, and stay chosen."""
+    seen = st.session_state.setdefault(HIDEABLE, {}).setdefault(page_title, [])
+    seen += [name for name in presenter.drawn_controls() if name not in seen]
+    return list(seen)
 
 
 def control_label(name: str) -> str:

@@ -8,11 +8,16 @@ default used. Switching pages drops the other page's parameters and restores thi
 when you come back, while parameters bound by app.py (the presenter view) follow every page.
 Read a page's own keys at its `bind=` arguments.
 
-This module adds what Streamlit lacks: keeping long texts out of links, and a link to copy.
+Streamlit also drops the parameter of a widget the page does not draw in a run (a folded form,
+a tab not open, a control shown only for some choices), though the session keeps its value and
+the widget shows it again when drawn. This module adds what Streamlit lacks: a page's link and
+lesson steps that keep those settings (page_params), keeping long texts out of links, and a link
+to copy.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -27,6 +32,7 @@ BIND = "query-params"
 # links, and a URL over 64 KB is refused by the server outright when the page is reloaded.
 MAX_TEXT_IN_LINK = 2_000
 LEFT_OUT = "url_left_out"  # session key: labels of the texts left out of this run's link
+KEPT = "url_kept"  # session key: {page: {parameter: (its text in the link, the value the session held)}}
 
 
 def begin_run() -> None:
@@ -75,18 +81,34 @@ def current_params() -> dict[str, str | list[str]]:
     return params
 
 
+def page_params(page: str) -> dict[str, str | list[str]]:
+    """The page's settings for its link and its lesson steps: its URL parameters (current_params)
+    and those Streamlit dropped from the URL since their widget is not drawn now, while the session
+    still holds the value they had (so a setting put back to its default, or a text grown too long
+    for a link, stays out). Kept per page: the widgets of other pages keep their values too.
+    Only a widget's parameter is kept: the others (?run=, ?lesson=) have no session value."""
+    state = st.session_state
+    kept = state.setdefault(KEPT, {})
+    params = current_params()
+    missing = object()
+    params |= {key: text for key, (text, value) in kept.get(page, {}).items()
+               if key not in params and state.get(key, missing) == value}
+    kept[page] = {key: (text, copy.deepcopy(state[key])) for key, text in params.items() if key in state}
+    return params
+
+
 def link(page_url: str, params: Mapping[str, str | list[str]]) -> str:
     """The page's address with `params` as its query string (any old query string replaced)."""
     scheme, host, path, _, _ = urlsplit(page_url)
     return urlunsplit((scheme, host, path, urlencode(params, doseq=True), ""))
 
 
-def copy_link() -> None:
-    """A popover with this page's link in a code box: its copy button is the copy-link button
-    (Streamlit has no clipboard API). Drawn after the page, so the link has the page's last changes."""
+def copy_link(page: str) -> None:
+    """A popover with the link of `page` (its title) in a code box: its copy button is the copy-link
+    button (Streamlit has no clipboard API). Drawn after the page, so the link has the page's last changes."""
     with st.popover("🔗 Copy link", width="stretch"):
         st.caption("This page with its settings, to share or to open on another computer:")
-        st.code(link(st.context.url or "", current_params()), language=None, wrap_lines=True)
+        st.code(link(st.context.url or "", page_params(page)), language=None, wrap_lines=True)
         left_out = st.session_state.get(LEFT_OUT)
         if left_out:
             st.caption(f"Left out, too long for a link: {', '.join(dict.fromkeys(left_out))}.")

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer import presenter
+from explorer.lesson_widgets import DRAFT
 from explorer.url_state import LEFT_OUT, MAX_TEXT_IN_LINK, link
 from explorer.widgets import figure_html
 from tests.checkpoints import make_checkpoint
@@ -223,3 +224,71 @@ def test_the_html_export_is_a_standalone_page_with_the_figure():
     assert "<script src=" not in page and len(page) > 1_000_000  # plotly.js inlined: the file opens offline
     call = page[page.index("Plotly.newPlot("):]
     assert '"x":["alpha","beta"]' in call and '"y":[0.25,0.75]' in call and '"text":"Next token"' in call
+
+
+def folding_page():
+    """Two settings in a section that folds away, as the Train page's form does when runs exist."""
+    import streamlit as st
+
+    from explorer.url_state import BIND, page_params
+
+    if st.toggle("Show the form", value=True, key="show"):
+        st.number_input("Steps", value=10, key="steps", bind=BIND)
+        st.text_input("Name", key="name", bind=BIND)
+    st.session_state["shared"] = page_params("Folding")
+
+
+def test_a_folded_setting_stays_in_the_link_while_the_session_holds_it():
+    at = AppTest.from_function(folding_page, default_timeout=60)
+    at.query_params.update({"steps": "12", "name": "mine", "run": "old"})
+    at.run()
+    assert at.session_state["shared"] == {"steps": "12", "name": "mine", "run": "old"}
+    at.toggle(key="show").set_value(False).run()
+    del at.query_params["run"]  # a parameter no widget holds goes with the address
+    at.run()
+    assert not at.exception, at.exception
+    assert "steps" not in at.query_params  # Streamlit dropped the folded widget's parameter ...
+    assert at.session_state["shared"] == {"steps": "12", "name": "mine"}  # ... the link keeps it
+    at.session_state["name"] = ""  # put back to its default while folded: out of the link
+    at.run()
+    assert at.session_state["shared"] == {"steps": "12"}
+    at.toggle(key="show").set_value(True).run()
+    assert at.number_input(key="steps").value == 12
+
+
+
+def copied_link(at: AppTest) -> str:
+    return next(code.value for code in at.sidebar.code)
+
+
+def test_the_train_form_folded_keeps_its_settings_in_the_link_and_the_lesson(app_dirs):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("app_pages/train.py")
+    at.query_params.update({"train_max_steps": "123", "hide": "train_seed"})
+    at.run()
+    assert at.number_input(key="train_max_steps").value == 123  # no run yet: the form is open
+    at.session_state["train_new_run"] = False  # the teacher folds it
+    at.run()
+    at.run()
+    assert not at.exception, at.exception
+    assert not [w for w in at.number_input if w.key == "train_max_steps"]  # folded: not drawn
+    assert "train_max_steps" not in at.query_params
+    assert parse_qs(urlsplit(copied_link(at)).query)["train_max_steps"] == ["123"]
+    assert {"seed", "lr"} <= set(at.multiselect(key="lesson_hide").options)  # its controls can still be hidden
+    assert at.multiselect(key="lesson_hide").value == ["train_seed"]
+    at.button(key="lesson_add").click().run()
+    assert not at.exception, at.exception
+    step = at.session_state[DRAFT][-1]
+    assert step.params["train_max_steps"] == "123" and step.hide == ("train_seed",)
+
+
+def test_another_pages_settings_stay_out_of_the_link(two_models):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.switch_page("app_pages/generate.py")
+    at.query_params["gen_temperature"] = "1.5"
+    at.run()
+    assert "gen_temperature=1.5" in copied_link(at)
+    at.switch_page("app_pages/tokenizer.py").run()
+    assert not at.exception, at.exception
+    assert at.session_state["gen_temperature"] == 1.5  # the session keeps it for Generate ...
+    assert "gen_" not in copied_link(at)  # ... and the Tokenizer page's link leaves it out
