@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 import stat
@@ -24,6 +23,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from explorer.paths import runs_root
+from explorer.run_recorded import best_val_loss
 from explorer.runs import RunError, name_problem, run_folder
 from lm.atomic import is_temporary, write_json
 from lm.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
@@ -198,9 +198,8 @@ def _check_run(folder: Path) -> dict:
 def _progress(folder: Path) -> dict:
     """How far the run got, from its metrics (the archive's status.json is not taken)."""
     metrics = [json.loads(line) for line in _lines(folder / METRICS_FILE)]
-    losses = [r["val_loss"] for r in metrics if _is_number(r.get("val_loss")) and math.isfinite(r["val_loss"])]
-    progress = {"step": metrics[-1]["step"] if metrics else 0}
-    return {**progress, "best_val_loss": min(losses)} if losses else progress
+    progress, best = {"step": metrics[-1]["step"] if metrics else 0}, best_val_loss(metrics)
+    return progress if best is None else {**progress, "best_val_loss": best}
 
 
 def _lines(path: Path) -> list[str]:

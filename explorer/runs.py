@@ -25,6 +25,7 @@ import psutil
 
 from explorer import workspace
 from explorer.paths import check_name, runs_root
+from explorer.run_recorded import recorded
 from lm.atomic import write_json, write_text
 from lm.checkpoint import WEIGHTS_FILE, has_checkpoint
 from lm.plan import RunPlan
@@ -54,7 +55,8 @@ class RunInfo:
     best_val_loss: float | None = None
     started: float | None = None  # unix time
     stop_requested: bool = False
-    options: dict = field(default_factory=dict)  # the TrainConfig it was started with
+    options: dict = field(default_factory=dict)  # the TrainConfig it was started with (explorer.run_recorded)
+    model: dict = field(default_factory=dict)  # its model's n_layer, n_head, n_embd and block_size, as far as known
     queue_position: int | None = None  # while queued: 1 is next
     wait_seconds: float | None = None  # while queued: a guess, None while there is nothing to guess from
 
@@ -226,11 +228,12 @@ def run_info(folder: Path) -> RunInfo:
                     f"restarted){kept}"
                 )
         error = status.get("error") or error
+    known = recorded(folder, status)
     return RunInfo(
         name=workspace.run_name(folder), folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
-        error=error, best_val_loss=status.get("best_val_loss"),
+        error=error, best_val_loss=known.best_val_loss,
         started=launch.get("started") or folder.stat().st_mtime, stop_requested="stop_requested" in launch,
-        options=read_record(folder / TRAIN_CONFIG_FILE) or {},
+        options=known.options, model=known.model,
         queue_position=status.get("position") if state == "queued" else None, wait_seconds=status.get("wait_seconds"),
     )
 

@@ -209,11 +209,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def describe_model(options: dict) -> str:
-    """"2 layers × 64 wide, 2 heads" from a run's TrainConfig fields."""
-    if not all(k in options for k in ("n_layer", "n_head", "n_embd")):
+def describe_model(model: dict) -> str:
+    """"2 layers × 64 wide, 2 heads" from a model's n_layer, n_embd and n_head ("" unless all are known)."""
+    if not all(k in model for k in ("n_layer", "n_head", "n_embd")):
         return ""
-    return f"{_count(options['n_layer'], 'layer')} × {options['n_embd']} wide, {_count(options['n_head'], 'head')}"
+    return f"{_count(model['n_layer'], 'layer')} × {model['n_embd']} wide, {_count(model['n_head'], 'head')}"
 
 
 def _short_source(value: str | None) -> str:
@@ -224,7 +224,8 @@ def _short_source(value: str | None) -> str:
 
 
 def runs_table(infos: list) -> list[dict]:
-    """One row per run (explorer.runs.RunInfo, newest first), narrow enough for a projector."""
+    """One row per run (explorer.runs.RunInfo, newest first), narrow enough for a projector: the
+    model it trained and its best loss as the run recorded them, however it was started."""
     rows = []
     for info in infos:
         best = info.best_val_loss
@@ -234,8 +235,8 @@ def runs_table(infos: list) -> list[dict]:
                 "status": state_label(info.state),
                 "step": f"{info.step:,} / {info.max_steps:,}" if info.max_steps else f"{info.step:,}",
                 "best val loss": round(best, 3) if isinstance(best, (int, float)) and math.isfinite(best) else None,
-                "model": describe_model(info.options),
-                "context": info.options.get("block_size"),
+                "model": describe_model(info.model),
+                "context": info.model.get("block_size"),
                 "data · tokenizer": " · ".join(filter(None, (_short_source(info.options.get(k)) for k in ("data", "tokenizer")))),
             }
         )

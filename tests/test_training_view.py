@@ -121,16 +121,20 @@ def test_progress_text():
 
 
 def test_runs_table_rows():
-    options = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "data": "/runs/a/data.txt", "tokenizer": "bpe:512"}
+    """The model and context columns show the model the run resolved (RunInfo.model), not the options it was given
+    (the command line's defaults name none; explorer.run_recorded fills both: tests/test_runs_recorded.py)."""
+    options = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "data": "/runs/a/data.txt", "tokenizer": "bpe:512"}
+    model = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64}
     infos = [
-        RunInfo("a", Path("/runs/a"), "finished", step=600, max_steps=600, best_val_loss=1.23456, started=1.7e9, options=options),
+        RunInfo("a", Path("/runs/a"), "finished", step=600, max_steps=600, best_val_loss=1.23456, started=1.7e9, options=options,
+                model=model),
         RunInfo("b", Path("/runs/b"), "died", step=30, max_steps=None, options={"data": "tinyshakespeare"}),
-        RunInfo("c", Path("/runs/c"), "stopped", options={"n_layer": 1, "n_head": 1, "n_embd": 32}),
+        RunInfo("c", Path("/runs/c"), "stopped", model={"n_layer": 1, "n_head": 1, "n_embd": 32}),
     ]
     a, b, c = runs_table(infos)
     assert a["run"] == "a" and a["status"] == "✅ finished" and a["step"] == "600 / 600" and a["best val loss"] == 1.235
     assert a["model"] == "2 layers × 64 wide, 2 heads" and a["context"] == 64
     assert a["data · tokenizer"] == "data.txt · bpe:512"
     assert b["status"] == "💀 died" and b["step"] == "30" and b["best val loss"] is None and b["data · tokenizer"] == "tinyshakespeare"
-    assert b["model"] == "" and b["context"] is None
-    assert c["model"] == "1 layer × 32 wide, 1 head" and c["step"] == "0"
+    assert b["model"] == "" and b["context"] is None  # died before its first checkpoint: nothing says which model
+    assert c["model"] == "1 layer × 32 wide, 1 head" and c["step"] == "0" and c["context"] is None
