@@ -29,7 +29,8 @@ def add_finetune_parser(commands) -> None:
         shown, other = defaults(method), defaults(method, "")
         parser = methods.add_parser(method, help=f"defaults: {', '.join(f'{k} {v}' for k, v in shown.items())}" + (
             f"; on other data: {', '.join(f'{k} {v}' for k, v in other.items() if k != 'data')}" if other != shown else ""))
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
+                            "with its own settings (flags given change them) and the LoRA layers it saved")
         for f in option_fields():
             flag = "--from" if f.name == "source" else "--" + f.name.replace("_", "-")
             kind = int if "int" in str(f.type) else float if "float" in str(f.type) else str
@@ -53,6 +54,10 @@ def cmd_finetune(args) -> None:
     except (ValueError, OSError) as exc:  # DataError, CheckpointError, bad options: nothing has been written
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(BAD_INPUT) from None
+    if run.cfg.lora_targets != cfg.lora_targets and run.world.is_main:  # resumed on the layers its adapter holds
+        print(f"note: {cfg.out} saved LoRA adapters on layers that --lora-targets {cfg.lora_targets} does not name "
+              f"exactly (as in a run on a mixture of experts from before mlp stopped adapting the router): it resumes "
+              f"on the layers it saved, as --lora-targets {run.cfg.lora_targets}")
     try:
         with training_slot(run.cfg.out, run.cfg.max_steps):  # waits in line when the app shares the machine's slots
             train_and_report(run)

@@ -73,8 +73,10 @@ class FinetuneConfig:
     trainable_blocks: int | None = option(None, "train only the last N blocks and the final norm (and a new head)")
     lora_rank: int = option(0, "LoRA rank (0: no LoRA, every parameter may train)")
     lora_alpha: float | None = option(None, "LoRA alpha: the update is scaled by alpha / rank (default 2 x rank)")
-    lora_targets: str = option("attn,mlp", "the layers LoRA adapts: attn, mlp (a mixture of experts: every "
-                                "expert, not the router), or names such as attn.c_attn, mlp.router")
+    lora_targets: str = option("attn,mlp", "the layers LoRA adapts: attn (each block's query-key-value and output "
+                                "matrices), mlp (each block's two layers; in a mixture of experts every expert's two, "
+                                "not the router), or names: attn.c_attn, mlp.c_fc (every expert's), mlp.router, "
+                                "mlp.experts.0.c_fc (expert 0's alone), h.0.attn (block 0's alone)")
     lora_save: str = option("merge", "merge: the adapter folded into ordinary weights; adapter: also keep it apart "
                             "(adapter.safetensors)")
     beta: float = option(0.1, "DPO: how far from the reference model the preferences may pull (higher: less far)")

@@ -16,8 +16,9 @@ averaged before the step (by hand: the methods call the model in their own ways,
 classifier's hidden states, which DDP's wrapper would not see), and process 0 writes the run.
 
 Resuming rebuilds the model as at the start (the source checkpoint, the new head, the LoRA
-layers), then puts back what trained: the run's own weights, or with LoRA the trainable
-tensors kept in state.pt (the checkpoint holds them merged, which cannot be undone exactly)."""
+layers: those state.pt's adapter holds, lm.finetune.lora.resume_targets), then puts back what
+trained: the run's own weights, or with LoRA the trainable tensors kept in state.pt (the
+checkpoint holds them merged, which cannot be undone exactly)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from lm.checkpoint import CONFIG_FILE, TIED, WEIGHTS_FILE, load_checkpoint, read
 from lm.data import DataError
 from lm.device import resolve_device
 from lm.finetune.config import FinetuneConfig
-from lm.finetune.lora import adapter_state, apply_lora, count_trainable, merge_lora
+from lm.finetune.lora import adapter_state, apply_lora, count_trainable, merge_lora, resume_targets
 from lm.finetune.methods import build_method
 from lm.model import GPT
 from lm.moe import MoE, Route, balance_loss
@@ -107,8 +108,11 @@ class FinetuneRun:
         self.method = build_method(cfg, source.model, self.tokenizer)  # reads the data: bad data stops here
         self.method.world = world
         self.model = self.method.model
-        self._choose_trainable()
         state = self.run.resume_state() if resume else None
+        if state is not None and cfg.lora_rank:  # the layers its adapter holds, which older targets named otherwise
+            cfg.lora_targets = resume_targets(self.model, state.get("trainable") or {}, cfg.lora_targets,
+                                              resume_settings(cfg.out).lora_targets, cfg.lora_rank)
+        self._choose_trainable()
         if state is not None:
             self._restore_weights(state)
         self.model.to(self.device)
