@@ -46,7 +46,7 @@ FIRST_VIEW = """([heading, chart]) => {
   const drawn = main.querySelector('[data-testid="stPlotlyChart"] .main-svg');
   return chart ? !!drawn : !main.querySelector('[data-testid="stPlotlyChart"]');
 }"""
-HEADINGS = {"": "LLM Explorer", "Home": "LLM Explorer"}  # else the page's name
+HEADINGS = {"": "LLM Explorer", "Home": "LLM Explorer", "finetune": "Fine-tune"}  # else the page's name
 # Pages whose first view has a chart (Attention's open tab is drawn by a second run, once the
 # browser says which tab is open). Home had none before this benchmark was written.
 CHARTED = {"attention", "home", ""}

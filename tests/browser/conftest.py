@@ -49,9 +49,9 @@ def app_home(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def serve_app(home: Path):
-    """`streamlit run app.py` on a free port with its own runs, tokenizers and data folders
-    under `home`; yields its address, stops it afterwards."""
+def serve_app(home: Path, repo: Path = REPO):
+    """`streamlit run app.py` of the checkout `repo` on a free port with its own runs, tokenizers
+    and data folders under `home`; yields its address, stops it afterwards."""
     (home / "data" / "corpora").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(SHAKESPEARE_FILE, home / "data" / "corpora" / SHAKESPEARE_FILE.name)  # "downloaded" already
     env = {
@@ -64,7 +64,7 @@ def serve_app(home: Path):
     log = open(home / "streamlit.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
