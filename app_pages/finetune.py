@@ -3,7 +3,7 @@ prefer answers, or a new text), watch it learn, and compare it before and after.
 
 import streamlit as st
 
-from explorer import presenter, runs
+from explorer import presenter, run_list, run_watch, runs
 from explorer.finetune_form import finetune_form
 from explorer.finetune_list import runs_section
 from explorer.finetune_start import start_section
@@ -17,8 +17,8 @@ presenter.page_title(
 )
 watched = watched_run()
 if watched is not None:
-    st.fragment(live_view, run_every=1.0 if watched.active else None)(watched.name, watched.active)
+    st.fragment(live_view, run_every=run_watch.REFRESH_S if watched.active else None)(watched.name, watched.active)
 with st.expander("➕ Start a fine-tune", expanded=watched is None):
     start_section(finetune_form())
 any_active = any(info.active for info in runs.list_runs())
-st.fragment(runs_section, run_every=3.0 if any_active else None)()
+st.fragment(runs_section, run_every=run_list.REFRESH_S if any_active else None)()

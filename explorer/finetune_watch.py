@@ -1,26 +1,30 @@
 """The Fine-tune page's view of one run (?run=NAME): what it is, its state and progress, its
 curves (the method's own first: accuracy, exact match, or DPO's reward margin), then before
-and after; redrawn every second while it trains, from the folder the trainer writes."""
+and after; redrawn every second while it trains, from the folder the trainer writes (a rerun
+of the whole page in between shows what the last refresh read: explorer.as_shown)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import presenter, runs
+from explorer.as_shown import as_last_shown
 from explorer.finetune_charts import accuracy_figure, exact_match_figure, has, logp_figure, reward_margin_figure
 from explorer.finetune_compare import classify_comparison, generation_comparison, try_a_message
 from explorer.finetune_runs import LORA_TARGETS, METHODS, finetune_record, read_evaluation, trained_counts
+from explorer.live_files import run_metrics
 from explorer.paths import FileStamp
 from explorer.plain_text import plain
-from explorer.run_watch import reread, run_actions, state_messages
+from explorer.run_watch import FRESH_S, reread, run_actions, state_messages
 from explorer.training_view import STATES, balance_figure, has_balance_loss, loss_figure
 from explorer.url_state import BIND
 from explorer.widgets import chart
-from lm.run_folder import METRICS_FILE, read_metrics, tokenizer_vocab_size
+from lm.run_folder import tokenizer_vocab_size
 
 TABS = ["📈 Training", "⚖️ Before and after", "💬 Try a message"]
 LOSS_TITLES = {"classify": "Loss: how surprised the model is by the true class",
@@ -54,25 +58,41 @@ def title_bar(info: runs.RunInfo, about: str) -> None:
     run_actions(buttons, info, "ft")
 
 
+@dataclass(frozen=True)
+class Look:
+    """What the live view shows of a run, as one refresh read it from the run's folder."""
+    info: runs.RunInfo
+    record: dict | None  # how it was fine-tuned (finetune_record); None: not a fine-tune run
+    counts: tuple[int, int] | None
+    stamp: FileStamp | None  # the metrics file's version, None while it has none
+    metrics: list[dict]
+    evaluation: dict
+
+
+def look_at(info: runs.RunInfo) -> Look:
+    return Look(info, finetune_record(info.folder), trained_counts(info.folder),
+                *run_metrics(info.folder, info.active), read_evaluation(info.folder))
+
+
 def live_view(name: str, was_active: bool) -> None:
-    """Run as a fragment every second while the run trains."""
-    info = reread(name, was_active)
-    if info is None:
+    """Run as a fragment every second while the run trains (run_watch.REFRESH_S)."""
+    fresh = reread(name, was_active)
+    if fresh is None:
         return
-    record = finetune_record(info.folder)
+    kinds = (fresh.name, fresh.state, fresh.stop_requested)
+    look = as_last_shown("ft_watch_shown", kinds, FRESH_S, lambda: look_at(fresh))
+    info, record, metrics, evaluation = look.info, look.record, look.metrics, look.evaluation
     if record is None:
         st.warning(f"{plain(name)} is not a fine-tune run: watch it on the Train page.")
         return
-    title_bar(info, describe_run(record, trained_counts(info.folder)))
-    metrics = read_metrics(info.folder)
+    title_bar(info, describe_run(record, look.counts))
     state_messages(info, metrics, "Starting: loading the model and the data, and answering the held-out examples "
                    "before training…", finished_bar=False)  # a finished fine-tune's bar says nothing new
     method = record.get("method")
     shown = TABS if method == "classify" and info.has_checkpoint and not info.active else TABS[:2]
     tabs = st.tabs(shown, key="ft_tab", bind=BIND)
-    evaluation = read_evaluation(info.folder)  # once a rerun: the curves need its labels, the comparison all of it
-    with tabs[0]:
-        curves(name, info.folder, method, metrics, len((evaluation.get("before") or {}).get("labels") or [0, 0]))
+    with tabs[0]:  # the curves need the evaluation's labels, the comparison all of it
+        curves(name, look, len((evaluation.get("before") or {}).get("labels") or [0, 0]))
     with tabs[1]:
         if method == "classify":
             classify_comparison(name, evaluation)
@@ -83,15 +103,12 @@ def live_view(name: str, was_active: bool) -> None:
             try_a_message(info.folder)
 
 
-def curves(name: str, folder: Path, method: str, metrics: list[dict], labels: int) -> None:
-    if not metrics:
+def curves(name: str, look: Look, labels: int) -> None:
+    if look.stamp is None or not look.metrics:
         st.info("The curves start with the first steps logged.")
         return
-    try:
-        stamp = FileStamp.of(folder / METRICS_FILE)
-    except OSError:  # deleted meanwhile: the next look says so
-        return
-    figures = live_figures(stamp, method, tokenizer_vocab_size(folder), labels, metrics)
+    method = look.record.get("method")
+    figures = live_figures(look.stamp, method, tokenizer_vocab_size(look.info.folder), labels, look.metrics)
     first, *rest = figures.items()
     chart(first[1], f"ft_{first[0]}_chart", f"{name}-{first[0]}")
     for column, (key, fig) in zip(st.columns(max(1, len(rest))), rest):

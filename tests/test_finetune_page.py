@@ -23,7 +23,7 @@ from lm.sizing import parameter_count
 from tests.checkpoints import make_checkpoint, shakespeare_bpe
 from tests.conftest import open_page
 from tests.helpers import wait_for
-from tests.finetune_folders import GENERATIONS, copy_datasets, fake_finetune_run, metrics
+from tests.finetune_folders import GENERATIONS, copy_datasets, evaluation, fake_finetune_run, metrics
 
 
 @pytest.fixture
@@ -193,6 +193,32 @@ def test_a_run_still_training_says_the_after_part_is_to_come(base, app_dirs):
     at = open_finetune(run="half")
     assert "Exact match: 0% before, — after" in [c.value for c in at.caption]
     assert "once the run ends" in at.code[-2].value
+
+
+def test_the_watched_fine_tune_shows_its_last_refresh_until_the_next(base, app_dirs, monkeypatch):
+    """A rerun within the view's refresh interval sends the same curves (the browser redraws
+    nothing); the next refresh reads the folder again, and a new state shows at once."""
+    clock = [1000.0]
+    monkeypatch.setattr("explorer.as_shown.time.monotonic", lambda: clock[0])
+    folder = fake_finetune_run(app_dirs / "runs", "half", "instruct", state="stopped")
+
+    def loss_points(at: AppTest) -> int:
+        return len(spec(at, 1)["data"][0]["x"])  # after the exact match
+
+    at = open_finetune(run="half")
+    assert loss_points(at) == 10
+    with open(folder / "metrics.jsonl", "a") as records:
+        records.write(json.dumps({"step": 110, "train_loss": 0.9, "lr": 1e-3, "elapsed": 11}) + "\n")
+    at.run()
+    assert loss_points(at) == 10  # a rerun within the view's refresh interval
+    clock[0] += 1.0
+    at.run()
+    assert loss_points(at) == 11
+    status = json.loads((folder / "status.json").read_text())
+    (folder / "status.json").write_text(json.dumps({**status, "state": "finished"}))
+    (folder / "evaluation.json").write_text(json.dumps(evaluation("instruct")))
+    at.run()
+    assert "Exact match: 0% before, 67% after" in [c.value for c in at.caption]
 
 
 def test_a_pretraining_run_is_sent_to_the_train_page(base, app_dirs):
