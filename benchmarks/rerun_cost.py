@@ -84,7 +84,7 @@ def opened(browser, url: str, path: str, query: str, chart: bool):
 
 def measure(urls: list[str], browser, rounds: int, pages: list[str], watched: str | None = None) -> dict:
     """Each page's rerun times and the elements in its main area, on each server in `urls`, the
-    servers taking turns (first one, then the other). The Fine-tune page watches `watched`, if any."""
+    servers taking turns (each first in every other round). The Fine-tune page watches `watched`, if any."""
     times = {}
     for name in pages:
         path = PAGES[name]
