@@ -4,9 +4,8 @@ prefer answers, or a new text), watch it learn, and compare it before and after.
 import streamlit as st
 
 from explorer import presenter, run_list, run_watch, runs
-from explorer.finetune_form import finetune_form
 from explorer.finetune_list import runs_section
-from explorer.finetune_start import start_section
+from explorer.finetune_start import new_finetune_section
 from explorer.finetune_watch import live_view
 from explorer.run_watch import watched_run
 
@@ -18,7 +17,6 @@ presenter.page_title(
 watched = watched_run()
 if watched is not None:
     st.fragment(live_view, run_every=run_watch.REFRESH_S if watched.active else None)(watched.name, watched.active)
-with st.expander("➕ Start a fine-tune", expanded=watched is None):
-    start_section(finetune_form())
+new_finetune_section(watching=watched is not None)
 any_active = any(info.active for info in runs.list_runs())
 st.fragment(runs_section, run_every=run_list.REFRESH_S if any_active else None)()

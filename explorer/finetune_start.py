@@ -11,12 +11,13 @@ from explorer import runs, workspace
 from explorer.finetune_estimate import (
     example_lengths, memory_bytes, run_time, timing_config, trainable_parameters, trains_everything, typical_length,
 )
-from explorer.finetune_form import FinetuneChoice
-from explorer.finetune_runs import FinetuneRequest, start_finetune
+from explorer.finetune_form import FinetuneChoice, finetune_form
+from explorer.finetune_runs import METHODS, FinetuneRequest, start_finetune
 from explorer.plain_text import plain
 from explorer.run_start import process_startup, step_costs
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
+from explorer.widgets import holds_its_own_text
 from lm.device import resolve_device
 from lm.estimate import run_threads
 from lm.finetune.loop import choose_trainable
@@ -82,6 +83,22 @@ def _estimates(choice: FinetuneChoice) -> str | None:
     step_col.metric("Time per step", f"≈ {format_duration(timed.step_seconds)}", help=how)
     total_col.metric(f"{request.max_steps:,} steps", f"≈ {rough_duration(timed.run_seconds)}", help=how)
     return None
+
+
+def new_finetune_section(watching: bool) -> None:
+    """The form in an expander, open while no run is watched. Closed, it is not drawn (its elements
+    would be redrawn on every rerun of the page, as explorer.run_start says for the Train page's),
+    unless it holds an uploaded file or a pasted text, which a widget that is not drawn would lose;
+    its other settings Streamlit keeps meanwhile."""
+    expander = st.expander("➕ Start a fine-tune", expanded=not watching, key="ft_new_run", on_change="rerun")
+    if not expander.open and not holds_its_own_text("ft") and not holds_an_upload():
+        return
+    with expander:
+        start_section(finetune_form())
+
+
+def holds_an_upload() -> bool:
+    return any(st.session_state.get(f"ft_upload_{method}") is not None for method in METHODS)
 
 
 def start_section(choice: FinetuneChoice | None) -> None:

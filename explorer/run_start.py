@@ -14,7 +14,7 @@ from explorer.train_form import run_form
 from explorer.workspace import run_limit_problem, runs_place, training_slots
 from explorer.training_view import format_bytes, format_duration, rough_duration
 from explorer.url_state import BIND
-from lm.data import CORPORA
+from explorer.widgets import holds_its_own_text
 from lm.device import device_precision, resolve_device
 from lm.estimate import StepCosts, estimate, measure_costs, run_threads, startup_seconds, tokenizer_seconds
 from lm.model import GPTConfig
@@ -80,7 +80,7 @@ def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
         st.session_state[OPENS] = not listed or linked
     opens = not watching and st.session_state[OPENS]
     expander = st.expander("➕ Start a new run", expanded=opens, key="train_new_run", on_change="rerun")
-    if not expander.open and not holds_its_own_text():
+    if not expander.open and not holds_its_own_text("train"):
         return
     with expander:
         chosen = run_form()  # the inputs, then the run they plan, checked once
@@ -89,12 +89,6 @@ def new_run_section(watching: bool, listed: list[runs.RunInfo]) -> None:
         else:
             choice, name_base = chosen
             start_section(plan_run(choice), listed, name_base)
-
-
-def holds_its_own_text() -> bool:
-    """Whether the form's text is an upload or a paste rather than a corpus of the app's."""
-    source = st.session_state.get("train_source")  # explorer.widgets.corpus_input("train")'s choice
-    return source is not None and all(source != corpus.title for corpus in CORPORA.values())
 
 
 def start_section(plan: RunPlan | None, listed: list[runs.RunInfo], name_base: str = "run") -> None:

@@ -24,6 +24,13 @@ TABLE_ROW = 36  # pixels: a table row's height, fixed so a table's height can be
 SOURCES = [corpus.title for corpus in CORPORA.values()] + ["Upload a file", "Paste text"]
 
 
+def holds_its_own_text(key: str) -> bool:
+    """Whether corpus_input(key)'s text is an upload or a paste rather than a corpus of the app's:
+    a form that holds one must stay drawn, since a widget that is not drawn loses it."""
+    source = st.session_state.get(f"{key}_source")
+    return source is not None and all(source != corpus.title for corpus in CORPORA.values())
+
+
 def corpus_input(key: str, label: str = "Text to learn from") -> tuple[str, str] | None:
     """A corpus from the registry, an upload or a paste: (text, a short description) or None."""
     source = st.radio(label, SOURCES, horizontal=True, key=f"{key}_source", bind=BIND)

@@ -167,6 +167,20 @@ def test_a_finished_classifier_shows_its_curves_and_confusion_before_and_after(b
     assert before["layout"]["title"]["text"] == "Before: 50.0% of 200 right"
     assert after["layout"]["title"]["text"] == "After: 94.0% right (+44.0 points)"
     assert not at.expander[0].proto.expanded  # the form folds away while a run is watched
+    assert "ft_method" not in [r.key for r in at.radio]  # and not drawn: a rerun would redraw it all
+
+
+def test_a_folded_form_stays_drawn_while_it_holds_an_upload(base, app_dirs):
+    """A file uploader that is not drawn loses its file: folded, the form is drawn only then."""
+    fake_finetune_run(app_dirs / "runs", "spam", "classify")
+    at = open_finetune()
+    at.radio(key="ft_data").set_value("Upload a file").run()
+    rows = "text,label\n" + "".join(f"kept {i},{'spam' if i % 2 else 'ham'}\n" for i in range(12))
+    at.file_uploader(key="ft_upload_classify").set_value(("kept.csv", rows.encode(), "text/csv")).run()
+    at.query_params["run"] = "spam"  # now a run is watched: the form folds
+    at.run()
+    assert not at.expander[0].proto.expanded
+    assert any(c.value.startswith("12 messages, 2 labels") for c in at.caption)  # still drawn, file kept
 
 
 def test_a_dpo_run_puts_the_reward_margin_first(base, app_dirs):
