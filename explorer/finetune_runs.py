@@ -95,13 +95,17 @@ def start_finetune(name: str, request: FinetuneRequest) -> runs.RunInfo:
 
 def finetune_record(folder: Path) -> dict | None:
     """How a run was fine-tuned: the page's request, else (a run started from the command line)
-    the "finetune" section the trainer writes into its checkpoint's config; None for other runs."""
+    the "finetune" section the trainer writes into its checkpoint's config, else, before its first
+    checkpoint, the method its evaluation of the starting model names; None for other runs."""
     request = read_record(folder / REQUEST_FILE)
     if request is not None:
         return request
     config = read_record(folder / CONFIG_FILE) or {}
     section = (config.get("training") or {}).get("finetune")
-    return section if isinstance(section, dict) else None
+    if isinstance(section, dict):
+        return section
+    method = read_evaluation(folder).get("method")
+    return {"method": method} if method in METHODS else None
 
 
 def trained_counts(folder: Path) -> tuple[int, int] | None:

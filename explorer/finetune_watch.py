@@ -34,8 +34,8 @@ LOSS_TITLES = {"classify": "Loss: how surprised the model is by the true class",
 def describe_run(record: dict, counts: tuple[int, int] | None) -> str:
     """'Classify · from shakespeare-demo · sms-spam · LoRA rank 8 on attention · 1.2% of 812,000 parameters train'."""
     method = METHODS.get(record.get("method"), (str(record.get("method")), ""))[0]
-    parts = [method, f"from {Path(str(record.get('source') or record.get('from') or '?')).name}",
-             Path(str(record.get("data") or "?")).name]
+    source, data = record.get("source") or record.get("from"), record.get("data")
+    parts = [method, *([f"from {Path(str(source)).name}"] if source else []), *([Path(str(data)).name] if data else [])]
     lora = record.get("lora") if isinstance(record.get("lora"), dict) else None
     rank = record.get("lora_rank") or (lora or {}).get("rank")
     if rank:

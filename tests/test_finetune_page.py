@@ -243,6 +243,19 @@ def test_a_pretraining_run_is_sent_to_the_train_page(base, app_dirs):
     assert "not a fine-tune run" in at.warning[0].value
 
 
+def test_a_command_line_fine_tune_is_one_before_its_first_checkpoint(base, app_dirs):
+    """`lm finetune` writes no finetune.json and its settings only with its first checkpoint; its
+    evaluation of the starting model, written before the first step, names the method."""
+    folder = fake_finetune_run(app_dirs / "runs", "early", "classify", state="stopped")
+    (folder / "finetune.json").unlink()
+    at = open_finetune(run="early")
+    assert not at.warning and at.subheader[0].value.startswith("Fine-tune early")
+    assert any(c.value.startswith("Classify ·") or c.value == "Classify" for c in at.caption)
+    assert not any("?" in c.value for c in at.caption)
+    (folder / "evaluation.json").unlink()  # nothing says it is a fine-tune: sent to the Train page
+    assert "not a fine-tune run" in open_finetune(run="early").warning[0].value
+
+
 def wait_until_ended(name: str, timeout: float = 300) -> runs.RunInfo:
     def ended() -> runs.RunInfo | None:
         info = runs.run_info(runs.run_folder(name))
