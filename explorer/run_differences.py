@@ -5,27 +5,13 @@ and everything else")."""
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 from explorer.plain_text import plain
-from lm.checkpoint import CheckpointError, read_config
 from lm.train_config import TrainConfig
 
 NOT_COMPARED = {"out", "threads", "device"}  # where a run was written and ran, not what it learned
 SHOWN = 4  # settings named one by one; more are counted
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-
-
-def run_settings(options: dict, folder: Path) -> dict:
-    """A run's TrainConfig: as the app started it, else as its checkpoint records it (a run
-    trained from the command line); {} when neither says."""
-    if options:
-        return options
-    try:
-        recorded = read_config(folder)[1].get("config")
-    except (CheckpointError, ValueError, OSError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
 
 
 def setting_differences(options: dict[str, dict]) -> dict[str, list]:

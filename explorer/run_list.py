@@ -13,7 +13,7 @@ from explorer import runs
 from explorer.as_shown import as_last_shown
 from explorer.live_files import has_metrics, run_metrics
 from explorer.plain_text import plain
-from explorer.run_differences import differences_sentence, run_settings
+from explorer.run_differences import differences_sentence
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
 from explorer.training_view import overlay_figure, runs_table
@@ -96,8 +96,7 @@ def compare_curves(shown: Shown) -> None:
         looks = {n: shown.curves[n] for n in compare}
         versions = tuple((n, stamp) for n, (stamp, _) in looks.items())
         chart(overlay_of(versions, {n: metrics for n, (_, metrics) in looks.items()}), "train_overlay", "loss-curves")
-        settings = {info.name: run_settings(info.options, info.folder) for info in infos if info.name in compare}
-        st.markdown(differences_sentence({name: settings[name] for name in compare}))
+        st.markdown(differences_sentence({name: by_name[name].options for name in compare}))  # a CLI run's: its checkpoint's
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)

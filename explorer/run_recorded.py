@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from explorer.paths import FileStamp
-from lm.checkpoint import CONFIG_FILE, CheckpointError, read_config
+from lm.checkpoint import CONFIG_FILE, read_config
 from lm.run_folder import TRAIN_CONFIG_FILE, read_metrics, read_record
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size")  # the model's shape and context, as the table shows it
@@ -61,7 +61,7 @@ def _checkpoint(folder: Path) -> tuple[dict, dict, float | None]:
 def _read_checkpoint(stamp: FileStamp) -> tuple[dict, dict, float | None]:
     try:
         config, training = read_config(Path(stamp.path).parent)
-    except (CheckpointError, OSError):
+    except (ValueError, OSError):  # CheckpointError among them
         return {}, {}, None
     settings, best = training.get("config"), training.get("best_val_loss")
     return ({key: getattr(config, key) for key in MODEL_KEYS}, settings if isinstance(settings, dict) else {},

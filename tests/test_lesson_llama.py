@@ -8,7 +8,8 @@ from dataclasses import asdict
 
 from explorer.lesson_steps import RUN_NAMES
 from explorer.paths import runs_root
-from explorer.run_differences import differences_sentence, run_settings, setting_differences
+from explorer.run_differences import differences_sentence, setting_differences
+from explorer.run_recorded import recorded
 from lm.architectures import ARCH_FIELDS
 from lm.checkpoint import save_checkpoint
 from lm.run_folder import TRAIN_CONFIG_FILE
@@ -75,6 +76,7 @@ def test_the_second_run_is_followed_and_offered_and_both_are_overlaid(app_dirs):
 def test_a_command_line_run_is_compared_by_its_checkpoints_settings(tmp_path):
     options = asdict(TrainConfig(position="rope"))
     folder = save_checkpoint(tmp_path / "cli", tiny_gpt(320), shakespeare_bpe(), {"config": options})
-    assert run_settings({}, folder) == options  # no train_config.json: the checkpoint's record
-    assert run_settings({"seed": 1}, folder) == {"seed": 1}
-    assert run_settings({}, tmp_path / "nothing") == {}
+    assert recorded(folder, {}).options == options  # no train_config.json: the checkpoint's record
+    (folder / TRAIN_CONFIG_FILE).write_text(json.dumps({"seed": 1}))
+    assert recorded(folder, {}).options == {"seed": 1}
+    assert recorded(tmp_path / "nothing", {}).options == {}
