@@ -16,7 +16,7 @@ from explorer.plain_text import plain
 from explorer.run_differences import differences_sentence
 from explorer.workspace import can_manage, runs_place
 from explorer.run_archive import export_run, import_run
-from explorer.training_view import overlay_figure, runs_table
+from explorer.training_view import LOSS_FORMAT, overlay_figure, runs_table
 from explorer.widgets import chart
 
 
@@ -58,7 +58,8 @@ def runs_section(listing: Listing) -> None:
     if not infos:
         st.caption(f"No training runs yet in {runs_place()}.")
         return
-    st.dataframe(runs_table(infos), hide_index=True, width="stretch")
+    loss = st.column_config.NumberColumn(format=LOSS_FORMAT)  # the grid's own rounding showed a tiny loss as 0
+    st.dataframe(runs_table(infos), hide_index=True, width="stretch", column_config={"best val loss": loss})
     compare_curves(shown)
     pick_column, watch_column, export_column, delete_column = st.columns([3, 1, 1, 1.2], vertical_alignment="bottom")  # "🗑 Delete…" was cut at 1280 px
     pick = pick_column.selectbox("Run", [info.name for info in infos], key="train_pick")

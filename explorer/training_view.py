@@ -18,6 +18,7 @@ MAX_POINTS = 600  # per curve: a browser redrawing every second stays smooth
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, GRAD_COLOUR = "#1c7ed6", "#e8590c", "#2f9e44", "#7048e8"
 ACCURACY_COLOUR = "#c2255c"
 BALANCE_COLOUR = "#f08c00"
+LOSS_FORMAT = "%.4g"  # the runs table's losses: 1.235, and a tiny one 2.3e-05 rather than 0
 STATES = {  # state: (label, st.badge colour)
     "starting": ("⏳ starting", "blue"),
     "running": ("▶️ running", "green"),
@@ -234,7 +235,7 @@ def runs_table(infos: list) -> list[dict]:
                 "run": info.name,
                 "status": state_label(info.state),
                 "step": f"{info.step:,} / {info.max_steps:,}" if info.max_steps else f"{info.step:,}",
-                "best val loss": round(best, 3) if isinstance(best, (int, float)) and math.isfinite(best) else None,
+                "best val loss": float(LOSS_FORMAT % best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
                 "model": describe_model(info.model),
                 "context": info.model.get("block_size"),
                 "data · tokenizer": " · ".join(filter(None, (_short_source(info.options.get(k)) for k in ("data", "tokenizer")))),

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from explorer import run_recorded, runs
-from explorer.training_view import runs_table
+from explorer.training_view import LOSS_FORMAT, runs_table
 from lm.checkpoint import save_checkpoint
 from lm.run_folder import LAUNCH_FILE, METRICS_FILE, STATUS_FILE, TRAIN_CONFIG_FILE
 from lm.train_config import TrainConfig
@@ -141,5 +141,5 @@ def test_a_real_command_line_run_with_the_task_defaults_shows_what_it_trained(ro
     metrics = [json.loads(line) for line in (folder / METRICS_FILE).read_text().splitlines()]
     shown = row(root, "copy")
     assert (shown["model"], shown["context"], shown["status"]) == ("2 layers × 64 wide, 1 head", 16, "✅ finished")
-    assert shown["best val loss"] == round(min(m["val_loss"] for m in metrics if "val_loss" in m), 3)
+    assert shown["best val loss"] == float(LOSS_FORMAT % min(m["val_loss"] for m in metrics if "val_loss" in m))
     assert shown["data · tokenizer"] == "task:copy · characters"

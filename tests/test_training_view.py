@@ -138,3 +138,9 @@ def test_runs_table_rows():
     assert b["status"] == "💀 died" and b["step"] == "30" and b["best val loss"] is None and b["data · tokenizer"] == "tinyshakespeare"
     assert b["model"] == "" and b["context"] is None  # died before its first checkpoint: nothing says which model
     assert c["model"] == "1 layer × 32 wide, 1 head" and c["step"] == "0" and c["context"] is None
+
+
+def test_runs_table_keeps_four_significant_digits_of_a_tiny_loss():
+    """A task learned to a loss of 2.3e-05 is not shown as 0 (rounding to 3 decimals did that)."""
+    infos = [RunInfo(name, Path(f"/runs/{name}"), "finished", best_val_loss=loss) for name, loss in (("t", 2.34567e-05), ("h", 12.3456))]
+    assert [row["best val loss"] for row in runs_table(infos)] == [2.346e-05, 12.35]
