@@ -26,7 +26,7 @@ from explorer.paths import runs_root
 from explorer.run_recorded import best_val_loss
 from explorer.runs import RunError, name_problem, run_folder
 from lm.atomic import is_temporary, write_json
-from lm.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
+from lm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint, read_config
 from lm.data import human_size
 from lm.run_folder import (
     DETECTORS_FILE, LAUNCH_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_CONFIG_FILE, read_record, read_status,
@@ -185,14 +185,23 @@ def _check_run(folder: Path) -> dict:
             if bad is not None:
                 raise RunError(f"{records} in the archive is not what this app writes (line {bad}); refusing it")
     if (folder / TRAIN_CONFIG_FILE).is_file():
-        try:
-            options = read_record(folder / TRAIN_CONFIG_FILE)
-            if options is None:
-                raise ValueError("not a JSON object")
-            TrainConfig.from_dict(options).check()
-        except (ValueError, TypeError) as exc:
-            raise RunError(f"{TRAIN_CONFIG_FILE} in the archive is not a training config of this app ({exc})") from None
+        _check_options(read_record(folder / TRAIN_CONFIG_FILE), TRAIN_CONFIG_FILE)
+    try:  # the settings a command-line run's checkpoint records: the runs table shows them (explorer.run_recorded)
+        settings = read_config(folder)[1].get("config")
+    except CheckpointError:  # none, or unreadable and then never read as settings
+        settings = None
+    if settings:
+        _check_options(settings, f"the training record in {CONFIG_FILE}")
     return _progress(folder)
+
+
+def _check_options(options: dict | None, where: str) -> None:
+    try:
+        if options is None:
+            raise ValueError("not a JSON object")
+        TrainConfig.from_dict(options).check()
+    except (ValueError, TypeError) as exc:
+        raise RunError(f"{where} in the archive is not a training config of this app ({exc})") from None
 
 
 def _progress(folder: Path) -> dict:

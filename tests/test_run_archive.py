@@ -8,6 +8,7 @@ import os
 import stat
 import struct
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,9 @@ import pytest
 from explorer.paths import runs_root
 from explorer.run_archive import export_run, import_run
 from explorer.runs import RunError, continue_problem, delete_run, list_runs, run_info, stop_run
+from explorer.training_view import runs_table
 from lm.run_folder import read_metrics
+from lm.train_config import TrainConfig
 from tests.checkpoints import make_checkpoint
 
 
@@ -236,3 +239,27 @@ def test_a_checkpoint_config_is_checked_before_any_model_is_built(runs, monkeypa
     monkeypatch.setattr("lm.model.GPT.__init__", lambda *args: pytest.fail("a model was built"))
     with pytest.raises(RunError, match=message):
         import_run(zip_of(entries), "incoming")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"data": 5}, "data must be a str, not 5"),
+        ({"n_layer": "2"}, "n_layer must be a int"),
+        ({"no_such_option": 1}, "unknown training options: no_such_option"),
+    ],
+)
+def test_a_checkpoints_recorded_settings_are_checked_like_a_training_config(runs, settings, message):
+    """A command-line run has no train_config.json: the runs table shows its checkpoint's settings
+    (explorer.run_recorded), and a 5 for its data failed the whole table."""
+    original = finished_run(runs / "mine")
+    entries = files(original)
+    config = json.loads(entries["config.json"])
+    entries["config.json"] = json.dumps({**config, "training": {**config["training"], "config": settings}}).encode()
+    with pytest.raises(RunError, match=f"the training record in config.json in the archive is not a training config of this app .*{message}"):
+        import_run(zip_of(entries), "incoming")
+    assert sorted(os.listdir(runs)) == ["mine"]
+    good = asdict(TrainConfig(data="task:copy", tokenizer="characters", out="/elsewhere/cli"))
+    entries["config.json"] = json.dumps({**config, "training": {**config["training"], "config": good}}).encode()
+    import_run(zip_of(entries), "cli")
+    assert run_info(runs / "cli").options == good and "task:copy" in runs_table([run_info(runs / "cli")])[0]["data · tokenizer"]
