@@ -67,6 +67,7 @@ def form_preset() -> dict:
 def apply_preset() -> None:
     """The chosen task's own settings, or the chosen size's (leaving the inputs alone for custom sizes)."""
     state = st.session_state
+    rewrite_inputs()  # the defaults follow the choice: an input it leaves alone may be off its default now
     if state.get("train_what") != TASK_CHOICE:
         state.setdefault("train_preset", next(iter(PRESETS)))
         if state["train_preset"] not in PRESETS:
@@ -79,6 +80,17 @@ def apply_preset() -> None:
 
 def sizes_changed() -> None:
     st.session_state["train_preset"] = CUSTOM
+    rewrite_inputs()
+
+
+def rewrite_inputs() -> None:
+    """Write the inputs' values again when their defaults move under them (custom sizes default
+    to the first size's numbers): Streamlit puts a bound widget's value into the address only
+    when it is written, so a size left from "small" would be missing from the link."""
+    state = st.session_state
+    for key in (f"train_{name}" for name in PRESET_INPUTS):
+        if key in state:
+            state[key] = state[key]
 
 
 def tokenizer_input() -> tuple[str, int, object | None] | None:
