@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lm.attention import Linear
+from tests.checkpoints import tiny_gpt
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -44,6 +46,23 @@ def test_on_several_threads_the_transposed_product_gives_the_one_matmuls_numbers
     torch.set_num_threads(1)
     with torch.inference_mode():
         assert layer(x).is_contiguous()  # one thread, narrow W: the one matmul
+
+
+def test_on_several_threads_the_fused_attention_kernel_gets_each_heads_rows_contiguous(monkeypatch):
+    """A CPU's fused attention kernel takes its fast path only on such rows (else its math path,
+    2-7x slower): the transposed products' queries, keys and values must not reach it as they come."""
+    model, x = tiny_gpt(64, n_kv_head=1, position="rope"), torch.randint(0, 64, (2, 12))
+    seen, fused = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, **options):
+        seen.append([t.stride(-1) for t in (q, k, v)])
+        return fused(q, k, v, **options)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    torch.set_num_threads(2)  # the one_thread fixture puts 1 back
+    with torch.inference_mode():
+        model(x)
+    assert seen == [[1, 1, 1]] * model.config.n_layer
 
 
 def test_under_autocast_the_one_matmul_runs_as_autocast_says():
