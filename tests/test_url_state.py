@@ -256,6 +256,26 @@ def test_a_folded_setting_stays_in_the_link_while_the_session_holds_it():
     assert at.number_input(key="steps").value == 12
 
 
+def folding_text_page():
+    import streamlit as st
+
+    from explorer.url_state import bind_text, page_params
+
+    if st.toggle("Show the form", value=True, key="show"):
+        st.text_area("Text", key="text", bind=bind_text("text", "the text"))
+    st.session_state["shared"] = page_params("Folding")
+
+
+def test_a_text_grown_too_long_for_a_link_stays_out_of_it_once_folded():
+    at = AppTest.from_function(folding_text_page, default_timeout=60)
+    at.query_params["text"] = "short"
+    at.run()
+    assert at.session_state["shared"] == {"text": "short"}
+    at.text_area(key="text").input("x" * (MAX_TEXT_IN_LINK + 1)).run()
+    at.toggle(key="show").set_value(False).run()
+    assert not at.exception, at.exception
+    assert at.session_state["shared"] == {}  # not the long text, nor the short one the link had before
+
 
 def copied_link(at: AppTest) -> str:
     return next(code.value for code in at.sidebar.code)
