@@ -229,7 +229,7 @@ class CausalSelfAttention(nn.Module):
             if probe.keep_steps is not None:
                 probe.keep_steps(self.layer, steps)
             y = steps.output
-        else:  # a CPU's fused kernel needs each head's rows contiguous, or takes its math path, 2-7x slower
+        else:  # a CPU's fused kernel needs each head's rows contiguous, or takes its math path, several times slower
             q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # Linear's transposed products
             mask, is_causal = self.fused_mask(q.size(-2), k.size(-2), q.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,

@@ -50,7 +50,7 @@ def test_on_several_threads_the_transposed_product_gives_the_one_matmuls_numbers
 
 def test_on_several_threads_the_fused_attention_kernel_gets_each_heads_rows_contiguous(monkeypatch):
     """A CPU's fused attention kernel takes its fast path only on such rows (else its math path,
-    2-7x slower): the transposed products' queries, keys and values must not reach it as they come."""
+    several times slower): the transposed products' queries, keys and values must not reach it as they come."""
     model, x = tiny_gpt(64, n_kv_head=1, position="rope"), torch.randint(0, 64, (2, 12))
     seen, fused = [], F.scaled_dot_product_attention
 
