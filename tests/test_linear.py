@@ -1,6 +1,6 @@
-"""lm.attention.Linear, on many tokens outside autograd on a CPU, multiplies in the order that
-was faster there: transposed on several threads, a wide W in blocks of columns on one. The
-numbers must be those of the one matmul."""
+"""lm.attention.Linear, on several tokens outside autograd on a CPU, multiplies in the order that
+was faster there: transposed on several threads (up to TRANSPOSED_TOKENS tokens), a wide W in
+blocks of columns on one. The numbers must be those of the one matmul."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def test_on_several_threads_the_transposed_product_gives_the_one_matmuls_numbers
         out = layer(x)
     assert out.shape == (3, 9, 40) and out.stride(-1) == 27  # the transposed view: tokens side by side
     assert torch.allclose(out, whole, atol=1e-5, rtol=0)
+    many = torch.randn(1, Linear.TRANSPOSED_TOKENS + 1, 24)
+    with torch.inference_mode():
+        assert layer(many).is_contiguous()  # on many tokens the plain order was the faster
     torch.set_num_threads(1)
     with torch.inference_mode():
         assert layer(x).is_contiguous()  # one thread, narrow W: the one matmul
