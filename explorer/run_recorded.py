@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from explorer.live_files import run_metrics
 from explorer.paths import FileStamp
 from lm.checkpoint import CONFIG_FILE, read_config
-from lm.run_folder import TRAIN_CONFIG_FILE, read_metrics, read_record
+from lm.run_folder import TRAIN_CONFIG_FILE, read_record
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size")  # the model's shape and context, as the table shows it
 
@@ -35,8 +36,8 @@ def best_val_loss(metrics: list[dict]) -> float | None:
     return min(losses, default=None)
 
 
-def recorded(folder: Path, status: dict) -> Recorded:
-    """The run's settings, model and best validation loss, given its status (lm.run_folder.read_status)."""
+def recorded(folder: Path, status: dict, active: bool) -> Recorded:
+    """The run's settings, model and best validation loss, given its status (lm.run_folder.read_status); `active`: whether it still trains (its metrics grow)."""
     options = read_record(folder / TRAIN_CONFIG_FILE) or {}
     model = {key: options[key] for key in MODEL_KEYS if key in options}
     best = status.get("best_val_loss")  # written when the run ends
@@ -44,7 +45,9 @@ def recorded(folder: Path, status: dict) -> Recorded:
         shape, settings, best_saved = _checkpoint(folder)
         model, options = {**shape, **model}, options or dict(settings)
         best = best if best is not None else best_saved
-    return Recorded(options, model, best if best is not None else best_val_loss(read_metrics(folder)))
+    if best is None:  # the look the live views share, not a second read of a growing file
+        best = best_val_loss(run_metrics(folder, active)[1])
+    return Recorded(options, model, best)
 
 
 def _checkpoint(folder: Path) -> tuple[dict, dict, float | None]:

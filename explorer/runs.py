@@ -228,7 +228,7 @@ def run_info(folder: Path) -> RunInfo:
                     f"restarted){kept}"
                 )
         error = status.get("error") or error
-    known = recorded(folder, status)
+    known = recorded(folder, status, state in ACTIVE_STATES)
     return RunInfo(
         name=workspace.run_name(folder), folder=folder, state=state, step=status.get("step", 0), max_steps=status.get("max_steps"),
         error=error, best_val_loss=known.best_val_loss,

@@ -76,7 +76,7 @@ def test_the_second_run_is_followed_and_offered_and_both_are_overlaid(app_dirs):
 def test_a_command_line_run_is_compared_by_its_checkpoints_settings(tmp_path):
     options = asdict(TrainConfig(position="rope"))
     folder = save_checkpoint(tmp_path / "cli", tiny_gpt(320), shakespeare_bpe(), {"config": options})
-    assert recorded(folder, {}).options == options  # no train_config.json: the checkpoint's record
+    assert recorded(folder, {}, False).options == options  # no train_config.json: the checkpoint's record
     (folder / TRAIN_CONFIG_FILE).write_text(json.dumps({"seed": 1}))
-    assert recorded(folder, {}).options == {"seed": 1}
-    assert recorded(tmp_path / "nothing", {}).options == {}
+    assert recorded(folder, {}, False).options == {"seed": 1}
+    assert recorded(tmp_path / "nothing", {}, False).options == {}

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from explorer import run_recorded, runs
+from explorer import live_files, run_recorded, runs
 from explorer.training_view import LOSS_FORMAT, runs_table
 from lm.checkpoint import save_checkpoint
 from lm.run_folder import LAUNCH_FILE, METRICS_FILE, STATUS_FILE, TRAIN_CONFIG_FILE
@@ -77,10 +77,11 @@ def test_a_run_still_training_shows_the_best_validation_loss_it_measured(root, m
     assert row(root, "training")["best val loss"] == 2.25
     with open(folder / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": 70, "train_loss": 2.0, "val_loss": 2.125}) + "\n")
+    live_files.recent_metrics.clear()  # the next refresh comes seconds later, past the look the views share
     assert row(root, "training")["best val loss"] == 2.125  # the next refresh sees the new evaluation
 
     checkpoint(folder, {"config": {}, "step": 70, "best_val_loss": 2.125})  # saved at the evaluation, as the trainer does
-    monkeypatch.setattr(run_recorded, "read_metrics", forbidden)  # the growing file is not reread on every refresh
+    monkeypatch.setattr(run_recorded, "run_metrics", forbidden)  # the growing file is not reread on every refresh
     assert row(root, "training")["best val loss"] == 2.125
     checkpoint(folder, {"config": {}, "step": 80, "best_val_loss": 2.0})
     assert row(root, "training")["best val loss"] == 2.0  # a new checkpoint is read again
@@ -116,7 +117,7 @@ def test_a_finished_run_the_app_started_reads_neither_its_checkpoint_nor_its_met
     write(folder, TRAIN_CONFIG_FILE, {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "data": "tinyshakespeare"})
     write(folder, STATUS_FILE, status("finished", step=40, max_steps=40, best_val_loss=1.75))
     write_metrics(folder, [1.75])  # what it holds is the same as the status; reading it would be wasted
-    monkeypatch.setattr(run_recorded, "read_metrics", forbidden)
+    monkeypatch.setattr(run_recorded, "run_metrics", forbidden)
     monkeypatch.setattr(run_recorded, "read_config", forbidden)
     shown = row(root, "app")
     assert (shown["model"], shown["context"], shown["best val loss"]) == ("2 layers × 64 wide, 2 heads", 64, 1.75)
