@@ -7,6 +7,7 @@ from explorer import presenter, run_list, run_watch, runs
 from explorer.finetune_list import runs_section
 from explorer.finetune_start import new_finetune_section
 from explorer.finetune_watch import live_view
+from explorer.run_list import Listing
 from explorer.run_watch import watched_run
 
 presenter.page_title(
@@ -18,5 +19,7 @@ watched = watched_run()
 if watched is not None:
     st.fragment(live_view, run_every=run_watch.REFRESH_S if watched.active else None)(watched.name, watched.active)
 new_finetune_section(watching=watched is not None)
-any_active = any(info.active for info in runs.list_runs())
-st.fragment(runs_section, run_every=run_list.REFRESH_S if any_active else None)()
+listed = runs.list_runs()  # once per rerun, shared with the table
+st.fragment(runs_section, run_every=run_list.REFRESH_S if any(info.active for info in listed) else None)(
+    Listing(listed)
+)

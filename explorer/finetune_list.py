@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.finetune_runs import METHODS, finetune_record, finetune_runs
+from explorer.run_list import Listing
 from explorer.training_view import state_label
 from explorer.workspace import runs_place
 
@@ -27,9 +28,10 @@ def list_rows(infos: list) -> list[dict]:
     return rows
 
 
-def runs_section() -> None:
+def runs_section(listing: Listing) -> None:
+    """A fragment: `listing` holds the runs the page listed for this rerun (run_list.Listing)."""
     st.header("Fine-tune runs")
-    infos = finetune_runs()
+    infos = finetune_runs(listing.take())
     if not infos:
         st.caption(f"No fine-tune runs yet in {runs_place()}.")
         return

@@ -116,9 +116,9 @@ def trained_counts(folder: Path) -> tuple[int, int] | None:
     return counts if all(isinstance(c, int) and c >= 0 for c in counts) and counts[1] else None
 
 
-def finetune_runs() -> list[runs.RunInfo]:
-    """The fine-tune runs the person on this page may see, newest first."""
-    return [info for info in runs.list_runs() if finetune_record(info.folder) is not None]
+def finetune_runs(listed: list[runs.RunInfo]) -> list[runs.RunInfo]:
+    """The fine-tune runs among `listed` (runs.list_runs: those the person on this page may see, newest first)."""
+    return [info for info in listed if finetune_record(info.folder) is not None]
 
 
 def read_evaluation(folder: Path) -> dict:
