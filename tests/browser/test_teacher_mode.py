@@ -50,6 +50,7 @@ def test_a_link_reopens_the_page_and_follows_its_changes(app_url, page, checkpoi
     other.close()
 
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Tokenizer").click()
+    expect(page).to_have_url(re.compile(r"/tokenizer"))  # the switch has happened: idle before it proves nothing
     wait_until_idle(page)
     assert not [key for key in params(page) if key.startswith("gen_")]  # another page's settings stay behind
 
